@@ -1,0 +1,45 @@
+"""Regenerate the example traces in traces/ from their model configs.
+
+    python scenarios/make_traces.py
+
+Shapes, FLOPs and bytes come from sim.workload.transformer (Megatron-LM
+shapes); tests/test_example_traces.py checks the committed files equal what
+this script writes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sim.workload.trace import write_trace  # noqa: E402
+from sim.workload.transformer import ModelConfig, decode_step_ops, training_ops  # noqa: E402
+
+# One layer of GPT-3 2.7B (Brown et al. 2020, Table 2.1: 32 layers, d_model 2560, 32 heads of
+# 80) at sequence 2048: forward and backward, microbatch 1.
+GPT_LAYER = ModelConfig(name="gpt3-2.7b", layers=32, hidden=2560, heads=32, seq_len=2048,
+                        vocab=50257)
+# A 24-layer, 1024-hidden decoder (GPT-2 medium shapes, Radford et al. 2019) for decode.
+DECODE_MODEL = ModelConfig(name="gpt2-medium", layers=24, hidden=1024, heads=16, seq_len=1024,
+                           vocab=50257)
+
+
+def build() -> dict[str, list]:
+    return {
+        "gpt_layer_fwd_bwd": training_ops(GPT_LAYER, microbatch=1, layers=1),
+        "llm_decode_step": decode_step_ops(DECODE_MODEL, batch=32, context_len=1024, layers=4),
+    }
+
+
+def main() -> None:
+    for stem, ops in build().items():
+        for suffix in (".jsonl", ".arrow"):
+            write_trace(ops, ROOT / "traces" / f"{stem}{suffix}")
+            print(f"wrote traces/{stem}{suffix} ({len(ops)} ops)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""accsim: a discrete-event simulator of accelerator clusters on SimPy.
+
+Python API::
+
+    import sim
+    result = sim.run("scenarios/quickstart.yaml", overrides=["memory.resident_bytes.hbm=4GiB"])
+    result.summary["makespan_s"]; result.timeline  # a pyarrow.Table
+    result.write("runs/quickstart")
+"""
+
+from sim.errors import AccsimError, CapacityError, ScenarioError, SpecError, TraceError
+from sim.runtime.scenario import Scenario, load_scenario
+from sim.runtime.simulate import Result, run
+
+__version__ = "0.1.0"
+
+__all__ = ["AccsimError", "CapacityError", "Result", "Scenario", "ScenarioError", "SpecError",
+           "TraceError", "load_scenario", "run", "__version__"]

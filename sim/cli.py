@@ -1,0 +1,195 @@
+"""The ``accsim`` command line.
+
+    accsim run SCENARIO --out DIR [--set key.path=value ...]
+    accsim trace validate FILE
+    accsim trace info FILE [--device NAME] [--json]
+    accsim devices
+
+Input errors print one line, ``accsim: error: ...``, to stderr and exit with
+status 2; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Sequence
+
+from sim.errors import AccsimError
+from sim.units import format_bytes
+
+
+def _progress_printer(stream=sys.stderr):
+    def report(done: int, total: int) -> None:
+        end = "\r" if stream.isatty() else "\n"
+        stream.write(f"  simulated {done}/{total} ops ({100.0 * done / max(total, 1):.0f}%){end}")
+        stream.flush()
+    return report
+
+
+def _format_si(value: float, unit: str) -> str:
+    for prefix, factor in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _format_seconds(value: float) -> str:
+    for unit, factor in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if abs(value) >= factor:
+            return f"{value / factor:.4g} {unit}"
+    return f"{value:.3g} s"
+
+
+def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.stdout) -> None:
+    """A short human-readable table of a run."""
+    lines = [
+        f"scenario   {summary['scenario']}  on  {summary['device']}",
+        f"makespan   {_format_seconds(summary['makespan_s'])}",
+        f"work       {_format_si(summary['total_flops'], 'FLOP')} in {summary['ops']} ops "
+        f"({summary['events']} SimPy events, {summary['wall_s']:.3f} s wall)",
+        f"achieved   {_format_si(summary['achieved_flops_per_s'], 'FLOP/s')} of "
+        f"{_format_si(summary['peak_flops_per_s'], 'FLOP/s')} peak  (MFU {100 * summary['mfu']:.1f}%)",
+        "",
+        f"{'device':<10} {'unit':<12} {'ops':>6} {'busy':>11} {'util':>7} {'achieved':>16}",
+    ]
+    for row in utilization.to_pylist():
+        rate = (_format_si(row["achieved_flops_per_s"], "FLOP/s") if row["category"] == "compute"
+                else _format_si(row["achieved_bytes_per_s"], "B/s"))
+        lines.append(f"{row['device']:<10} {row['unit']:<12} {row['ops']:>6} "
+                     f"{_format_seconds(row['busy_s']):>11} {100 * row['utilization']:>6.1f}% {rate:>16}")
+    lines.append("")
+    for device, tiers in summary["peak_memory_bytes"].items():
+        peaks = ", ".join(f"{tier} {format_bytes(n)} of {format_bytes(summary['capacity_bytes'][device][tier])}"
+                          for tier, n in tiers.items())
+        lines.append(f"peak memory {device}: {peaks}")
+    bubbles = summary.get("bubble_s_by_cause") or {}
+    if bubbles:
+        lines.append("idle (bubbles): " + ", ".join(f"{cause} {_format_seconds(s)}"
+                                                    for cause, s in bubbles.items()))
+    if out_dir:
+        lines.append(f"wrote {out_dir}/timeline.arrow, bubbles.arrow, utilization.arrow, "
+                     f"memory.arrow, summary.json")
+    stream.write("\n".join(lines) + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import sim
+    scenario = sim.load_scenario(args.scenario, args.set or [])
+    progress = None if args.quiet else _progress_printer()
+    result = sim.run(scenario, progress=progress)
+    result.write(args.out)
+    if not args.quiet:
+        print_summary(result.summary, result.utilization, args.out)
+    return 0
+
+
+def cmd_trace_validate(args: argparse.Namespace) -> int:
+    from sim.workload.trace import load_trace
+    trace = load_trace(args.file)
+    print(f"{args.file}: ok ({len(trace.ops)} ops, {len(trace.streams())} streams)")
+    return 0
+
+
+def cmd_trace_info(args: argparse.Namespace) -> int:
+    from sim.workload.trace import critical_path, load_trace
+    trace = load_trace(args.file)
+    ops = trace.ops
+    counts = Counter(op.op for op in ops)
+    length_ops, path = critical_path(trace)
+    length_flops, _ = critical_path(trace, {op.id: op.flops for op in ops})
+    info = {
+        "file": str(args.file),
+        "ops": len(ops),
+        "streams": len(trace.streams()),
+        "op_counts": dict(sorted(counts.items())),
+        "total_flops": sum(op.flops for op in ops),
+        "total_bytes_read": sum(op.bytes_read for op in ops),
+        "total_bytes_written": sum(op.bytes_written for op in ops),
+        "critical_path_ops": int(length_ops),
+        "critical_path_flops": length_flops,
+    }
+    if args.device:
+        from sim.hardware.specs import load_device_spec
+        from sim.runtime.isolated import isolated_op_seconds
+        spec = load_device_spec(args.device)
+        seconds = isolated_op_seconds(trace, spec)
+        info["device"] = spec.name
+        info["critical_path_s"] = critical_path(trace, seconds)[0]
+        info["sum_of_op_times_s"] = sum(seconds.values())
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['file']}: {info['ops']} ops on {info['streams']} streams")
+    print("  ops by type: " + ", ".join(f"{k} {v}" for k, v in info["op_counts"].items()))
+    print(f"  total: {_format_si(info['total_flops'], 'FLOP')}, read {format_bytes(info['total_bytes_read'])}, "
+          f"written {format_bytes(info['total_bytes_written'])}")
+    print(f"  critical path: {info['critical_path_ops']} ops, "
+          f"{_format_si(info['critical_path_flops'], 'FLOP')} along the heaviest chain")
+    if args.device:
+        print(f"  on {info['device']} (each op alone): critical path {_format_seconds(info['critical_path_s'])}, "
+              f"sum of op times {_format_seconds(info['sum_of_op_times_s'])}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from sim.hardware.specs import device_catalog, load_device_spec
+    for name in device_catalog():
+        spec = load_device_spec(name)
+        tiers = ", ".join(f"{t.name} {format_bytes(t.capacity_bytes)} @ {_format_si(t.bandwidth_bytes_per_s, 'B/s')}"
+                          for t in spec.memory)
+        print(f"{name:<16} {spec.name:<16} {_format_si(spec.matrix_peak_flops_per_s(), 'FLOP/s'):>13}  "
+              f"units {'+'.join(spec.unit_kinds)}; {tiers}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accsim", description="Discrete-event simulator of accelerator clusters.",
+        epilog="Errors in inputs exit with status 2 and write nothing. See README.md.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="simulate a scenario and write Arrow timelines",
+                         description="Simulate a scenario YAML and write DIR/timeline.arrow, "
+                                     "bubbles.arrow, utilization.arrow, memory.arrow and summary.json.")
+    run.add_argument("scenario", help="scenario YAML file (e.g. scenarios/quickstart.yaml)")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory (created if absent)")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                     help="override a scenario key before validation; repeatable "
+                          "(e.g. --set device_overrides.pim.mode=blocked)")
+    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.set_defaults(func=cmd_run)
+
+    trace = sub.add_parser("trace", help="check or describe an operator trace")
+    trace_sub = trace.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
+    validate = trace_sub.add_parser("validate", help="validate a .jsonl or .arrow trace")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_trace_validate)
+    info = trace_sub.add_parser("info", help="op counts, totals and critical path of a trace")
+    info.add_argument("file")
+    info.add_argument("--device", help="device spec (catalog name or path) to cost the critical path in seconds")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_trace_info)
+
+    devices = sub.add_parser("devices", help="list the device specs in the catalog")
+    devices.set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AccsimError as exc:
+        print(f"accsim: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("accsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

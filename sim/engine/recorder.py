@@ -1,0 +1,53 @@
+"""Timeline recording: rows buffered as tuples, flushed to Arrow record batches.
+
+Appending one tuple per (op, unit) interval keeps recording off the event
+loop's critical path; every ``batch_rows`` rows become one columnar
+``pyarrow.RecordBatch``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMELINE_SCHEMA = pa.schema([
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("unit", pa.string(), nullable=False),
+    pa.field("op_id", pa.int64(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("category", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("flops", pa.float64(), nullable=False),
+    pa.field("bytes", pa.float64(), nullable=False),
+    pa.field("stream", pa.int64(), nullable=False),
+    pa.field("units_held", pa.int64(), nullable=False),
+])
+
+
+class TimelineRecorder:
+    """Collects timeline rows (see TIMELINE_SCHEMA) in columnar batches."""
+
+    def __init__(self, batch_rows: int = 65536):
+        self.batch_rows = batch_rows
+        self._rows: list[tuple] = []
+        self._batches: list[pa.RecordBatch] = []
+
+    def record(self, device: str, unit: str, op_id: int, name: str, category: str,
+               start_s: float, end_s: float, flops: float, nbytes: float, stream: int,
+               units_held: int = 1) -> None:
+        self._rows.append((device, unit, op_id, name, category, start_s, end_s,
+                           float(flops), float(nbytes), stream, units_held))
+        if len(self._rows) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        columns = list(zip(*self._rows))
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns, TIMELINE_SCHEMA)]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+        self._rows = []
+
+    def table(self) -> pa.Table:
+        self._flush()
+        return pa.Table.from_batches(self._batches, schema=TIMELINE_SCHEMA)

@@ -1,0 +1,12 @@
+"""Hardware layer: device specifications (frozen dataclasses loaded from YAML)
+and the pure cost models that turn an operator into time on a unit."""
+
+from sim.hardware.specs import (
+    DTYPE_BYTES, DeviceSpec, MemoryTierSpec, PimSpec, SmArraySpec, SystolicArraySpec,
+    VectorUnitSpec, load_device_spec, device_catalog,
+)
+
+__all__ = [
+    "DTYPE_BYTES", "DeviceSpec", "MemoryTierSpec", "PimSpec", "SmArraySpec",
+    "SystolicArraySpec", "VectorUnitSpec", "load_device_spec", "device_catalog",
+]

@@ -1,0 +1,109 @@
+"""Cost models: pure functions from an operator's shape to time on a unit.
+
+Every function states its formula and its source; tests/test_cost_models.py
+checks each against hand-computed values. Times are in seconds, sizes in
+bytes, work in FLOPs (one multiply-accumulate = 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def roofline_s(flops: float, bytes_moved: float, peak_flops_per_s: float,
+               bandwidth_bytes_per_s: float) -> float:
+    """Roofline time: max(flops / peak, bytes / bandwidth).
+
+    Williams, Waterman and Patterson, "Roofline: an insightful visual
+    performance model for multicore architectures", CACM 52(4), 2009.
+    """
+    compute = flops / peak_flops_per_s if flops else 0.0
+    memory = bytes_moved / bandwidth_bytes_per_s if bytes_moved else 0.0
+    return max(compute, memory)
+
+
+def gemm_tiles(m: int, n: int, tile_m: int, tile_n: int, batch: int = 1) -> int:
+    """Output tiles of a (batched) M x N GEMM cut into tile_m x tile_n blocks:
+    batch * ceil(M / tile_m) * ceil(N / tile_n)."""
+    return batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
+
+
+def sm_gemm_compute_s(m: int, n: int, k: int, sms: int, flops_per_s_per_sm: float,
+                      tile_m: int = 128, tile_n: int = 128, batch: int = 1) -> float:
+    """Compute time of a GEMM on ``sms`` SMs with tile and wave quantization.
+
+    Each output tile is one thread block doing 2 * tile_m * tile_n * K FLOPs on
+    one SM; tiles run in waves of ``sms`` blocks, so
+    time = ceil(tiles / sms) * 2 * tile_m * tile_n * K / flops_per_s_per_sm.
+    Source: NVIDIA Deep Learning Performance Guide, "Matrix Multiplication
+    Background": tile quantization and wave quantization.
+    """
+    if m == 0 or n == 0 or k == 0:
+        return 0.0
+    waves = math.ceil(gemm_tiles(m, n, tile_m, tile_n, batch) / sms)
+    return waves * 2.0 * tile_m * tile_n * k / flops_per_s_per_sm
+
+
+def sm_gemm_sms_wanted(m: int, n: int, sm_count: int, tile_m: int = 128, tile_n: int = 128,
+                       batch: int = 1) -> int:
+    """SMs a GEMM kernel can use: one per output tile, at most the whole array."""
+    return max(1, min(sm_count, gemm_tiles(m, n, tile_m, tile_n, batch)))
+
+
+def systolic_fold_shape(m: int, n: int, k: int, dataflow: str) -> tuple[int, int, int]:
+    """Map C[M,N] = A[M,K] B[K,N] onto (S_R, S_C, T) for a dataflow.
+
+    Samajdar et al., "A Systematic Methodology for Characterizing Scalability
+    of DNN Accelerators using SCALE-Sim", ISPASS 2020, Table II:
+    output stationary  S_R = M, S_C = N, T = K;
+    weight stationary  S_R = K, S_C = N, T = M;
+    input stationary   S_R = K, S_C = M, T = N.
+    """
+    if dataflow == "os":
+        return m, n, k
+    if dataflow == "ws":
+        return k, n, m
+    if dataflow == "is":
+        return k, m, n
+    raise ValueError(f"unknown dataflow {dataflow!r}; expected os, ws or is")
+
+
+def systolic_gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
+                         arrays: int = 1, batch: int = 1) -> int:
+    """Compute cycles of a (batched) GEMM on ``arrays`` R x C systolic arrays.
+
+    SCALE-Sim's first-order model (Samajdar et al., ISPASS 2020, Eq. 3-4):
+    one fold takes 2R + C + T - 2 cycles (fill R + C - 2, stream T, drain R)
+    and the operand is cut into ceil(S_R / R) * ceil(S_C / C) folds. With
+    several arrays the folds of all ``batch`` GEMMs are spread over them in
+    waves, the scale-out partitioning of the same paper:
+    cycles = ceil(batch * folds / arrays) * (2R + C + T - 2).
+    """
+    if m == 0 or n == 0 or k == 0:
+        return 0
+    s_r, s_c, t = systolic_fold_shape(m, n, k, dataflow)
+    folds = math.ceil(s_r / rows) * math.ceil(s_c / cols)
+    return math.ceil(batch * folds / arrays) * (2 * rows + cols + t - 2)
+
+
+def systolic_arrays_wanted(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
+                           array_count: int, batch: int = 1) -> int:
+    """Arrays a GEMM can keep busy: one per fold, at most all of them."""
+    s_r, s_c, _ = systolic_fold_shape(m, n, k, dataflow)
+    folds = batch * math.ceil(s_r / rows) * math.ceil(s_c / cols)
+    return max(1, min(array_count, folds))
+
+
+def pim_gemv_s(bytes_read: float, flops: float, banks: int, bank_bandwidth_bytes_per_s: float,
+               bank_flops_per_s: float) -> float:
+    """Time of a GEMV-like op on PIM banks in all-bank mode.
+
+    Each bank streams its share of the matrix through its own MAC unit at the
+    bank's internal bandwidth, so the op is a roofline over the aggregate
+    internal bandwidth and compute: max(bytes / (banks * bank_bw),
+    flops / (banks * bank_flops)). Heo et al., "NeuPIMs: NPU-PIM Heterogeneous
+    Acceleration for Batched LLM Inferencing", ASPLOS 2024 (Sec. 2-3); He et
+    al., "Newton: a DRAM-maker's accelerator-in-memory", MICRO 2020.
+    """
+    return roofline_s(flops, bytes_read, banks * bank_flops_per_s,
+                      banks * bank_bandwidth_bytes_per_s)

@@ -1,0 +1,163 @@
+"""Derived tables of a run: bubbles, utilization and memory, with their schemas.
+
+All three are computed after the simulation from the timeline and the per-op
+start/end times, so recording stays cheap during the run. Schemas are
+documented in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BUBBLES_SCHEMA = pa.schema([
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("unit", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64(), nullable=False),
+    pa.field("end_s", pa.float64(), nullable=False),
+    pa.field("duration_s", pa.float64(), nullable=False),
+    pa.field("cause", pa.string(), nullable=False),
+    pa.field("next_op_id", pa.int64()),
+    pa.field("stage", pa.int64()),
+    pa.field("microbatch", pa.int64()),
+])
+
+UTILIZATION_SCHEMA = pa.schema([
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("unit", pa.string(), nullable=False),
+    pa.field("category", pa.string(), nullable=False),
+    pa.field("ops", pa.int64(), nullable=False),
+    pa.field("busy_s", pa.float64(), nullable=False),
+    pa.field("span_s", pa.float64(), nullable=False),
+    pa.field("utilization", pa.float64(), nullable=False),
+    pa.field("achieved_flops_per_s", pa.float64(), nullable=False),
+    pa.field("peak_flops_per_s", pa.float64()),
+    pa.field("achieved_bytes_per_s", pa.float64(), nullable=False),
+    pa.field("peak_bytes_per_s", pa.float64()),
+])
+
+MEMORY_SCHEMA = pa.schema([
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("tier", pa.string(), nullable=False),
+    pa.field("time_s", pa.float64(), nullable=False),
+    pa.field("used_bytes", pa.int64(), nullable=False),
+    pa.field("capacity_bytes", pa.int64(), nullable=False),
+])
+
+WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "comm_wait"}
+
+
+def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union of intervals; returns (starts, ends, index of the first input
+    interval of each merged one), with inputs sorted by start."""
+    order = np.lexsort((ends, starts))
+    s, e = starts[order], ends[order]
+    running_end = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > running_end[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(s)) - 1
+    return s[first], running_end[last], order[first]
+
+
+def busy_time(starts: np.ndarray, ends: np.ndarray) -> float:
+    if len(starts) == 0:
+        return 0.0
+    s, e, _ = merge_intervals(starts, ends)
+    return float(np.sum(e - s))
+
+
+def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int, float],
+                  op_wait_category: Mapping[int, str], compute_units: Iterable[tuple[str, str]]
+                  ) -> pa.Table:
+    """Idle intervals of every compute unit within [0, makespan], with a cause.
+
+    A gap that ends when op X starts is ``dependency_wait``, ``memory_wait``
+    or ``comm_wait`` when X was not ready during the gap (named by the kind of
+    the predecessor that finished last), ``resource_wait`` when X was ready
+    but waited for units; the gap after a unit's last op is ``no_work``.
+    """
+    rows: dict[str, list] = {f.name: [] for f in BUBBLES_SCHEMA}
+    compute = timeline.filter(pc.equal(timeline["category"], "compute"))
+    tolerance = 1e-12 * max(1.0, makespan_s)
+    for device, unit in compute_units:
+        mask = pc.and_(pc.equal(compute["device"], device), pc.equal(compute["unit"], unit))
+        part = compute.filter(mask)
+        starts = part["start_s"].to_numpy()
+        ends = part["end_s"].to_numpy()
+        ops = part["op_id"].to_numpy()
+        if len(starts):
+            m_start, m_end, first = merge_intervals(starts, ends)
+        else:
+            m_start = m_end = first = np.empty(0)
+        cursor = 0.0
+        for begin, finish, idx in zip(m_start, m_end, first):
+            if begin - cursor > tolerance:
+                op_id = int(ops[idx])
+                if op_ready_s.get(op_id, 0.0) > cursor + tolerance:
+                    cause = WAIT_CAUSE[op_wait_category.get(op_id, "compute")]
+                else:
+                    cause = "resource_wait"
+                _add_bubble(rows, device, unit, cursor, float(begin), cause, op_id)
+            cursor = max(cursor, float(finish))
+        if makespan_s - cursor > tolerance:
+            _add_bubble(rows, device, unit, cursor, makespan_s, "no_work", None)
+    return pa.table(rows, schema=BUBBLES_SCHEMA)
+
+
+def _add_bubble(rows, device, unit, start, end, cause, op_id) -> None:
+    rows["device"].append(device)
+    rows["unit"].append(unit)
+    rows["start_s"].append(start)
+    rows["end_s"].append(end)
+    rows["duration_s"].append(end - start)
+    rows["cause"].append(cause)
+    rows["next_op_id"].append(op_id)
+    rows["stage"].append(None)
+    rows["microbatch"].append(None)
+
+
+def utilization_table(timeline: pa.Table, makespan_s: float,
+                      units: Sequence[tuple[str, str, str, float | None, float | None]]) -> pa.Table:
+    """Per (device, unit): busy time, span, achieved and peak FLOP/s and bytes/s.
+
+    ``units`` lists (device, unit, category, peak_flops_per_s, peak_bytes_per_s)
+    for every unit, used or not. ``busy_s`` is the union of the unit's
+    intervals; achieved rates are totals over the span [0, makespan].
+    """
+    rows: dict[str, list] = {f.name: [] for f in UTILIZATION_SCHEMA}
+    span = makespan_s
+    for device, unit, category, peak_flops, peak_bytes in units:
+        mask = pc.and_(pc.equal(timeline["device"], device), pc.equal(timeline["unit"], unit))
+        part = timeline.filter(mask)
+        busy = busy_time(part["start_s"].to_numpy(), part["end_s"].to_numpy())
+        flops = float(pc.sum(part["flops"]).as_py() or 0.0)
+        nbytes = float(pc.sum(part["bytes"]).as_py() or 0.0)
+        rows["device"].append(device)
+        rows["unit"].append(unit)
+        rows["category"].append(category)
+        rows["ops"].append(part.num_rows)
+        rows["busy_s"].append(busy)
+        rows["span_s"].append(span)
+        rows["utilization"].append(busy / span if span > 0 else 0.0)
+        rows["achieved_flops_per_s"].append(flops / span if span > 0 else 0.0)
+        rows["peak_flops_per_s"].append(peak_flops)
+        rows["achieved_bytes_per_s"].append(nbytes / span if span > 0 else 0.0)
+        rows["peak_bytes_per_s"].append(peak_bytes)
+    return pa.table(rows, schema=UTILIZATION_SCHEMA)
+
+
+def memory_table(ledgers: Sequence) -> pa.Table:
+    """Occupancy of every tier after each allocation or release."""
+    rows: dict[str, list] = {f.name: [] for f in MEMORY_SCHEMA}
+    for ledger in ledgers:
+        for time_s, tier, used in ledger.history:
+            rows["device"].append(ledger.device)
+            rows["tier"].append(tier)
+            rows["time_s"].append(time_s)
+            rows["used_bytes"].append(used)
+            rows["capacity_bytes"].append(ledger.capacity[tier])
+    return pa.table(rows, schema=MEMORY_SCHEMA)

@@ -1,0 +1,1 @@
+"""Runtime layer: scenarios (YAML + overrides) and the simulation driver."""

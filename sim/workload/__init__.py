@@ -1,0 +1,1 @@
+"""Workload layer: operator traces (read, validate, write) and generators."""

@@ -1,0 +1,375 @@
+"""Operator traces: the documented format every workload enters the simulator in.
+
+A trace is a list of ops, read from JSON Lines (``.jsonl``, one JSON object
+per line) or an Arrow IPC file (``.arrow``, one row per op). Field names and
+types (documented in docs/trace-format.md):
+
+==============  ==========  =============================================
+field           type        meaning
+==============  ==========  =============================================
+id              int         unique op id
+name            str         label shown in timelines
+op              str         one of OP_TYPES
+flops           number      floating-point operations (MAC = 2 FLOPs)
+bytes_read      number      bytes read from memory
+bytes_written   number      bytes written to memory
+deps            list[int]   ids of ops that must finish first (any stream)
+stream          int         ops on one stream run in trace order (default 0)
+m, n, k         int         GEMM shape C[m,n] = A[m,k] B[k,n] (optional)
+batch           int         independent GEMMs of that shape (default 1)
+dtype           str         element type (default: the device's)
+unit            str         preferred unit kind: sm_array, systolic_array,
+                            vector, pim
+tier            str         memory tier the op reads and writes
+src_tier        str         copy ops: tier read from
+dst_tier        str         copy ops: tier written to
+tensor          str         name of the output tensor, allocated (bytes_written)
+                            on the output tier when the op starts
+frees           list[str]   tensors released when the op ends
+layer           int         model layer, for reports
+==============  ==========  =============================================
+
+Validation happens before any simulation and raises TraceError with the file,
+the op id and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import networkx as nx
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from sim.errors import TraceError
+
+COMPUTE_OPS = ("gemm", "gemv", "attention", "elementwise", "softmax", "norm", "reduction")
+MEMORY_OPS = ("copy",)
+OP_TYPES = COMPUTE_OPS + MEMORY_OPS
+MATRIX_OPS = ("gemm", "gemv", "attention")
+UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operator of a trace (see the module docstring for each field)."""
+
+    id: int
+    name: str
+    op: str
+    flops: float
+    bytes_read: float
+    bytes_written: float
+    deps: tuple[int, ...] = ()
+    stream: int = 0
+    m: int | None = None
+    n: int | None = None
+    k: int | None = None
+    batch: int = 1
+    dtype: str | None = None
+    unit: str | None = None
+    tier: str | None = None
+    src_tier: str | None = None
+    dst_tier: str | None = None
+    tensor: str | None = None
+    frees: tuple[str, ...] = ()
+    layer: int | None = None
+
+    @property
+    def category(self) -> str:
+        return "memory" if self.op in MEMORY_OPS else "compute"
+
+    def to_record(self) -> dict[str, Any]:
+        record = {"id": self.id, "name": self.name, "op": self.op, "flops": self.flops,
+                  "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
+                  "deps": list(self.deps), "stream": self.stream}
+        for key in ("m", "n", "k", "dtype", "unit", "tier", "src_tier", "dst_tier",
+                    "tensor", "layer"):
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        if self.batch != 1:
+            record["batch"] = self.batch
+        if self.frees:
+            record["frees"] = list(self.frees)
+        return record
+
+
+TRACE_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("name", pa.string()), ("op", pa.string()),
+    ("flops", pa.float64()), ("bytes_read", pa.float64()), ("bytes_written", pa.float64()),
+    ("deps", pa.list_(pa.int64())), ("stream", pa.int64()),
+    ("m", pa.int64()), ("n", pa.int64()), ("k", pa.int64()), ("batch", pa.int64()),
+    ("dtype", pa.string()), ("unit", pa.string()), ("tier", pa.string()),
+    ("src_tier", pa.string()), ("dst_tier", pa.string()), ("tensor", pa.string()),
+    ("frees", pa.list_(pa.string())), ("layer", pa.int64()),
+])
+
+_REQUIRED = ("id", "name", "op", "flops", "bytes_read", "bytes_written")
+_INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream")
+_STR_FIELDS = ("dtype", "unit", "tier", "src_tier", "dst_tier", "tensor")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A validated trace: ops in file order, indexed by id."""
+
+    path: str
+    ops: tuple[Op, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {op.id: op for op in self.ops})
+
+    def op(self, op_id: int) -> Op:
+        return self._by_id[op_id]  # type: ignore[attr-defined]
+
+    def streams(self) -> dict[int, list[Op]]:
+        """Ops per stream, streams in ascending order, ops in trace order."""
+        out: dict[int, list[Op]] = {}
+        for op in self.ops:
+            out.setdefault(op.stream, []).append(op)
+        return dict(sorted(out.items()))
+
+
+def _fail(path: str, where: str, message: str) -> TraceError:
+    return TraceError(f"{path}: {where}: {message}")
+
+
+def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
+    if not isinstance(record, Mapping):
+        raise _fail(path, where, f"expected a JSON object, got {type(record).__name__}")
+    op_id = record.get("id")
+    if op_id is None:
+        raise _fail(path, where, "missing required field 'id'")
+    if isinstance(op_id, bool) or not isinstance(op_id, int):
+        raise _fail(path, where, f"field 'id': expected an integer, got {op_id!r}")
+    where = f"{where}, op {op_id}"
+    for key in _REQUIRED:
+        if record.get(key) is None:
+            raise _fail(path, where, f"missing required field {key!r}")
+
+    def number(key: str) -> float:
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _fail(path, where, f"field {key!r}: expected a number, got {value!r}")
+        if value < 0:
+            raise _fail(path, where, f"field {key!r}: expected a non-negative number, got {value!r}")
+        return float(value)
+
+    def optional(key: str, kind: type) -> Any:
+        value = record.get(key)
+        if value is None:
+            return None
+        if kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise _fail(path, where, f"field {key!r}: expected an integer, got {value!r}")
+            if value < (1 if key == "batch" else 0):
+                least = "a positive" if key == "batch" else "a non-negative"
+                raise _fail(path, where, f"field {key!r}: expected {least} integer, got {value!r}")
+            return value
+        if not isinstance(value, str) or not value:
+            raise _fail(path, where, f"field {key!r}: expected a non-empty string, got {value!r}")
+        return value
+
+    def int_list(key: str) -> tuple:
+        value = record.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise _fail(path, where, f"field {key!r}: expected a list of integer op ids, got {value!r}")
+        return tuple(value)
+
+    def str_list(key: str) -> tuple:
+        value = record.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
+            raise _fail(path, where, f"field {key!r}: expected a list of tensor names, got {value!r}")
+        return tuple(value)
+
+    name = record["name"]
+    if not isinstance(name, str):
+        raise _fail(path, where, f"field 'name': expected a string, got {name!r}")
+    kind = record["op"]
+    if kind not in OP_TYPES:
+        raise _fail(path, where, f"field 'op': unknown op type {kind!r}; expected one of {list(OP_TYPES)}")
+    unit = optional("unit", str)
+    if unit is not None and unit not in UNIT_KINDS:
+        raise _fail(path, where, f"field 'unit': unknown unit kind {unit!r}; expected one of {list(UNIT_KINDS)}")
+    ints = {key: optional(key, int) for key in _INT_FIELDS}
+    strs = {key: optional(key, str) for key in _STR_FIELDS}
+    if kind == "copy" and not strs["dst_tier"]:
+        raise _fail(path, where, "copy ops need 'dst_tier' (and 'src_tier' unless it is the device default)")
+    return Op(id=op_id, name=name, op=kind, flops=number("flops"), bytes_read=number("bytes_read"),
+              bytes_written=number("bytes_written"), deps=int_list("deps"),
+              stream=ints["stream"] or 0, m=ints["m"], n=ints["n"], k=ints["k"],
+              batch=ints["batch"] if ints["batch"] is not None else 1, layer=ints["layer"],
+              frees=str_list("frees"), **strs)
+
+
+def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str) -> Trace:
+    """Build and validate a Trace from (location, record) pairs."""
+    ops = [_op_from_record(record, path, where) for where, record in records]
+    return validate_ops(ops, path)
+
+
+def validate_ops(ops: Sequence[Op], path: str) -> Trace:
+    """Check ids, dependencies and tensors; return the Trace or raise TraceError."""
+    seen: dict[int, Op] = {}
+    for op in ops:
+        if op.id in seen:
+            raise _fail(path, f"op {op.id}", "duplicate id")
+        seen[op.id] = op
+    produced = {op.tensor for op in ops if op.tensor}
+    for op in ops:
+        for dep in op.deps:
+            if dep not in seen:
+                raise _fail(path, f"op {op.id}", f"depends on unknown op {dep}")
+            if dep == op.id:
+                raise _fail(path, f"op {op.id}", "depends on itself")
+        for tensor in op.frees:
+            if tensor not in produced:
+                raise _fail(path, f"op {op.id}", f"frees tensor {tensor!r} that no op produces")
+    order = topological_order(ops)
+    if order is None:
+        cycle = _find_cycle(ops)
+        names = " -> ".join(str(i) for i in cycle)
+        raise _fail(path, f"op {cycle[0]}", f"dependency cycle (counting stream order): {names}")
+    return Trace(path=path, ops=tuple(ops))
+
+
+def _edges(ops: Sequence[Op]) -> Iterable[tuple[int, int]]:
+    """Precedence edges: explicit deps and each op's stream predecessor."""
+    last_on_stream: dict[int, int] = {}
+    for op in ops:
+        for dep in op.deps:
+            yield dep, op.id
+        previous = last_on_stream.get(op.stream)
+        if previous is not None:
+            yield previous, op.id
+        last_on_stream[op.stream] = op.id
+
+
+def topological_order(ops: Sequence[Op]) -> list[int] | None:
+    """Kahn's algorithm over deps and stream order; None if there is a cycle."""
+    successors: dict[int, list[int]] = {op.id: [] for op in ops}
+    indegree = {op.id: 0 for op in ops}
+    for src, dst in _edges(ops):
+        successors[src].append(dst)
+        indegree[dst] += 1
+    queue = deque(op.id for op in ops if indegree[op.id] == 0)
+    order = []
+    while queue:
+        node = queue.popleft()
+        order.append(node)
+        for nxt in successors[node]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                queue.append(nxt)
+    return order if len(order) == len(ops) else None
+
+
+def _find_cycle(ops: Sequence[Op]) -> list[int]:
+    graph = nx.DiGraph()
+    graph.add_edges_from(_edges(ops))
+    cycle = nx.find_cycle(graph)
+    return [edge[0] for edge in cycle] + [cycle[0][0]]
+
+
+def critical_path(trace: Trace, weight: Mapping[int, float] | None = None) -> tuple[float, list[int]]:
+    """Longest path through the precedence graph.
+
+    ``weight`` maps op id to its cost (default: 1 per op, so the length is in
+    ops). Returns (length, op ids on the path).
+    """
+    ops = trace.ops
+    preds: dict[int, list[int]] = {op.id: [] for op in ops}
+    for src, dst in _edges(ops):
+        preds[dst].append(src)
+    best: dict[int, float] = {}
+    parent: dict[int, int | None] = {}
+    for node in topological_order(ops) or []:
+        w = 1.0 if weight is None else weight[node]
+        choice = max(preds[node], key=lambda p: best[p], default=None)
+        best[node] = w + (best[choice] if choice is not None else 0.0)
+        parent[node] = choice
+    if not best:
+        return 0.0, []
+    end = max(best, key=lambda n: best[n])
+    path = [end]
+    while parent[path[-1]] is not None:
+        path.append(parent[path[-1]])
+    return best[end], path[::-1]
+
+
+def _jsonl_records(path: Path) -> Iterable[tuple[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"line {lineno}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read trace ({exc.strerror})") from None
+
+
+def _arrow_records(path: Path) -> Iterable[tuple[str, Any]]:
+    try:
+        with open(path, "rb") as fh:
+            try:
+                table = ipc.open_file(fh).read_all()
+            except pa.ArrowInvalid:
+                fh.seek(0)
+                table = ipc.open_stream(fh).read_all()
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read trace ({exc.strerror})") from None
+    except pa.ArrowInvalid as exc:
+        raise TraceError(f"{path}: not an Arrow IPC file ({exc})") from None
+    for index, row in enumerate(table.to_pylist()):
+        yield f"row {index}", row
+
+
+def load_trace(path: str | os.PathLike) -> Trace:
+    """Read and validate a ``.jsonl`` or ``.arrow`` trace."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"{path}: trace file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        records = _jsonl_records(path)
+    elif suffix in (".arrow", ".feather", ".ipc"):
+        records = _arrow_records(path)
+    else:
+        raise TraceError(f"{path}: unknown trace format {suffix!r}; expected .jsonl or .arrow")
+    return ops_from_records(records, str(path))
+
+
+def write_trace(ops: Sequence[Op], path: str | os.PathLike) -> None:
+    """Write ops as ``.jsonl`` or ``.arrow`` (by suffix), atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    records = [op.to_record() for op in ops]
+    if path.suffix.lower() == ".jsonl":
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, sort_keys=False) + "\n")
+    else:
+        columns = {f.name: [r.get(f.name) for r in records] for f in TRACE_SCHEMA}
+        columns["batch"] = [r.get("batch", 1) for r in records]
+        table = pa.table(columns, schema=TRACE_SCHEMA)
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, TRACE_SCHEMA) as writer:
+            writer.write_table(table)
+    os.replace(tmp, path)
