@@ -1,24 +1,24 @@
-"""One device in a SimPy environment: its units as resources, and op execution.
+"""One device: its units as resources, and op execution on them.
 
 ``bind_ops`` decides, before simulation, which unit and memory tier each op
-uses (and rejects ops the device cannot run); ``DeviceRuntime.execute`` is the
-SimPy process body that acquires the units, holds them for the modelled
-duration and records timeline rows.
-
-An op on a compute unit runs its compute phase and its memory traffic at the
-same time: the compute phase is a timeout from the unit's cost model, the
-traffic a transfer on the shared memory tier (sim.engine.fluid). The op ends
-when both have, which is the roofline max(compute, bytes / bandwidth) when
-the op runs alone and stretches when other transfers share the tier.
+uses, rejects ops the device cannot run, and evaluates each op's cost model
+once. ``DeviceRuntime.start`` then runs an op: it takes units from the unit's
+pool (waiting FIFO when none is free), starts the compute phase as a timer on
+the calendar and the op's memory traffic as a transfer on the shared memory
+tier (sim.engine.fluid), and finishes the op when both have finished: the
+roofline max(compute, bytes / bandwidth) when the op runs alone, stretched
+when other transfers share the tier.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import simpy
 
-from sim.engine.fluid import FluidNetwork
+from sim.engine.calendar import Calendar
+from sim.engine.fluid import Flow, FluidNetwork
 from sim.engine.memory import MemoryLedger
 from sim.engine.pools import UnitPool
 from sim.engine.recorder import TimelineRecorder
@@ -32,13 +32,19 @@ UNIT_NAMES = {"sm_array": "sm", "systolic_array": "mxu", "vector": "vector", "pi
 
 @dataclass(frozen=True, slots=True)
 class BoundOp:
-    """An op with its unit kind, memory tiers and dtype resolved for one device."""
+    """An op with its unit kind, memory tiers, dtype and cost resolved for one device.
+
+    ``wanted`` units give ``compute_s``; ``seconds(granted)`` prices fewer.
+    """
 
     op: Op
     unit: str | None
     tier: str
     dst_tier: str
     dtype: str
+    wanted: int = 1
+    compute_s: float = 0.0
+    seconds: Callable[[int], float] | None = None
 
 
 def _default_unit(op: Op, spec: DeviceSpec) -> str:
@@ -89,7 +95,9 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
     if unit == "pim" and tier != spec.pim.tier:
         raise TraceError(f"{where}: PIM ops read the tier the banks live in ({spec.pim.tier!r}), "
                          f"not {tier!r}")
-    return BoundOp(op, unit, tier, tier, dtype)
+    bound = BoundOp(op, unit, tier, tier, dtype)
+    wanted, seconds = compute_model(bound, spec)
+    return BoundOp(op, unit, tier, tier, dtype, wanted, seconds(wanted), seconds)
 
 
 def bind_ops(trace: Trace, spec: DeviceSpec) -> dict[int, BoundOp]:
@@ -137,23 +145,45 @@ def isolated_seconds(bound: BoundOp, spec: DeviceSpec) -> float:
         bandwidth = min(spec.tier(bound.tier).bandwidth_bytes_per_s,
                         spec.tier(bound.dst_tier).bandwidth_bytes_per_s)
         return op.bytes_read / bandwidth
-    wanted, seconds = compute_model(bound, spec)
-    compute = seconds(wanted)
+    compute = bound.compute_s
     if bound.unit == "pim":
         return compute
     return max(compute, (op.bytes_read + op.bytes_written) / spec.tier(bound.tier).bandwidth_bytes_per_s)
 
 
+class _Job:
+    __slots__ = ("index", "bound", "granted", "start_s", "mem_end_s", "pending", "on_done",
+                 "runtime")
+
+    def __init__(self, index: int, bound: BoundOp, on_done: Callable[[int], None], runtime):
+        self.runtime = runtime
+        self.index = index
+        self.bound = bound
+        self.on_done = on_done
+        self.granted = 0
+        self.start_s = 0.0
+        self.mem_end_s = None
+        self.pending = 0
+
+    def run_with(self, granted: int) -> None:
+        self.runtime._run(self, granted)
+
+
 class DeviceRuntime:
-    """The SimPy resources of one device instance and the op-execution process."""
+    """The resources of one device instance and the execution of ops on them.
+
+    Memory tiers are resources ``(device name, tier name)`` of a FluidNetwork
+    that may be shared with other devices and links.
+    """
 
     def __init__(self, env: simpy.Environment, name: str, spec: DeviceSpec,
-                 recorder: TimelineRecorder):
+                 fluid: FluidNetwork | None = None):
         self.env = env
         self.name = name
         self.spec = spec
-        self.recorder = recorder
-        self.memory = FluidNetwork(env, {t.name: t.bandwidth_bytes_per_s for t in spec.memory})
+        self.fluid = fluid or FluidNetwork(env, {})
+        self.calendar: Calendar = self.fluid.calendar
+        self.fluid.add_resources({(name, t.name): t.bandwidth_bytes_per_s for t in spec.memory})
         self.ledger = MemoryLedger(name, {t.name: t.capacity_bytes for t in spec.memory})
         self.pools: dict[str, UnitPool] = {}
         if spec.sm_array is not None:
@@ -164,6 +194,7 @@ class DeviceRuntime:
             self.pools["vector"] = UnitPool(env, "vector", 1)
         if spec.pim is not None:
             self.pools["pim"] = UnitPool(env, "pim", 1)
+        self.finished: list[tuple[int, BoundOp, float, float, float | None, int]] = []
 
     def unit_peak_flops_per_s(self, unit: str, dtype: str | None = None) -> float:
         """Peak FLOP/s of a whole unit (all SMs, all arrays) for ``dtype``."""
@@ -181,60 +212,80 @@ class DeviceRuntime:
             return spec.pim.banks * spec.pim.bank_flops_per_s
         raise KeyError(unit)
 
-    def execute(self, bound: BoundOp):
-        """SimPy process body: run one op; returns (start_s, end_s)."""
-        env, op = self.env, bound.op
+    def start(self, index: int, bound: BoundOp, on_done: Callable[[int], None]) -> None:
+        """Begin op ``index`` now; ``on_done(index)`` runs when it has finished."""
+        op = bound.op
         if op.tensor:
-            self.ledger.allocate(op.tensor, bound.dst_tier, int(op.bytes_written), env.now,
+            self.ledger.allocate(op.tensor, bound.dst_tier, int(op.bytes_written), self.env.now,
                                  context=f"op {op.id} ({op.name}), tensor {op.tensor}")
+        job = _Job(index, bound, on_done, self)
         if bound.unit is None:
-            start = env.now
-            resources = (bound.tier,) if bound.tier == bound.dst_tier else (bound.tier, bound.dst_tier)
-            end = yield self.memory.transfer(op.bytes_read, resources)
-            for tier in resources:
-                self.recorder.record(self.name, tier, op.id, op.name, "memory", start, end,
-                                     0.0, op.bytes_read, op.stream)
-        else:
-            start, end = yield from self._compute(bound)
-        for tensor in op.frees:
-            self.ledger.release(tensor, env.now)
-        return start, end
-
-    def _compute(self, bound: BoundOp):
-        env, op = self.env, bound.op
+            job.start_s = self.env.now
+            job.pending = 1
+            resources = ((self.name, bound.tier),) if bound.tier == bound.dst_tier else (
+                (self.name, bound.tier), (self.name, bound.dst_tier))
+            self.fluid.start(op.bytes_read, resources, self._flow_done, job)
+            return
         pool = self.pools[bound.unit]
-        wanted, compute_s = compute_model(bound, self.spec)
-        granted = pool.try_acquire(wanted)
-        if not granted:
-            granted = yield pool.request(wanted)
-        start = env.now
-        duration = compute_s(granted)
-        if bound.unit == "pim":
-            traffic = self._pim_traffic(duration, bound.tier)
-            nbytes = 0.0
+        granted = pool.try_acquire(bound.wanted)
+        if granted:
+            self._run(job, granted)
         else:
-            nbytes = op.bytes_read + op.bytes_written
-            traffic = self.memory.transfer(nbytes, (bound.tier,)) if nbytes else None
-        yield env.timeout(duration)
-        memory_end = env.now
-        if traffic is not None:
-            memory_end = traffic.value if traffic.triggered else (yield traffic)
-        end = env.now
-        pool.release(granted)
-        unit_name = UNIT_NAMES[bound.unit]
-        self.recorder.record(self.name, unit_name, op.id, op.name, "compute", start, end,
-                             op.flops, op.bytes_read + op.bytes_written, op.stream, granted)
-        if traffic is not None:
-            self.recorder.record(self.name, bound.tier, op.id, op.name, "memory", start, memory_end,
-                                 0.0, nbytes, op.stream)
-        return start, end
+            pool.wait(bound.wanted, job.run_with)
 
-    def _pim_traffic(self, duration_s: float, tier: str):
-        """In ``blocked`` mode a PIM op time-shares its memory tier with normal
-        transfers: it is a transfer of duration * bandwidth bytes on that tier,
-        so alone it takes ``duration_s`` and beside an equal transfer both take
-        twice as long. In ``concurrent`` mode (dual row buffers) it does not
-        touch the tier's external bandwidth."""
-        if self.spec.pim.mode != "blocked" or duration_s <= 0:
-            return None
-        return self.memory.transfer(duration_s * self.memory.capacity[tier], (tier,))
+    def _run(self, job: _Job, granted: int) -> None:
+        bound, now = job.bound, self.env.now
+        op = bound.op
+        job.granted = granted
+        job.start_s = now
+        compute_end = now + (bound.compute_s if granted == bound.wanted else bound.seconds(granted))
+        job.pending = 1
+        if bound.unit == "pim":
+            if self.spec.pim.mode == "blocked" and compute_end > now:
+                # Blocked PIM time-shares the tier with normal traffic: a transfer of
+                # duration x bandwidth bytes on it takes the PIM time alone and
+                # stretches, like the traffic beside it, when the tier is shared.
+                key = (self.name, bound.tier)
+                self.fluid.start((compute_end - now) * self.fluid.capacity[key], (key,),
+                                 self._flow_done, job)
+                return
+        elif op.bytes_read or op.bytes_written:
+            self.fluid.start(op.bytes_read + op.bytes_written, ((self.name, bound.tier),),
+                             self._flow_done, job, not_before=compute_end)
+            return
+        self.calendar.at(compute_end, self._part_done, job)
+
+    def _flow_done(self, flow: Flow) -> None:
+        job = flow.tag
+        job.mem_end_s = flow.bytes_end_s
+        self._part_done(job)
+
+    def _part_done(self, job: _Job) -> None:
+        job.pending -= 1
+        if job.pending:
+            return
+        bound = job.bound
+        if job.granted:
+            self.pools[bound.unit].release(job.granted)
+        now = self.env.now
+        self.finished.append((job.index, bound, job.start_s, now, job.mem_end_s, job.granted))
+        for tensor in bound.op.frees:
+            self.ledger.release(tensor, now)
+        job.on_done(job.index)
+
+    def record_timeline(self, recorder: TimelineRecorder) -> None:
+        """Append one row per (op, unit) interval of the finished ops."""
+        name, record = self.name, recorder.record
+        for _, bound, start, end, mem_end, granted in self.finished:
+            op = bound.op
+            if bound.unit is None:
+                for tier in dict.fromkeys((bound.tier, bound.dst_tier)):
+                    record(name, tier, op.id, op.name, "memory", start, end, 0.0, op.bytes_read,
+                           op.stream)
+                continue
+            nbytes = op.bytes_read + op.bytes_written
+            record(name, UNIT_NAMES[bound.unit], op.id, op.name, "compute", start, end, op.flops,
+                   nbytes, op.stream, granted)
+            if mem_end is not None:
+                record(name, bound.tier, op.id, op.name, "memory", start, mem_end, 0.0,
+                       0.0 if bound.unit == "pim" else nbytes, op.stream)

@@ -4,8 +4,12 @@ A transfer of ``size`` bytes crosses one or more resources (a memory tier, a
 network link). While transfers overlap, each resource's bandwidth is divided
 among them by max-min fairness, recomputed whenever a transfer starts or ends;
 between those instants every rate is constant, so each transfer's remaining
-bytes fall linearly and the next completion time is exact. Two equal
-transfers on one resource therefore each take twice as long as one alone.
+bytes fall linearly and its completion time is exact. Two equal transfers on
+one resource therefore each take twice as long as one alone.
+
+Only the transfers connected to the one that started or ended (through shared
+resources) are re-rated, and each completion is a calendar entry, so a
+transfer costs no SimPy event of its own.
 
 Reference: D. Bertsekas and R. Gallager, "Data Networks", 2nd ed., Sec. 6.5.2
 (max-min fairness and the progressive-filling algorithm).
@@ -13,10 +17,11 @@ Reference: D. Bertsekas and R. Gallager, "Data Networks", 2nd ed., Sec. 6.5.2
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Hashable, Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import simpy
+
+from sim.engine.calendar import Calendar, cancel
 
 
 def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
@@ -53,86 +58,183 @@ def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
     return rates
 
 
-@dataclass(eq=False)
-class _Flow:
-    size: float
-    resources: tuple
-    event: simpy.Event
-    remaining: float = 0.0
-    rate: float = 0.0
-    finish_s: float = 0.0
-    start_s: float = 0.0
-    tag: object = field(default=None)
+class Flow:
+    """One transfer in progress.
+
+    ``bytes_end_s`` is when its last byte crossed; ``end_s`` when it completed,
+    which is never before ``not_before`` (an op whose compute outlasts its
+    memory traffic completes with its compute).
+    """
+
+    __slots__ = ("size", "resources", "remaining", "rate", "mark_s", "entry", "on_done",
+                 "start_s", "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag")
+
+    def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
+                 not_before: float, tag):
+        self.size = size
+        self.resources = resources
+        self.remaining = size
+        self.rate = 0.0
+        self.mark_s = start_s
+        self.entry = None
+        self.on_done = on_done
+        self.start_s = start_s
+        self.end_s = None
+        self.bytes_end_s = None
+        self.not_before = not_before
+        self.lazy = False
+        self.drained = False
+        self.tag = tag
 
 
 class FluidNetwork:
-    """A set of bandwidth resources (bytes/s) shared by transfers, in one SimPy env.
+    """Bandwidth resources (bytes/s) shared by transfers, on one calendar.
 
-    ``transfer`` returns an event that succeeds, with the completion time as
-    its value, when the last byte has crossed every resource of the transfer.
+    A transfer alone on its resources whose last byte crosses before its
+    ``not_before`` time gets a single calendar entry at ``not_before``; its
+    bandwidth is handed back lazily, the moment another transfer arrives on
+    one of its resources after its bytes are done.
     """
 
-    def __init__(self, env: simpy.Environment, capacities: Mapping[Hashable, float]):
+    def __init__(self, env: simpy.Environment, capacities: Mapping[Hashable, float],
+                 calendar: Calendar | None = None):
         self.env = env
-        self.capacity = dict(capacities)
-        self._flows: list[_Flow] = []
-        self._updated_s = 0.0
-        self._generation = 0
-        self.reallocations = 0
+        self.calendar = calendar or Calendar(env)
+        self.capacity: dict[Hashable, float] = {}
+        self._users: dict[Hashable, list[Flow]] = {}
+        self._multi: dict[Hashable, int] = {}
+        self.rebalances = 0
+        self.add_resources(capacities)
+
+    def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
+        for resource, capacity in capacities.items():
+            self.capacity[resource] = capacity
+            self._users.setdefault(resource, [])
+            self._multi.setdefault(resource, 0)
+
+    def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
+              tag: object = None, not_before: float = 0.0) -> Flow:
+        """Start a transfer; ``on_done(flow)`` runs when its last byte has crossed
+        every resource, or at ``not_before`` if that is later."""
+        resources = tuple(resources)
+        now = self.env.now
+        flow = Flow(float(size), resources, on_done, now, not_before, tag)
+        if size <= 0 or not resources:
+            flow.bytes_end_s = now
+            flow.drained = True
+            flow.entry = self.calendar.at(max(now, not_before), self._finish, flow)
+            return flow
+        users = self._users
+        if len(resources) == 1:
+            resource = resources[0]
+            flows = users[resource]
+            flows.append(flow)
+            if len(flows) == 1:
+                self._rate_alone(flow, self.capacity[resource], now)
+            else:
+                self._rebalance(resources)
+            return flow
+        for resource in resources:
+            users[resource].append(flow)
+            self._multi[resource] += 1
+        self._rebalance(resources)
+        return flow
+
+    def _rate_alone(self, flow: Flow, rate: float, now: float) -> None:
+        """Fast path: a flow that is the only user of its single resource."""
+        flow.rate = rate
+        bytes_end = now + flow.remaining / rate
+        flow.bytes_end_s = bytes_end
+        if bytes_end < flow.not_before:
+            flow.lazy = True
+            flow.entry = self.calendar.at(flow.not_before, self._finish, flow)
+        else:
+            flow.entry = self.calendar.at(bytes_end, self._finish, flow)
 
     def transfer(self, size: float, resources: Sequence[Hashable], tag: object = None) -> simpy.Event:
+        """As ``start``, for SimPy processes: an event whose value is the end time."""
         event = self.env.event()
-        if size <= 0:
-            event.succeed(self.env.now)
-            return event
-        for resource in resources:
-            if resource not in self.capacity:
-                raise KeyError(f"unknown bandwidth resource {resource!r}")
-        self._advance()
-        self._flows.append(_Flow(size=float(size), resources=tuple(resources), event=event,
-                                 remaining=float(size), start_s=self.env.now, tag=tag))
-        self._reallocate()
+        self.start(size, resources, lambda flow: event.succeed(flow.end_s), tag)
         return event
 
-    @property
-    def active(self) -> int:
-        return len(self._flows)
+    def active(self, resource: Hashable) -> int:
+        return len(self._users[resource])
 
-    def _advance(self) -> None:
-        now = self.env.now
-        elapsed = now - self._updated_s
-        if elapsed > 0:
-            for flow in self._flows:
-                flow.remaining -= flow.rate * elapsed
-        self._updated_s = now
+    def _component(self, resources: tuple) -> list[Flow]:
+        """Flows connected to ``resources`` through shared resources, in a fixed order."""
+        seen_resources = set()
+        seen_flows = set()
+        order: list[Flow] = []
+        stack = list(resources)
+        while stack:
+            resource = stack.pop()
+            if resource in seen_resources:
+                continue
+            seen_resources.add(resource)
+            for flow in self._users[resource]:
+                if id(flow) not in seen_flows:
+                    seen_flows.add(id(flow))
+                    order.append(flow)
+                    stack.extend(r for r in flow.resources if r not in seen_resources)
+        return order
 
-    def _reallocate(self) -> None:
-        self.reallocations += 1
-        flows = self._flows
+    def _remove(self, flow: Flow) -> None:
+        multi = len(flow.resources) > 1
+        for resource in flow.resources:
+            self._users[resource].remove(flow)
+            if multi:
+                self._multi[resource] -= 1
+        flow.drained = True
+        flow.remaining = 0.0
+
+    def _flows_to_rate(self, resources: tuple) -> list[Flow]:
+        single = len(resources) == 1 and not self._multi[resources[0]]
+        flows = self._users[resources[0]] if single else self._component(resources)
+        lazy = [f for f in flows if f.lazy and f.bytes_end_s <= self.env.now]
+        if lazy:
+            for flow in lazy:
+                flow.lazy = False
+                self._remove(flow)
+            flows = self._users[resources[0]] if single else self._component(resources)
+        return flows
+
+    def _rebalance(self, resources: tuple) -> None:
+        self.rebalances += 1
+        flows = self._flows_to_rate(resources)
         if not flows:
             return
-        if len(flows) == 1:
-            flow = flows[0]
-            flow.rate = min(self.capacity[r] for r in flow.resources)
+        if len(resources) == 1 and not self._multi[resources[0]]:
+            share = self.capacity[resources[0]] / len(flows)
+            rates = [share] * len(flows)
         else:
-            for flow, rate in zip(flows, max_min_rates([f.resources for f in flows], self.capacity)):
-                flow.rate = rate
+            rates = max_min_rates([f.resources for f in flows], self.capacity)
         now = self.env.now
-        for flow in flows:
-            flow.finish_s = now + max(flow.remaining, 0.0) / flow.rate
-        next_finish = min(flow.finish_s for flow in flows)
-        self._generation += 1
-        wake = self.env.timeout(next_finish - now, self._generation)
-        wake.callbacks.append(self._on_wake)
+        at = self.calendar.at
+        alone = len(flows) == 1
+        for flow, rate in zip(flows, rates):
+            if rate == flow.rate and not (flow.lazy and not alone):
+                continue
+            flow.remaining -= flow.rate * (now - flow.mark_s)
+            flow.mark_s = now
+            flow.rate = rate
+            if flow.entry is not None:
+                cancel(flow.entry)
+            bytes_end = now + (flow.remaining if flow.remaining > 0 else 0.0) / rate
+            flow.bytes_end_s = bytes_end
+            flow.lazy = alone and bytes_end < flow.not_before
+            flow.entry = at(flow.not_before if flow.lazy else bytes_end, self._finish, flow)
 
-    def _on_wake(self, event: simpy.Event) -> None:
-        if event.value != self._generation:
-            return
-        self._advance()
+    def _finish(self, flow: Flow) -> None:
         now = self.env.now
-        tolerance = 1e-12 * max(1.0, now)
-        done = [f for f in self._flows if f.finish_s <= now + tolerance]
-        self._flows = [f for f in self._flows if f.finish_s > now + tolerance]
-        for flow in done:
-            flow.event.succeed(now)
-        self._reallocate()
+        if not flow.drained:
+            if not flow.lazy:
+                flow.bytes_end_s = now
+            flow.lazy = False
+            self._remove(flow)
+            if len(flow.resources) > 1 or self._users[flow.resources[0]]:
+                self._rebalance(flow.resources)
+            if flow.not_before > now:
+                flow.entry = self.calendar.at(flow.not_before, self._finish, flow)
+                return
+        flow.end_s = now
+        flow.on_done(flow)

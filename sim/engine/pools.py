@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import simpy
 
@@ -12,9 +13,9 @@ class UnitPool:
 
     A kernel asks for the units it can use and is granted what is free (at
     least one), as a GPU's block scheduler fills the SMs left by kernels
-    already running; when none is free it waits in FIFO order. ``try_acquire``
-    grants without creating an event when units are free and nobody waits,
-    which keeps the event count per op small.
+    already running; when none is free it waits in FIFO order.
+    ``try_acquire`` grants at once or returns 0; ``wait`` registers a callback
+    for when units free up; ``request`` is the same as a SimPy event.
     """
 
     def __init__(self, env: simpy.Environment, name: str, capacity: int):
@@ -24,30 +25,35 @@ class UnitPool:
         self.name = name
         self.capacity = capacity
         self.free = capacity
-        self._waiting: deque[tuple[int, simpy.Event]] = deque()
+        self._waiting: deque[tuple[int, Callable[[int], None]]] = deque()
 
     def try_acquire(self, wanted: int) -> int:
-        """Units granted now (0 if the caller must wait with ``request``)."""
+        """Units granted now (0 if the caller must wait)."""
         if self.free and not self._waiting:
-            granted = min(wanted, self.free)
+            granted = wanted if wanted < self.free else self.free
             self.free -= granted
             return granted
         return 0
 
-    def request(self, wanted: int) -> simpy.Event:
-        """An event whose value is the number of units granted, once some are free."""
-        event = self.env.event()
-        self._waiting.append((wanted, event))
+    def wait(self, wanted: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(granted)`` once units are free, in FIFO order."""
+        self._waiting.append((wanted, callback))
         self._serve()
+
+    def request(self, wanted: int) -> simpy.Event:
+        """An event whose value is the number of units granted."""
+        event = self.env.event()
+        self.wait(wanted, event.succeed)
         return event
 
     def release(self, count: int) -> None:
         self.free += count
-        self._serve()
+        if self._waiting:
+            self._serve()
 
     def _serve(self) -> None:
         while self._waiting and self.free:
-            wanted, event = self._waiting.popleft()
+            wanted, callback = self._waiting.popleft()
             granted = min(wanted, self.free)
             self.free -= granted
-            event.succeed(granted)
+            callback(granted)

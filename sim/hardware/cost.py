@@ -68,22 +68,36 @@ def systolic_fold_shape(m: int, n: int, k: int, dataflow: str) -> tuple[int, int
     raise ValueError(f"unknown dataflow {dataflow!r}; expected os, ws or is")
 
 
+def systolic_fold_cycles(rows: int, cols: int, t: int, dataflow: str) -> int:
+    """Cycles of one fold on an R x C array streaming T operand rows.
+
+    Weight and input stationary: 2R + C + T - 2 (R cycles to preload the
+    stationary operand, R + C - 2 to fill and drain the skewed wavefront, T
+    to stream), Samajdar et al., ISPASS 2020, Eq. 3. Output stationary:
+    R + C + T - 2, because the outputs left in the PEs drain while the next
+    fold fills; this is how SCALE-Sim v2/v3 schedule OS folds
+    (scalesim.compute.systolic_compute_os), and tests check both against it.
+    """
+    if dataflow == "os":
+        return rows + cols + t - 2
+    return 2 * rows + cols + t - 2
+
+
 def systolic_gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,
                          arrays: int = 1, batch: int = 1) -> int:
     """Compute cycles of a (batched) GEMM on ``arrays`` R x C systolic arrays.
 
-    SCALE-Sim's first-order model (Samajdar et al., ISPASS 2020, Eq. 3-4):
-    one fold takes 2R + C + T - 2 cycles (fill R + C - 2, stream T, drain R)
-    and the operand is cut into ceil(S_R / R) * ceil(S_C / C) folds. With
-    several arrays the folds of all ``batch`` GEMMs are spread over them in
-    waves, the scale-out partitioning of the same paper:
-    cycles = ceil(batch * folds / arrays) * (2R + C + T - 2).
+    SCALE-Sim's fold model (Samajdar et al., ISPASS 2020, Sec. IV): the
+    operand is cut into ceil(S_R / R) * ceil(S_C / C) folds, each taking
+    ``systolic_fold_cycles``. With several arrays the folds of all ``batch``
+    GEMMs are spread over them in waves, the scale-out partitioning of the
+    same paper: cycles = ceil(batch * folds / arrays) * fold_cycles.
     """
     if m == 0 or n == 0 or k == 0:
         return 0
     s_r, s_c, t = systolic_fold_shape(m, n, k, dataflow)
     folds = math.ceil(s_r / rows) * math.ceil(s_c / cols)
-    return math.ceil(batch * folds / arrays) * (2 * rows + cols + t - 2)
+    return math.ceil(batch * folds / arrays) * systolic_fold_cycles(rows, cols, t, dataflow)
 
 
 def systolic_arrays_wanted(m: int, n: int, k: int, rows: int, cols: int, dataflow: str,

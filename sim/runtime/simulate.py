@@ -1,11 +1,13 @@
 """The simulation driver: one SimPy Environment per run.
 
-Each stream of the trace is one SimPy process that executes its ops in
-order; an op first waits for the ops it depends on (on other streams), then
-runs on its device (sim.engine.device). Time is simulated seconds (float64).
-Nothing here reads the wall clock except to report ``wall_s``, and every
-collection that orders events is ordered (lists, insertion-ordered dicts), so
-the same inputs produce byte-identical Arrow files.
+An op starts when all its predecessors have finished: the ops it lists in
+``deps`` and the op before it on its stream. The driver counts unfinished
+predecessors per op and starts an op on its device (sim.engine.device) the
+moment its count reaches zero, from the completion callback of the last one.
+Time is simulated seconds (float64). Nothing here reads the wall clock except
+to report ``wall_s``, and every collection that orders events is ordered
+(lists, insertion-ordered dicts, a heap with sequence numbers), so the same
+inputs produce byte-identical Arrow files.
 """
 
 from __future__ import annotations
@@ -56,47 +58,42 @@ class TraceSimulation:
                  progress_every: int = 10000):
         self.scenario = scenario
         self.env = simpy.Environment()
-        self.recorder = TimelineRecorder()
-        self.device = DeviceRuntime(self.env, scenario.device_name, scenario.device, self.recorder)
-        self.bound = bind_ops(scenario.trace, scenario.device)
+        self.device = DeviceRuntime(self.env, scenario.device_name, scenario.device)
+        bound = bind_ops(scenario.trace, scenario.device)
+        ops = scenario.trace.ops
+        self.bound = [bound[op.id] for op in ops]
+        index = {op.id: i for i, op in enumerate(ops)}
+        self.successors: list[list[int]] = [[] for _ in ops]
+        self.waiting = [0] * len(ops)
+        for src, dst in _edges(ops):
+            self.successors[index[src]].append(index[dst])
+            self.waiting[index[dst]] += 1
         self.end_s: dict[int, float] = {}
-        self.start_s: dict[int, float] = {}
-        self._waiters: dict[int, simpy.Event] = {}
         self.completed = 0
         self.progress = progress
         self.progress_every = max(1, progress_every)
 
-    def _done(self, op_id: int) -> simpy.Event:
-        event = self._waiters.get(op_id)
-        if event is None:
-            event = self._waiters[op_id] = self.env.event()
-        return event
-
-    def _stream(self, ops: Sequence[Op]):
-        execute = self.device.execute
-        total = len(self.scenario.trace.ops)
-        for op in ops:
-            for dep in op.deps:
-                if dep not in self.end_s:
-                    yield self._done(dep)
-            start, end = yield from execute(self.bound[op.id])
-            self.start_s[op.id] = start
-            self.end_s[op.id] = end
-            waiter = self._waiters.pop(op.id, None)
-            if waiter is not None:
-                waiter.succeed()
-            self.completed += 1
-            if self.progress is not None and self.completed % self.progress_every == 0:
-                self.progress(self.completed, total)
+    def _on_done(self, index: int) -> None:
+        self.completed += 1
+        if self.progress is not None and self.completed % self.progress_every == 0:
+            self.progress(self.completed, len(self.bound))
+        waiting, start, bound = self.waiting, self.device.start, self.bound
+        for nxt in self.successors[index]:
+            waiting[nxt] -= 1
+            if not waiting[nxt]:
+                start(nxt, bound[nxt], self._on_done)
 
     def run(self) -> Result:
         wall_start = time.perf_counter()
         for tier, nbytes in self.scenario.resident_bytes.items():
             self.device.ledger.allocate(f"resident:{tier}", tier, nbytes, 0.0, "scenario resident_bytes")
-        for ops in self.scenario.trace.streams().values():
-            self.env.process(self._stream(ops))
+        for index, count in enumerate(self.waiting):
+            if count == 0:
+                self.device.start(index, self.bound[index], self._on_done)
         self.env.run()
         wall_s = time.perf_counter() - wall_start
+        for _, bound, _, end, _, _ in self.device.finished:
+            self.end_s[bound.op.id] = end
         return self._result(wall_s)
 
     def _ready_and_cause(self) -> tuple[dict[int, float], dict[int, str]]:
@@ -113,7 +110,9 @@ class TraceSimulation:
 
     def _result(self, wall_s: float) -> Result:
         scenario, device = self.scenario, self.device
-        timeline = self.recorder.table()
+        recorder = TimelineRecorder()
+        device.record_timeline(recorder)
+        timeline = recorder.table()
         makespan = max(self.end_s.values(), default=0.0)
         ready, blocker = self._ready_and_cause()
         compute_units = [(device.name, UNIT_NAMES[k]) for k in device.spec.unit_kinds]
@@ -138,6 +137,8 @@ class TraceSimulation:
         for cause, duration in zip(bubbles["cause"].to_pylist(), bubbles["duration_s"].to_pylist()):
             bubble_s[cause] = bubble_s.get(cause, 0.0) + duration
         events = next(self.env._eid)  # SimPy's running event id: events scheduled so far
+        if len(self.end_s) != len(ops):
+            raise RuntimeError(f"{len(ops) - len(self.end_s)} ops never ran: the run deadlocked")
         return {
             "scenario": scenario.name,
             "device": scenario.device.name,
@@ -150,6 +151,7 @@ class TraceSimulation:
             "achieved_flops_per_s": total_flops / makespan if makespan > 0 else 0.0,
             "mfu": total_flops / (makespan * peak) if makespan > 0 and peak > 0 else 0.0,
             "events": events,
+            "calendar_callbacks": device.calendar.fired,
             "wall_s": wall_s,
             "ops_per_wall_s": len(ops) / wall_s if wall_s > 0 else 0.0,
             "peak_memory_bytes": {device.name: dict(device.ledger.peak)},

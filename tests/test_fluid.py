@@ -1,0 +1,80 @@
+"""Shared bandwidth: max-min fairness and the fluid transfer model."""
+
+import pytest
+import simpy
+from hypothesis import given, settings, strategies as st
+
+from sim.engine.fluid import FluidNetwork, max_min_rates
+from sim.engine.pools import UnitPool
+
+
+def test_max_min_textbook_example():
+    # Bertsekas & Gallager: links A (cap 1) and B (cap 1); flow 0 uses A and B,
+    # flow 1 uses A, flow 2 uses B, flow 3 uses B. B is the bottleneck at 1/3.
+    rates = max_min_rates([("A", "B"), ("A",), ("B",), ("B",)], {"A": 1.0, "B": 1.0})
+    assert rates == pytest.approx([1 / 3, 2 / 3, 1 / 3, 1 / 3])
+
+
+def test_max_min_single_resource_splits_equally():
+    assert max_min_rates([("x",)] * 4, {"x": 8.0}) == pytest.approx([2.0] * 4)
+
+
+def run_transfers(capacity, starts_and_sizes):
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"tier": capacity})
+    ends = {}
+
+    def flow(i, start, size):
+        yield env.timeout(start)
+        ends[i] = yield net.transfer(size, ("tier",))
+
+    for i, (start, size) in enumerate(starts_and_sizes):
+        env.process(flow(i, start, size))
+    env.run()
+    return ends
+
+
+@given(st.integers(1, 12), st.floats(1e3, 1e12))
+def test_n_equal_concurrent_transfers_each_take_n_times_as_long(n, size):
+    ends = run_transfers(1e9, [(0.0, size)] * n)
+    alone = size / 1e9
+    for end in ends.values():
+        assert end == pytest.approx(n * alone, rel=1e-9)
+
+
+def test_staggered_transfers_by_hand():
+    # 1 GB/s. A: 1 GB at t=0; B: 0.5 GB at t=0.5. Alone until 0.5 (A has 0.5 GB left),
+    # then both at 0.5 GB/s: B ends at 1.5, A too (0.5 GB left each). Exact.
+    ends = run_transfers(1e9, [(0.0, 1e9), (0.5, 0.5e9)])
+    assert ends[0] == pytest.approx(1.5)
+    assert ends[1] == pytest.approx(1.5)
+    # A: 1 GB at 0; B: 0.25 GB at 0.5 -> B ends at 1.0, A then alone with 0.25 GB: 1.25.
+    ends = run_transfers(1e9, [(0.0, 1e9), (0.5, 0.25e9)])
+    assert ends[1] == pytest.approx(1.0)
+    assert ends[0] == pytest.approx(1.25)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.floats(0, 2), st.floats(1e6, 1e9)), min_size=1, max_size=8))
+def test_work_is_conserved(flows):
+    """The tier never idles while a transfer is pending, so the last transfer
+    ends no earlier than total bytes / capacity after the first start, and the
+    busy time is exactly what the bytes need when all start together."""
+    ends = run_transfers(1e9, flows)
+    first = min(s for s, _ in flows)
+    assert max(ends.values()) >= first + sum(b for _, b in flows) / 1e9 * (1 - 1e-9) - 2.0
+    if len({s for s, _ in flows}) == 1:
+        assert max(ends.values()) == pytest.approx(first + sum(b for _, b in flows) / 1e9)
+
+
+def test_unit_pool_grants_what_is_free_in_fifo_order():
+    env = simpy.Environment()
+    pool = UnitPool(env, "sm", 4)
+    assert pool.try_acquire(3) == 3
+    assert pool.try_acquire(3) == 1
+    assert pool.try_acquire(1) == 0
+    first, second = pool.request(2), pool.request(1)
+    pool.release(1)
+    assert first.triggered and first.value == 1 and not second.triggered
+    pool.release(3)
+    assert second.triggered and second.value == 1 and pool.free == 2

@@ -1,0 +1,109 @@
+"""Trace parsing and validation: every error names the file, the op and what was expected."""
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from sim.errors import TraceError
+from sim.workload.trace import (OP_TYPES, Op, critical_path, load_trace, validate_ops,
+                                write_trace)
+
+
+def write_jsonl(tmp_path, records, name="t.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def rec(i, **kw):
+    base = {"id": i, "name": f"op{i}", "op": "gemm", "flops": 10.0, "bytes_read": 4.0,
+            "bytes_written": 4.0, "deps": []}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("bad,pattern", [
+    (rec(3, flops="ten"), r"line 1, op 3: field 'flops': expected a number, got 'ten'"),
+    ({k: v for k, v in rec(3).items() if k != "bytes_read"}, r"op 3: missing required field 'bytes_read'"),
+    (rec(3, op="conv9d"), r"op 3: field 'op': unknown op type 'conv9d'"),
+    (rec(3, bytes_written=-1), r"op 3: field 'bytes_written': expected a non-negative number"),
+    (rec(3, deps=[99]), r"op 3: depends on unknown op 99"),
+    (rec(3, deps=["a"]), r"op 3: field 'deps': expected a list of integer op ids"),
+    (rec(3, m=1.5), r"op 3: field 'm': expected an integer"),
+    (rec(3, unit="fpga"), r"op 3: field 'unit': unknown unit kind 'fpga'"),
+    (rec(3, op="copy"), r"op 3: copy ops need 'dst_tier'"),
+    (rec(3, frees=["ghost"]), r"op 3: frees tensor 'ghost' that no op produces"),
+    ({"name": "x"}, r"line 1: missing required field 'id'"),
+    (rec(True), r"field 'id': expected an integer"),
+])
+def test_each_validation_error_is_one_clear_line(tmp_path, bad, pattern):
+    path = write_jsonl(tmp_path, [bad])
+    with pytest.raises(TraceError, match=pattern) as info:
+        load_trace(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cycle_names_the_ops_on_it(tmp_path):
+    path = write_jsonl(tmp_path, [rec(1, deps=[3], stream=0), rec(2, deps=[1], stream=1),
+                                  rec(3, deps=[2], stream=2), rec(4)])
+    with pytest.raises(TraceError, match=r"dependency cycle .*: (1 -> 2 -> 3 -> 1|2 -> 3 -> 1 -> 2|3 -> 1 -> 2 -> 3)"):
+        load_trace(path)
+
+
+def test_dependency_on_a_later_op_of_the_same_stream_is_a_cycle(tmp_path):
+    path = write_jsonl(tmp_path, [rec(1, deps=[2]), rec(2)])
+    with pytest.raises(TraceError, match="dependency cycle"):
+        load_trace(path)
+
+
+def test_duplicate_ids_and_bad_json(tmp_path):
+    with pytest.raises(TraceError, match="op 1: duplicate id"):
+        load_trace(write_jsonl(tmp_path, [rec(1), rec(1)]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1,\n')
+    with pytest.raises(TraceError, match=r"bad.jsonl: line 1: invalid JSON"):
+        load_trace(bad)
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    with pytest.raises(TraceError, match="not found"):
+        load_trace(tmp_path / "nope.jsonl")
+    other = tmp_path / "t.csv"
+    other.write_text("id\n")
+    with pytest.raises(TraceError, match="expected .jsonl or .arrow"):
+        load_trace(other)
+
+
+def test_critical_path_in_ops_and_flops():
+    ops = [Op(0, "a", "gemm", 5, 0, 0, stream=0), Op(1, "b", "gemm", 1, 0, 0, stream=1),
+           Op(2, "c", "gemm", 1, 0, 0, stream=0, deps=(1,)), Op(3, "d", "gemm", 100, 0, 0, stream=2)]
+    trace = validate_ops(ops, "t")
+    length, path = critical_path(trace)
+    assert length == 2.0 and path in ([0, 2], [1, 2])
+    assert critical_path(trace, {op.id: op.flops for op in ops}) == (100.0, [3])
+
+
+op_strategy = st.builds(
+    lambda i, kind, flops, rd, wr, stream, m, layer: Op(
+        id=i, name=f"op{i}", op=kind, flops=flops, bytes_read=rd, bytes_written=wr, stream=stream,
+        m=m, n=m, k=m, layer=layer, dtype="bf16",
+        dst_tier="hbm" if kind == "copy" else None),
+    st.just(0), st.sampled_from(OP_TYPES), st.floats(0, 1e15), st.floats(0, 1e12),
+    st.floats(0, 1e12), st.integers(0, 3), st.one_of(st.none(), st.integers(1, 8192)),
+    st.one_of(st.none(), st.integers(0, 95)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(op_strategy, min_size=1, max_size=20), st.data())
+def test_jsonl_and_arrow_round_trip_to_the_same_ops(tmp_path_factory, ops, data):
+    ops = [Op(**{**{f: getattr(op, f) for f in Op.__slots__}, "id": i,
+                 "deps": tuple(sorted(set(data.draw(st.lists(st.integers(0, i - 1), max_size=3)))))
+                 if i else ()})
+           for i, op in enumerate(ops)]
+    folder = tmp_path_factory.mktemp("rt")
+    for suffix in (".jsonl", ".arrow"):
+        path = folder / f"trace{suffix}"
+        write_trace(ops, path)
+        assert load_trace(path).ops == tuple(ops)
