@@ -25,26 +25,31 @@ from sim.engine.calendar import Calendar, cancel
 
 
 def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
-                  capacity: Mapping[Hashable, float]) -> list[float]:
+                  capacity: Mapping[Hashable, float],
+                  flow_weights: Sequence[Sequence[float]] | None = None) -> list[float]:
     """Max-min fair rates of flows, each crossing the listed resources.
 
     Progressive filling: raise every unfrozen flow's rate together; when a
     resource saturates, freeze the flows crossing it at their current rate.
-    Returns one rate per flow, in the input order.
+    A flow with weight w on a resource uses w times its rate there (a batch
+    of w equal transfers moving in lockstep). Returns one rate per flow, in
+    the input order.
     """
     users: dict[Hashable, list[int]] = {}
+    load: dict[Hashable, float] = {}
     for index, resources in enumerate(flow_resources):
-        for resource in resources:
+        weights = flow_weights[index] if flow_weights is not None else None
+        for position, resource in enumerate(resources):
             users.setdefault(resource, []).append(index)
+            load[resource] = load.get(resource, 0.0) + (weights[position] if weights else 1.0)
     rates = [0.0] * len(flow_resources)
     frozen = [False] * len(flow_resources)
     left = {r: float(capacity[r]) for r in users}
-    count = {r: len(idx) for r, idx in users.items()}
     remaining = len(flow_resources)
     while remaining:
-        share = min(left[r] / count[r] for r in users if count[r])
+        share = min(left[r] / load[r] for r in users if load[r] > 1e-12)
         limit = share * (1.0 + 1e-12)
-        saturated = [r for r in users if count[r] and left[r] / count[r] <= limit]
+        saturated = [r for r in users if load[r] > 1e-12 and left[r] / load[r] <= limit]
         for resource in saturated:
             for index in users[resource]:
                 if frozen[index]:
@@ -52,9 +57,11 @@ def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
                 frozen[index] = True
                 remaining -= 1
                 rates[index] = share
-                for other in flow_resources[index]:
-                    left[other] -= share
-                    count[other] -= 1
+                weights = flow_weights[index] if flow_weights is not None else None
+                for position, other in enumerate(flow_resources[index]):
+                    w = weights[position] if weights else 1.0
+                    left[other] -= share * w
+                    load[other] -= w
     return rates
 
 
@@ -66,13 +73,14 @@ class Flow:
     memory traffic completes with its compute).
     """
 
-    __slots__ = ("size", "resources", "remaining", "rate", "mark_s", "entry", "on_done",
+    __slots__ = ("size", "resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "start_s", "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
-                 not_before: float, tag):
+                 not_before: float, tag, weights: tuple | None = None):
         self.size = size
         self.resources = resources
+        self.weights = weights
         self.remaining = size
         self.rate = 0.0
         self.mark_s = start_s
@@ -113,19 +121,25 @@ class FluidNetwork:
             self._multi.setdefault(resource, 0)
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
-              tag: object = None, not_before: float = 0.0) -> Flow:
+              tag: object = None, not_before: float = 0.0,
+              weights: Sequence[float] | None = None) -> Flow:
         """Start a transfer; ``on_done(flow)`` runs when its last byte has crossed
-        every resource, or at ``not_before`` if that is later."""
+        every resource, or at ``not_before`` if that is later. ``weights`` (one
+        per resource) make the flow a batch of equal transfers in lockstep: it
+        uses weight x its rate on that resource."""
         resources = tuple(resources)
         now = self.env.now
-        flow = Flow(float(size), resources, on_done, now, not_before, tag)
+        if weights is not None and all(w == 1 for w in weights):
+            weights = None
+        flow = Flow(float(size), resources, on_done, now, not_before, tag,
+                    tuple(weights) if weights is not None else None)
         if size <= 0 or not resources:
             flow.bytes_end_s = now
             flow.drained = True
             flow.entry = self.calendar.at(max(now, not_before), self._finish, flow)
             return flow
         users = self._users
-        if len(resources) == 1:
+        if len(resources) == 1 and flow.weights is None:
             resource = resources[0]
             flows = users[resource]
             flows.append(flow)
@@ -151,10 +165,11 @@ class FluidNetwork:
         else:
             flow.entry = self.calendar.at(bytes_end, self._finish, flow)
 
-    def transfer(self, size: float, resources: Sequence[Hashable], tag: object = None) -> simpy.Event:
+    def transfer(self, size: float, resources: Sequence[Hashable], tag: object = None,
+                 weights: Sequence[float] | None = None) -> simpy.Event:
         """As ``start``, for SimPy processes: an event whose value is the end time."""
         event = self.env.event()
-        self.start(size, resources, lambda flow: event.succeed(flow.end_s), tag)
+        self.start(size, resources, lambda flow: event.succeed(flow.end_s), tag, weights=weights)
         return event
 
     def active(self, resource: Hashable) -> int:
@@ -179,7 +194,7 @@ class FluidNetwork:
         return order
 
     def _remove(self, flow: Flow) -> None:
-        multi = len(flow.resources) > 1
+        multi = len(flow.resources) > 1 or flow.weights is not None
         for resource in flow.resources:
             self._users[resource].remove(flow)
             if multi:
@@ -207,7 +222,8 @@ class FluidNetwork:
             share = self.capacity[resources[0]] / len(flows)
             rates = [share] * len(flows)
         else:
-            rates = max_min_rates([f.resources for f in flows], self.capacity)
+            rates = max_min_rates([f.resources for f in flows], self.capacity,
+                                  [f.weights for f in flows])
         now = self.env.now
         at = self.calendar.at
         alone = len(flows) == 1
@@ -231,7 +247,7 @@ class FluidNetwork:
                 flow.bytes_end_s = now
             flow.lazy = False
             self._remove(flow)
-            if len(flow.resources) > 1 or self._users[flow.resources[0]]:
+            if len(flow.resources) > 1 or self._users[flow.resources[0]] or flow.weights:
                 self._rebalance(flow.resources)
             if flow.not_before > now:
                 flow.entry = self.calendar.at(flow.not_before, self._finish, flow)

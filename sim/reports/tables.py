@@ -120,6 +120,28 @@ def _add_bubble(rows, device, unit, start, end, cause, op_id) -> None:
     rows["microbatch"].append(None)
 
 
+def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
+    """Union length of the intervals of each group 0..count-1, vectorized:
+    groups are laid end to end on one time axis (offset by group x span) so
+    one running maximum merges the intervals of every group at once."""
+    busy = np.zeros(count)
+    if len(starts) == 0:
+        return busy
+    origin = min(float(starts.min()), 0.0)
+    span = float(ends.max()) - origin + 1.0
+    s = starts - origin + groups * span
+    e = ends - origin + groups * span
+    order = np.argsort(s, kind="stable")
+    s, e, g = s[order], e[order], groups[order]
+    reach = np.maximum.accumulate(e)
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] > reach[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(s)) - 1
+    np.add.at(busy, g[first], reach[last] - s[first])
+    return busy
+
+
 def utilization_table(timeline: pa.Table, makespan_s: float,
                       units: Sequence[tuple[str, str, str, float | None, float | None]]) -> pa.Table:
     """Per (device, unit): busy time, span, achieved and peak FLOP/s and bytes/s.
@@ -128,26 +150,33 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
     for every unit, used or not. ``busy_s`` is the union of the unit's
     intervals; achieved rates are totals over the span [0, makespan].
     """
-    rows: dict[str, list] = {f.name: [] for f in UTILIZATION_SCHEMA}
+    index = {(device, unit): i for i, (device, unit, *_rest) in enumerate(units)}
+    count = len(units)
+    devices = timeline["device"].to_pylist()
+    names = timeline["unit"].to_pylist()
+    groups = np.fromiter((index.get(key, -1) for key in zip(devices, names)), dtype=np.int64,
+                         count=timeline.num_rows)
+    keep = groups >= 0
+    groups = groups[keep]
+    starts = timeline["start_s"].to_numpy()[keep]
+    ends = timeline["end_s"].to_numpy()[keep]
+    busy = grouped_busy(groups, starts, ends, count)
+    flops = np.bincount(groups, weights=timeline["flops"].to_numpy()[keep], minlength=count)
+    nbytes = np.bincount(groups, weights=timeline["bytes"].to_numpy()[keep], minlength=count)
+    rows_per = np.bincount(groups, minlength=count)
     span = makespan_s
-    for device, unit, category, peak_flops, peak_bytes in units:
-        mask = pc.and_(pc.equal(timeline["device"], device), pc.equal(timeline["unit"], unit))
-        part = timeline.filter(mask)
-        busy = busy_time(part["start_s"].to_numpy(), part["end_s"].to_numpy())
-        flops = float(pc.sum(part["flops"]).as_py() or 0.0)
-        nbytes = float(pc.sum(part["bytes"]).as_py() or 0.0)
-        rows["device"].append(device)
-        rows["unit"].append(unit)
-        rows["category"].append(category)
-        rows["ops"].append(part.num_rows)
-        rows["busy_s"].append(busy)
-        rows["span_s"].append(span)
-        rows["utilization"].append(busy / span if span > 0 else 0.0)
-        rows["achieved_flops_per_s"].append(flops / span if span > 0 else 0.0)
-        rows["peak_flops_per_s"].append(peak_flops)
-        rows["achieved_bytes_per_s"].append(nbytes / span if span > 0 else 0.0)
-        rows["peak_bytes_per_s"].append(peak_bytes)
-    return pa.table(rows, schema=UTILIZATION_SCHEMA)
+    per_s = (lambda x: x / span) if span > 0 else (lambda x: x * 0.0)
+    columns = {
+        "device": [u[0] for u in units], "unit": [u[1] for u in units],
+        "category": [u[2] for u in units], "ops": rows_per.tolist(),
+        "busy_s": busy.tolist(), "span_s": [span] * count,
+        "utilization": (busy / span if span > 0 else busy * 0.0).tolist(),
+        "achieved_flops_per_s": per_s(flops).tolist(),
+        "peak_flops_per_s": [u[3] for u in units],
+        "achieved_bytes_per_s": per_s(nbytes).tolist(),
+        "peak_bytes_per_s": [u[4] for u in units],
+    }
+    return pa.table(columns, schema=UTILIZATION_SCHEMA)
 
 
 def memory_table(ledgers: Sequence) -> pa.Table:

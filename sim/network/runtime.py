@@ -1,0 +1,203 @@
+"""Collectives running on a topology: links as shared resources in SimPy.
+
+Every direction of every link is a resource of a FluidNetwork with capacity
+bandwidth x efficiency. A schedule step's transfers start together and the
+step ends when the last one has arrived; one step costs, alone,
+
+    max path latency + (bytes per transfer) / (rate of its most constrained transfer)
+    + reduction time (gamma x bytes reduced),
+
+which is the alpha-beta model of each algorithm when links are uniform and
+unshared. The transfers of a step are costed as one batch moving in
+lockstep: on each link it uses, the batch weighs as many shares as it has
+transfers there (weighted max-min against all other traffic). A step
+repeated r times with the same pattern (a ring's shifts) is costed once: its
+latency r x alpha, then one batch of r x bytes, so a 1,024-rank ring costs a
+handful of events while contention with other traffic is still seen.
+Latency is taken before the bytes move (time to first byte), which changes
+nothing alone and little under contention; the approximations are discussed
+in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import simpy
+
+from sim.engine.fluid import FluidNetwork
+from sim.network.collectives import (BUSBW_FACTOR, CollectiveError, Schedule, Step,
+                                     algorithms_for, build_schedule, normalize_algorithm,
+                                     normalize_op)
+from sim.network.routing import Router
+from sim.network.topology import Cluster
+
+CommRow = tuple[str, str, int, str, str, float, float, float, float, int, int]
+
+
+@dataclass(frozen=True)
+class StepPattern:
+    """A step routed on the topology: the links it loads and how heavily."""
+
+    links: tuple[tuple[str, str], ...]
+    weights: tuple[float, ...]
+    latency_s: float
+    bytes_per_transfer: float
+    alone_rate: float
+
+
+class NetworkRuntime:
+    """The links of one cluster as shared bandwidth, and collective execution."""
+
+    def __init__(self, env: simpy.Environment, cluster: Cluster, fluid: FluidNetwork | None = None,
+                 ecmp: bool = False, gamma_s_per_byte: float = 0.0, record: bool = True):
+        self.env = env
+        self.cluster = cluster
+        self.router = Router(cluster, ecmp)
+        self.fluid = fluid or FluidNetwork(env, {})
+        capacities = {}
+        for a, b in cluster.graph.edges():
+            capacities[(a, b)] = self.router.capacity((a, b))
+            capacities[(b, a)] = capacities[(a, b)]
+        self.fluid.add_resources(capacities)
+        self.gamma_s_per_byte = gamma_s_per_byte
+        self.record = record
+        self.rows: list[CommRow] = []
+        self._patterns: dict[int, tuple[Step, StepPattern]] = {}
+
+    def pattern(self, step: Step) -> StepPattern:
+        """Route a step's transfers (cached per step object)."""
+        cached = self._patterns.get(id(step))
+        if cached is not None and cached[0] is step:
+            return cached[1]
+        load: Counter = Counter()
+        latency = 0.0
+        size = 0.0
+        for src, dst, nbytes in step.transfers:
+            links = self.router.rank_path(src, dst)
+            load.update(links)
+            latency = max(latency, self.router.latency_s(links))
+            size = max(size, nbytes)
+        links = tuple(load)
+        weights = tuple(float(load[link]) for link in links)
+        capacity = self.fluid.capacity
+        alone = min((capacity[l] / w for l, w in zip(links, weights)), default=float("inf"))
+        pattern = StepPattern(links, weights, latency, size, alone)
+        self._patterns[id(step)] = (step, pattern)
+        return pattern
+
+    def predicted_time_s(self, schedule: Schedule) -> float:
+        """The schedule's time on an otherwise idle network, ignoring sharing
+        between the transfers of different steps (the alpha-beta estimate
+        ``auto`` chooses with, as NCCL's tuner does)."""
+        total = 0.0
+        for step in schedule.steps:
+            pattern = self.pattern(step)
+            per = pattern.latency_s + self.gamma_s_per_byte * step.reduce_bytes
+            if pattern.bytes_per_transfer > 0 and pattern.links:
+                per += pattern.bytes_per_transfer / pattern.alone_rate
+            total += step.repeat * per
+        return total
+
+    def schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float) -> Schedule:
+        """Build the schedule; ``auto`` picks the algorithm with the least predicted time."""
+        op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
+        for rank in ranks:
+            if not 0 <= rank < self.cluster.size:
+                raise CollectiveError(f"group names rank {rank}, but {self.cluster.name} has ranks "
+                                      f"0..{self.cluster.size - 1}")
+        if algorithm != "auto":
+            return build_schedule(op, algorithm, ranks, nbytes, self.cluster.machine)
+        best = None
+        for candidate in algorithms_for(op):
+            try:
+                schedule = build_schedule(op, candidate, ranks, nbytes, self.cluster.machine)
+            except CollectiveError:
+                continue
+            if candidate == "hierarchical" and len({self.cluster.machine(r) for r in ranks}) == 1:
+                continue
+            predicted = self.predicted_time_s(schedule)
+            if best is None or predicted < best[0] * (1 - 1e-9):
+                best = (predicted, schedule)
+        if best is None:
+            raise CollectiveError(f"no algorithm implements {op} on this group")
+        return best[1]
+
+    def run(self, schedule: Schedule, op_id: int = -1, name: str = ""):
+        """SimPy process body: execute the schedule; returns (start_s, end_s)."""
+        env = self.env
+        start = env.now
+        label = name or f"{schedule.op}/{schedule.algorithm}"
+        for step in schedule.steps:
+            pattern = self.pattern(step)
+            step_start = env.now
+            if pattern.latency_s > 0:
+                yield env.timeout(pattern.latency_s * step.repeat)
+            if pattern.bytes_per_transfer > 0 and pattern.links:
+                yield self.fluid.transfer(pattern.bytes_per_transfer * step.repeat, pattern.links,
+                                          weights=pattern.weights)
+            if self.gamma_s_per_byte and step.reduce_bytes:
+                yield env.timeout(self.gamma_s_per_byte * step.reduce_bytes * step.repeat)
+            if self.record:
+                end = env.now
+                per_link = pattern.bytes_per_transfer * step.repeat
+                for link, weight in zip(pattern.links, pattern.weights):
+                    self.rows.append(("network", f"{link[0]}->{link[1]}", op_id,
+                                      f"{label}: {step.label}", "comm", step_start, end, 0.0,
+                                      per_link * weight, 0, int(weight)))
+        return start, env.now
+
+
+@dataclass(frozen=True)
+class CollectiveResult:
+    op: str
+    algorithm: str
+    ranks: int
+    nbytes: float
+    time_s: float
+    steps: int
+    events: int
+
+    @property
+    def algbw_bytes_per_s(self) -> float:
+        return self.nbytes / self.time_s if self.time_s > 0 else float("inf")
+
+    @property
+    def busbw_bytes_per_s(self) -> float:
+        return self.algbw_bytes_per_s * BUSBW_FACTOR[self.op](self.ranks)
+
+    def as_dict(self) -> dict:
+        return {"op": self.op, "algorithm": self.algorithm, "ranks": self.ranks,
+                "bytes": self.nbytes, "time_s": self.time_s,
+                "algbw_bytes_per_s": self.algbw_bytes_per_s,
+                "busbw_bytes_per_s": self.busbw_bytes_per_s, "steps": self.steps,
+                "events": self.events}
+
+
+def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Sequence[int], float]],
+                         gamma_s_per_byte: float = 0.0, ecmp: bool = False, record: bool = False,
+                         on_network: Callable[[NetworkRuntime], None] | None = None
+                         ) -> list[CollectiveResult]:
+    """Run collectives (op, algorithm, ranks, bytes) concurrently from time 0
+    on an otherwise idle cluster; one result per request."""
+    env = simpy.Environment()
+    network = NetworkRuntime(env, cluster, ecmp=ecmp, gamma_s_per_byte=gamma_s_per_byte, record=record)
+    schedules = [network.schedule(op, algo, ranks, nbytes) for op, algo, ranks, nbytes in requests]
+    processes = [env.process(network.run(s, op_id=i)) for i, s in enumerate(schedules)]
+    env.run()
+    events = next(env._eid)  # SimPy's running event id: events scheduled so far
+    if on_network is not None:
+        on_network(network)
+    return [CollectiveResult(s.op, s.algorithm, len(s.ranks), s.nbytes, p.value[1] - p.value[0],
+                             sum(step.repeat for step in s.steps), events)
+            for s, p in zip(schedules, processes)]
+
+
+def simulate_collective(cluster: Cluster, op: str, algorithm: str, nbytes: float,
+                        ranks: Sequence[int] | None = None, gamma_s_per_byte: float = 0.0,
+                        ecmp: bool = False) -> CollectiveResult:
+    """One collective alone on the cluster (all ranks by default)."""
+    ranks = list(range(cluster.size)) if ranks is None else list(ranks)
+    return simulate_collectives(cluster, [(op, algorithm, ranks, nbytes)], gamma_s_per_byte, ecmp)[0]
