@@ -3,9 +3,11 @@
 Paths are shortest by total link latency, ties broken by fewest hops and then
 by the order in which networkx explores the graph (fixed by how the graph
 was built), so the same topology always routes the same way. With ``ecmp``
-the equal-cost shortest paths of a pair are enumerated in sorted order and
-one is chosen by a CRC32 hash of (source, destination), which spreads flows
-over a fat tree's spines as ECMP switches do, still deterministically.
+every link also gets a tiny tie-break weight drawn from a hash of (source,
+destination, link), far below any latency difference: among the equal-latency
+shortest paths each pair then takes its own, pseudo-random but fixed, one,
+which spreads flows over a fat tree's spines as per-flow ECMP hashing does,
+at the cost of one bidirectional Dijkstra per pair.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
 of a full-duplex link is its own shared resource.
@@ -31,13 +33,23 @@ class Router:
         self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}
         graph = cluster.graph
         self._weight = {}
-        for a, b, data in graph.edges(data=True):
+        self._edge_id = {}
+        for number, (a, b, data) in enumerate(graph.edges(data=True)):
             # latency first; a tiny per-hop term prefers fewer hops among equal latencies
-            cost = data["latency_s"] + 1e-18
+            cost = data["latency_s"] + 1e-15
             self._weight[(a, b)] = self._weight[(b, a)] = cost
+            self._edge_id[(a, b)] = self._edge_id[(b, a)] = number + 1
 
     def _edge_weight(self, u: str, v: str, _data) -> float:
         return self._weight[(u, v)]
+
+    def _ecmp_weight(self, salt: int):
+        weight, edge_id = self._weight, self._edge_id
+
+        def cost(u: str, v: str, _data) -> float:
+            mixed = ((edge_id[(u, v)] * 2654435761) ^ salt) & 0xFFFF
+            return weight[(u, v)] + 1e-16 * mixed / 65536.0
+        return cost
 
     def path(self, src: str, dst: str) -> tuple[Link, ...]:
         """Directed links from device node ``src`` to ``dst``."""
@@ -48,8 +60,9 @@ class Router:
         if src == dst:
             links: tuple[Link, ...] = ()
         elif self.ecmp:
-            options = sorted(nx.all_shortest_paths(self.cluster.graph, src, dst, weight=self._edge_weight))
-            nodes = options[zlib.crc32(f"{src}->{dst}".encode()) % len(options)]
+            salt = zlib.crc32(f"{src}->{dst}".encode())
+            _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst,
+                                                 weight=self._ecmp_weight(salt))
             links = tuple(zip(nodes[:-1], nodes[1:]))
         else:
             _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight=self._edge_weight)

@@ -55,7 +55,7 @@ class NetworkRuntime:
                  ecmp: bool = False, gamma_s_per_byte: float = 0.0, record: bool = True):
         self.env = env
         self.cluster = cluster
-        self.router = Router(cluster, ecmp)
+        self.router = Router(cluster, ecmp or cluster.ecmp)
         self.fluid = fluid or FluidNetwork(env, {})
         capacities = {}
         for a, b in cluster.graph.edges():
@@ -101,8 +101,10 @@ class NetworkRuntime:
             total += step.repeat * per
         return total
 
-    def schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float) -> Schedule:
-        """Build the schedule; ``auto`` picks the algorithm with the least predicted time."""
+    def schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
+                 candidates: Sequence[str] | None = None) -> Schedule:
+        """Build the schedule; ``auto`` picks, among ``candidates`` (default: every
+        algorithm implementing ``op``), the one with the least predicted time."""
         op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
         for rank in ranks:
             if not 0 <= rank < self.cluster.size:
@@ -111,7 +113,7 @@ class NetworkRuntime:
         if algorithm != "auto":
             return build_schedule(op, algorithm, ranks, nbytes, self.cluster.machine)
         best = None
-        for candidate in algorithms_for(op):
+        for candidate in (candidates or algorithms_for(op)):
             try:
                 schedule = build_schedule(op, candidate, ranks, nbytes, self.cluster.machine)
             except CollectiveError:
@@ -178,13 +180,14 @@ class CollectiveResult:
 
 def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Sequence[int], float]],
                          gamma_s_per_byte: float = 0.0, ecmp: bool = False, record: bool = False,
-                         on_network: Callable[[NetworkRuntime], None] | None = None
-                         ) -> list[CollectiveResult]:
+                         on_network: Callable[[NetworkRuntime], None] | None = None,
+                         candidates: Sequence[str] | None = None) -> list[CollectiveResult]:
     """Run collectives (op, algorithm, ranks, bytes) concurrently from time 0
     on an otherwise idle cluster; one result per request."""
     env = simpy.Environment()
     network = NetworkRuntime(env, cluster, ecmp=ecmp, gamma_s_per_byte=gamma_s_per_byte, record=record)
-    schedules = [network.schedule(op, algo, ranks, nbytes) for op, algo, ranks, nbytes in requests]
+    schedules = [network.schedule(op, algo, ranks, nbytes, candidates)
+                 for op, algo, ranks, nbytes in requests]
     processes = [env.process(network.run(s, op_id=i)) for i, s in enumerate(schedules)]
     env.run()
     events = next(env._eid)  # SimPy's running event id: events scheduled so far
@@ -197,7 +200,9 @@ def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Se
 
 def simulate_collective(cluster: Cluster, op: str, algorithm: str, nbytes: float,
                         ranks: Sequence[int] | None = None, gamma_s_per_byte: float = 0.0,
-                        ecmp: bool = False) -> CollectiveResult:
+                        ecmp: bool = False, candidates: Sequence[str] | None = None
+                        ) -> CollectiveResult:
     """One collective alone on the cluster (all ranks by default)."""
     ranks = list(range(cluster.size)) if ranks is None else list(ranks)
-    return simulate_collectives(cluster, [(op, algorithm, ranks, nbytes)], gamma_s_per_byte, ecmp)[0]
+    return simulate_collectives(cluster, [(op, algorithm, ranks, nbytes)], gamma_s_per_byte, ecmp,
+                                candidates=candidates)[0]

@@ -16,6 +16,7 @@ naming a generator) or from parametric names: ``ring:N``,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class Cluster:
     ranks: tuple[str, ...]
     source: str = ""
     node_of_rank: tuple[int, ...] = field(default=())
+    ecmp: bool = False
 
     @property
     def size(self) -> int:
@@ -165,7 +167,8 @@ def multi_node(nodes: int, gpus: int, nvlink_bandwidth: float = 300e9,
     the machine's NVSwitch; every GPU also has its own NIC, and the NICs hang
     off a two-level leaf/spine fat tree. Each leaf takes ``nics_per_leaf``
     NICs and has as many uplinks, one to each spine, so the tree is
-    non-blocking (full bisection bandwidth)."""
+    non-blocking (full bisection bandwidth). Routing uses ECMP by default, as
+    fat trees do (``ecmp: false`` for one fixed path per pair)."""
     graph = nx.Graph()
     names = [f"node{n}/gpu{g}" for n in range(nodes) for g in range(gpus)]
     _devices(graph, names, spec)
@@ -189,7 +192,8 @@ def multi_node(nodes: int, gpus: int, nvlink_bandwidth: float = 300e9,
             _link(graph, nic, f"leaf{(n * gpus + g) // nics_per_leaf}", nic_bandwidth, nic_latency,
                   nic_efficiency)
     node_of_rank = tuple(r // gpus for r in range(total))
-    return Cluster(f"cluster:{nodes}x{gpus}", graph, tuple(names), node_of_rank=node_of_rank)
+    return Cluster(f"cluster:{nodes}x{gpus}", graph, tuple(names), node_of_rank=node_of_rank,
+                   ecmp=True)
 
 
 GENERATORS = ("ring", "fully_connected", "switch", "tree", "torus", "cluster")
@@ -207,6 +211,7 @@ def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
     kind, size = match.groups()
     options = dict(options or {})
     spec = str(options.pop("device", ""))
+    ecmp = options.pop("ecmp", None)
     try:
         numbers = tuple(int(x) for x in size.split("x"))
     except ValueError:
@@ -245,6 +250,8 @@ def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
         cluster = builder(numbers[0], spec=spec, **common)
     if options:
         raise SpecError(f"topology {text!r}: unknown option {sorted(options)[0]!r}")
+    if ecmp is not None:
+        cluster = dataclasses.replace(cluster, ecmp=bool(ecmp))
     return validate(cluster, text)
 
 
@@ -299,9 +306,9 @@ def from_yaml(path: Path, overrides: Mapping[str, Any] | None = None) -> Cluster
     if "generator" in raw:
         options = {k: v for k, v in raw.items() if k not in ("generator", "name", "source", "note")}
         cluster = from_name(str(raw["generator"]), options)
-        return Cluster(str(raw.get("name", path.stem)), cluster.graph, cluster.ranks, source,
-                       cluster.node_of_rank)
-    unknown = sorted(set(raw) - {"name", "source", "note", "device", "devices", "switches", "links"})
+        return dataclasses.replace(cluster, name=str(raw.get("name", path.stem)), source=source)
+    unknown = sorted(set(raw) - {"name", "source", "note", "device", "devices", "switches", "links",
+                                 "ecmp"})
     if unknown:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; expected generator, or devices, "
                         f"switches and links")
@@ -332,7 +339,8 @@ def from_yaml(path: Path, overrides: Mapping[str, Any] | None = None) -> Cluster
               _positive(bandwidth, f"{where}: links[{i}] ({link['a']} - {link['b']}): bandwidth_bytes_per_s"),
               _positive(link.get("latency_s", 0.0), f"{where}: links[{i}]: latency_s", allow_zero=True),
               _positive(link.get("efficiency", 1.0), f"{where}: links[{i}]: efficiency"))
-    return validate(Cluster(str(raw.get("name", path.stem)), graph, tuple(names), source), where)
+    return validate(Cluster(str(raw.get("name", path.stem)), graph, tuple(names), source,
+                            ecmp=bool(raw.get("ecmp", False))), where)
 
 
 def cluster_catalog() -> dict[str, Path]:
@@ -367,4 +375,4 @@ def with_links(cluster: Cluster, bandwidth: float | None = None, latency: float 
             data["bandwidth_bytes_per_s"] = float(bandwidth)
         if latency is not None:
             data["latency_s"] = float(latency)
-    return Cluster(cluster.name, graph, cluster.ranks, cluster.source, cluster.node_of_rank)
+    return dataclasses.replace(cluster, graph=graph)
