@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sim.errors import TraceError
-from sim.workload.trace import (OP_TYPES, Op, critical_path, load_trace, validate_ops,
+from sim.workload.trace import (COMM_OPS, OP_TYPES, Op, critical_path, load_trace, validate_ops,
                                 write_trace)
 
 
@@ -34,6 +34,8 @@ def rec(i, **kw):
     (rec(3, unit="fpga"), r"op 3: field 'unit': unknown unit kind 'fpga'"),
     (rec(3, op="copy"), r"op 3: copy ops need 'dst_tier'"),
     (rec(3, frees=["ghost"]), r"op 3: frees tensor 'ghost' that no op produces"),
+    (rec(3, op="allreduce"), r"op 3: allreduce ops need 'group'"),
+    (rec(3, op="allreduce", group=[0, 1], mirror_groups=[[2]]), r"op 3: field 'mirror_groups'"),
     ({"name": "x"}, r"line 1: missing required field 'id'"),
     (rec(True), r"field 'id': expected an integer"),
 ])
@@ -89,7 +91,9 @@ op_strategy = st.builds(
     lambda i, kind, flops, rd, wr, stream, m, layer: Op(
         id=i, name=f"op{i}", op=kind, flops=flops, bytes_read=rd, bytes_written=wr, stream=stream,
         m=m, n=m, k=m, layer=layer, dtype="bf16",
-        dst_tier="hbm" if kind == "copy" else None),
+        dst_tier="hbm" if kind == "copy" else None,
+        group=(0, 1) if kind in COMM_OPS else (), mirror_groups=((2, 3),) if kind in COMM_OPS else (),
+        rank=stream, stage=layer, phase="fwd" if layer else None),
     st.just(0), st.sampled_from(OP_TYPES), st.floats(0, 1e15), st.floats(0, 1e12),
     st.floats(0, 1e12), st.integers(0, 3), st.one_of(st.none(), st.integers(1, 8192)),
     st.one_of(st.none(), st.integers(0, 95)))

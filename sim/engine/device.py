@@ -96,6 +96,11 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
         raise TraceError(f"{where}: PIM ops read the tier the banks live in ({spec.pim.tier!r}), "
                          f"not {tier!r}")
     bound = BoundOp(op, unit, tier, tier, dtype)
+    if op.duration_s is not None:
+        # A measured or precomputed duration: the op holds the whole unit for that long.
+        whole = {"sm_array": spec.sm_array.count if spec.sm_array else 1,
+                 "systolic_array": spec.systolic_array.count if spec.systolic_array else 1}.get(unit, 1)
+        return BoundOp(op, unit, tier, tier, dtype, whole, op.duration_s, lambda granted: op.duration_s)
     wanted, seconds = compute_model(bound, spec)
     return BoundOp(op, unit, tier, tier, dtype, wanted, seconds(wanted), seconds)
 
@@ -177,14 +182,15 @@ class DeviceRuntime:
     """
 
     def __init__(self, env: simpy.Environment, name: str, spec: DeviceSpec,
-                 fluid: FluidNetwork | None = None):
+                 fluid: FluidNetwork | None = None, strict_memory: bool = True):
         self.env = env
         self.name = name
         self.spec = spec
         self.fluid = fluid or FluidNetwork(env, {})
         self.calendar: Calendar = self.fluid.calendar
         self.fluid.add_resources({(name, t.name): t.bandwidth_bytes_per_s for t in spec.memory})
-        self.ledger = MemoryLedger(name, {t.name: t.capacity_bytes for t in spec.memory})
+        self.ledger = MemoryLedger(name, {t.name: t.capacity_bytes for t in spec.memory},
+                                   strict=strict_memory)
         self.pools: dict[str, UnitPool] = {}
         if spec.sm_array is not None:
             self.pools["sm_array"] = UnitPool(env, "sm", spec.sm_array.count)
@@ -216,7 +222,8 @@ class DeviceRuntime:
         """Begin op ``index`` now; ``on_done(index)`` runs when it has finished."""
         op = bound.op
         if op.tensor:
-            self.ledger.allocate(op.tensor, bound.dst_tier, int(op.bytes_written), self.env.now,
+            size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
+            self.ledger.allocate(op.tensor, bound.dst_tier, int(size), self.env.now,
                                  context=f"op {op.id} ({op.name}), tensor {op.tensor}")
         job = _Job(index, bound, on_done, self)
         if bound.unit is None:

@@ -10,11 +10,13 @@ class MemoryLedger:
     """Bytes allocated per tier of one device, with the peak and a history.
 
     ``history`` holds (time_s, tier, used_bytes) after every change, for the
-    memory counters of reports.
+    memory counters of reports. With ``strict=False`` an allocation beyond
+    capacity is recorded (the peak exceeds the capacity) instead of raised.
     """
 
-    def __init__(self, device: str, capacities: dict[str, int]):
+    def __init__(self, device: str, capacities: dict[str, int], strict: bool = True):
         self.device = device
+        self.strict = strict
         self.capacity = dict(capacities)
         self.used = {tier: 0 for tier in capacities}
         self.peak = {tier: 0 for tier in capacities}
@@ -23,7 +25,7 @@ class MemoryLedger:
 
     def allocate(self, tensor: str, tier: str, nbytes: int, now_s: float, context: str = "") -> None:
         free = self.capacity[tier] - self.used[tier]
-        if nbytes > free:
+        if nbytes > free and self.strict:
             where = f" for {context}" if context else ""
             raise CapacityError(
                 f"out of memory on device {self.device}, tier {tier}{where}: requested "

@@ -196,8 +196,20 @@ def multi_node(nodes: int, gpus: int, nvlink_bandwidth: float = 300e9,
                    ecmp=True)
 
 
-GENERATORS = ("ring", "fully_connected", "switch", "tree", "torus", "cluster")
-_PARAMETRIC = re.compile(r"^(ring|fully_connected|switch|tree|torus|cluster):([0-9x]+)$")
+def ideal(n: int, spec: str = "") -> Cluster:
+    """``n`` devices on one switch with unbounded bandwidth and zero latency:
+    communication takes no time (for closed-form checks of schedules)."""
+    graph = nx.Graph()
+    names = [f"dev{i}" for i in range(n)]
+    _devices(graph, names, spec)
+    graph.add_node("switch", kind="switch")
+    for name in names:
+        _link(graph, name, "switch", math.inf, 0.0)
+    return Cluster(f"ideal:{n}", graph, tuple(names))
+
+
+GENERATORS = ("ring", "fully_connected", "switch", "tree", "torus", "cluster", "ideal")
+_PARAMETRIC = re.compile(r"^(ring|fully_connected|switch|tree|torus|cluster|ideal):([0-9x]+)$")
 
 
 def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
@@ -207,7 +219,7 @@ def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
     match = _PARAMETRIC.match(text.strip())
     if not match:
         raise SpecError(f"topology {text!r}: expected a YAML file or one of "
-                        f"ring:N, fully_connected:N, switch:N, tree:N, torus:AxB[xC], cluster:NODESxGPUS")
+                        f"ring:N, fully_connected:N, switch:N, tree:N, torus:AxB[xC], cluster:NODESxGPUS, ideal:N")
     kind, size = match.groups()
     options = dict(options or {})
     spec = str(options.pop("device", ""))
@@ -223,7 +235,11 @@ def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
                       ("efficiency", "efficiency")):
         if key in options:
             common[name] = _positive(options.pop(key), f"{text}: {key}", allow_zero=key == "latency_s")
-    if kind == "torus":
+    if kind == "ideal":
+        if len(numbers) != 1 or common:
+            raise SpecError(f"topology {text!r}: expected ideal:N with no link options")
+        cluster = ideal(numbers[0], spec=spec)
+    elif kind == "torus":
         cluster = torus(numbers, spec=spec, **common)
     elif kind == "cluster":
         if len(numbers) != 2:
@@ -279,6 +295,8 @@ def validate(cluster: Cluster, where: str) -> Cluster:
         for key, allow_zero in (("bandwidth_bytes_per_s", False), ("latency_s", True),
                                 ("efficiency", False)):
             value = data.get(key)
+            if key == "bandwidth_bytes_per_s" and value == math.inf:
+                continue
             if not isinstance(value, (int, float)) or value != value or value < 0 or (
                     value == 0 and not allow_zero):
                 raise SpecError(f"{where}: link {a} - {b}: {key} must be "

@@ -71,44 +71,68 @@ def busy_time(starts: np.ndarray, ends: np.ndarray) -> float:
 
 
 def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int, float],
-                  op_wait_category: Mapping[int, str], compute_units: Iterable[tuple[str, str]]
-                  ) -> pa.Table:
+                  op_blocker: Mapping[int, int], trace, op_start_s: Mapping[int, float],
+                  op_end_s: Mapping[int, float], compute_units: Iterable[tuple[str, str]],
+                  pipeline: bool = False) -> pa.Table:
     """Idle intervals of every compute unit within [0, makespan], with a cause.
 
-    A gap that ends when op X starts is ``dependency_wait``, ``memory_wait``
-    or ``comm_wait`` when X was not ready during the gap (named by the kind of
-    the predecessor that finished last), ``resource_wait`` when X was ready
-    but waited for units; the gap after a unit's last op is ``no_work``.
+    For a gap that ends when op X starts on the unit:
+    - X was ready before the gap began: ``resource_wait`` (it waited for units);
+    - X waited for a predecessor (its deps or stream predecessor; the one that
+      finished last is its blocker): ``memory_wait`` if the blocker is a
+      copy; if the blocker is a collective, the part of the gap during which
+      the collective ran is ``comm_wait`` and the part before it
+      ``dependency_wait``; otherwise ``dependency_wait``.
+    In pipeline runs the gap before a unit's first op is ``pipeline_fill``
+    and the gap after its last op ``pipeline_drain``; elsewhere the latter is
+    ``no_work``. ``stage`` and ``microbatch`` are those of X.
     """
     rows: dict[str, list] = {f.name: [] for f in BUBBLES_SCHEMA}
     compute = timeline.filter(pc.equal(timeline["category"], "compute"))
     tolerance = 1e-12 * max(1.0, makespan_s)
+    devices = compute["device"].to_pylist()
+    names = compute["unit"].to_pylist()
+    starts_all = compute["start_s"].to_numpy()
+    ends_all = compute["end_s"].to_numpy()
+    ops_all = compute["op_id"].to_numpy()
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    for position, key in enumerate(zip(devices, names)):
+        rows_of.setdefault(key, []).append(position)
     for device, unit in compute_units:
-        mask = pc.and_(pc.equal(compute["device"], device), pc.equal(compute["unit"], unit))
-        part = compute.filter(mask)
-        starts = part["start_s"].to_numpy()
-        ends = part["end_s"].to_numpy()
-        ops = part["op_id"].to_numpy()
+        picked = np.array(rows_of.get((device, unit), []), dtype=np.int64)
+        starts, ends, ops = starts_all[picked], ends_all[picked], ops_all[picked]
         if len(starts):
             m_start, m_end, first = merge_intervals(starts, ends)
         else:
             m_start = m_end = first = np.empty(0)
         cursor = 0.0
-        for begin, finish, idx in zip(m_start, m_end, first):
+        for number, (begin, finish, idx) in enumerate(zip(m_start, m_end, first)):
             if begin - cursor > tolerance:
                 op_id = int(ops[idx])
-                if op_ready_s.get(op_id, 0.0) > cursor + tolerance:
-                    cause = WAIT_CAUSE[op_wait_category.get(op_id, "compute")]
+                op = trace.op(op_id)
+                context = (device, unit, op_id, op.stage, op.microbatch)
+                if pipeline and number == 0:
+                    _add_bubble(rows, cursor, float(begin), "pipeline_fill", *context)
+                elif op_ready_s.get(op_id, 0.0) <= cursor + tolerance:
+                    _add_bubble(rows, cursor, float(begin), "resource_wait", *context)
                 else:
-                    cause = "resource_wait"
-                _add_bubble(rows, device, unit, cursor, float(begin), cause, op_id)
+                    blocker = trace.op(op_blocker[op_id])
+                    if blocker.category == "comm":
+                        split = min(max(op_start_s[blocker.id], cursor), float(begin))
+                        if split - cursor > tolerance:
+                            _add_bubble(rows, cursor, split, "dependency_wait", *context)
+                        if float(begin) - split > tolerance:
+                            _add_bubble(rows, split, float(begin), "comm_wait", *context)
+                    else:
+                        _add_bubble(rows, cursor, float(begin), WAIT_CAUSE[blocker.category], *context)
             cursor = max(cursor, float(finish))
         if makespan_s - cursor > tolerance:
-            _add_bubble(rows, device, unit, cursor, makespan_s, "no_work", None)
+            _add_bubble(rows, cursor, makespan_s, "pipeline_drain" if pipeline else "no_work",
+                        device, unit, None, None, None)
     return pa.table(rows, schema=BUBBLES_SCHEMA)
 
 
-def _add_bubble(rows, device, unit, start, end, cause, op_id) -> None:
+def _add_bubble(rows, start, end, cause, device, unit, op_id, stage, microbatch) -> None:
     rows["device"].append(device)
     rows["unit"].append(unit)
     rows["start_s"].append(start)
@@ -116,8 +140,8 @@ def _add_bubble(rows, device, unit, start, end, cause, op_id) -> None:
     rows["duration_s"].append(end - start)
     rows["cause"].append(cause)
     rows["next_op_id"].append(op_id)
-    rows["stage"].append(None)
-    rows["microbatch"].append(None)
+    rows["stage"].append(stage)
+    rows["microbatch"].append(microbatch)
 
 
 def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:

@@ -1,13 +1,14 @@
 """The simulation driver: one SimPy Environment per run.
 
 An op starts when all its predecessors have finished: the ops it lists in
-``deps`` and the op before it on its stream. The driver counts unfinished
-predecessors per op and starts an op on its device (sim.engine.device) the
-moment its count reaches zero, from the completion callback of the last one.
-Time is simulated seconds (float64). Nothing here reads the wall clock except
-to report ``wall_s``, and every collection that orders events is ordered
-(lists, insertion-ordered dicts, a heap with sequence numbers), so the same
-inputs produce byte-identical Arrow files.
+``deps`` and the op before it on its (rank, stream). The driver counts
+unfinished predecessors per op and starts an op the moment its count reaches
+zero, from the completion callback of the last one: a compute or memory op on
+its rank's device (sim.engine.device), a collective as a SimPy process on the
+network (sim.network.runtime). Time is simulated seconds (float64). Nothing
+here reads the wall clock except to report ``wall_s``, and every collection
+that orders events is ordered (lists, insertion-ordered dicts, a heap with
+sequence numbers), so the same inputs produce byte-identical Arrow files.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from typing import Any, Callable, Mapping, Sequence
 import pyarrow as pa
 import simpy
 
-from sim.engine.device import UNIT_NAMES, DeviceRuntime, bind_ops
+from sim.engine.device import UNIT_NAMES, BoundOp, DeviceRuntime, bind_op
+from sim.engine.fluid import FluidNetwork
 from sim.engine.recorder import TimelineRecorder
+from sim.errors import TraceError
+from sim.network.collectives import CollectiveError, Schedule, Step
+from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, utilization_table
 from sim.reports.writer import write_run
 from sim.runtime.scenario import Scenario, load_scenario, scenario_from_dict
-from sim.workload.trace import MATRIX_OPS, Op, Trace, _edges
+from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op, _edges
 
 ProgressFn = Callable[[int, int], None]
 
@@ -51,98 +56,187 @@ class Result:
         return write_run(out_dir, self.tables(), self.summary)
 
 
-class TraceSimulation:
-    """Replays one validated trace on one device."""
+def _combine(schedules: Sequence[Schedule]) -> Schedule:
+    """One schedule whose steps carry the transfers of all the given (symmetric)
+    schedules, so that copies running at the same time are costed together."""
+    first = schedules[0]
+    if len(schedules) == 1:
+        return first
+    steps = []
+    for parts in zip(*(s.steps for s in schedules)):
+        steps.append(Step(tuple(t for part in parts for t in part.transfers), parts[0].repeat,
+                          parts[0].reduce_bytes, parts[0].label))
+    return Schedule(first.op, first.algorithm, first.ranks, first.nbytes, tuple(steps))
+
+
+class Simulation:
+    """Replays a validated trace on one device, or on the ranks of a cluster."""
 
     def __init__(self, scenario: Scenario, progress: ProgressFn | None = None,
                  progress_every: int = 10000):
         self.scenario = scenario
         self.env = simpy.Environment()
-        self.device = DeviceRuntime(self.env, scenario.device_name, scenario.device)
-        bound = bind_ops(scenario.trace, scenario.device)
-        ops = scenario.trace.ops
-        self.bound = [bound[op.id] for op in ops]
+        trace = scenario.trace
+        ops = trace.ops
+        cluster = scenario.cluster
+        calendar_owner = FluidNetwork(self.env, {})
+        self.network = None
+        if cluster is not None:
+            from sim.network.runtime import NetworkRuntime
+            self.network = NetworkRuntime(self.env, cluster, FluidNetwork(self.env, {}, calendar_owner.calendar),
+                                          record=scenario.record_links)
+        self.devices: dict[int, DeviceRuntime] = {}
+        for rank in trace.ranks or [0]:
+            if cluster is not None and not 0 <= rank < cluster.size:
+                raise TraceError(f"{trace.path}: ops run on rank {rank}, but {cluster.name} has ranks "
+                                 f"0..{cluster.size - 1}")
+            name = cluster.ranks[rank] if cluster is not None else scenario.device_name
+            memory = FluidNetwork(self.env, {}, calendar_owner.calendar)
+            self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), memory,
+                                               strict_memory=not scenario.continue_on_oom)
+        self.bound: list[BoundOp | Schedule] = [self._bind(op) for op in ops]
         index = {op.id: i for i, op in enumerate(ops)}
         self.successors: list[list[int]] = [[] for _ in ops]
         self.waiting = [0] * len(ops)
         for src, dst in _edges(ops):
             self.successors[index[src]].append(index[dst])
             self.waiting[index[dst]] += 1
+        self.start_s: dict[int, float] = {}
         self.end_s: dict[int, float] = {}
+        self.comm_rows: list[tuple] = []
         self.completed = 0
         self.progress = progress
         self.progress_every = max(1, progress_every)
+
+    _schedule_cache: dict
+
+    def _bind(self, op: Op):
+        if op.op not in COMM_OPS:
+            return bind_op(op, self.devices[op.rank].spec, self.scenario.trace.path)
+        if self.network is None:
+            raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}) is a {op.op}; "
+                             f"collectives need a cluster in the scenario")
+        cache = self.__dict__.setdefault("_schedule_cache", {})
+        key = (op.op, op.algorithm, op.group, op.mirror_groups, op.bytes_read)
+        schedule = cache.get(key)
+        if schedule is None:
+            try:
+                schedule = _combine([self.network.schedule(op.op, op.algorithm or "auto", group, op.bytes_read)
+                                     for group in (op.group, *op.mirror_groups)])
+            except CollectiveError as exc:
+                raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
+            cache[key] = schedule
+        return schedule
+
+    def _start(self, index: int) -> None:
+        bound = self.bound[index]
+        if isinstance(bound, BoundOp):
+            self.devices[bound.op.rank].start(index, bound, self._on_done)
+            return
+        op = self.scenario.trace.ops[index]
+        process = self.env.process(self.network.run(bound, op.id, op.name))
+        process.callbacks.append(lambda event, i=index: self._comm_done(i, event.value))
+
+    def _comm_done(self, index: int, interval: tuple[float, float]) -> None:
+        op = self.scenario.trace.ops[index]
+        start, end = interval
+        self.start_s[op.id] = start
+        self.end_s[op.id] = end
+        for rank in op.group:
+            device = self.devices.get(rank)
+            if device is not None:
+                self.comm_rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
+                                       op.bytes_read, op.stream, len(op.group)))
+        self._on_done(index)
 
     def _on_done(self, index: int) -> None:
         self.completed += 1
         if self.progress is not None and self.completed % self.progress_every == 0:
             self.progress(self.completed, len(self.bound))
-        waiting, start, bound = self.waiting, self.device.start, self.bound
+        waiting = self.waiting
         for nxt in self.successors[index]:
             waiting[nxt] -= 1
             if not waiting[nxt]:
-                start(nxt, bound[nxt], self._on_done)
+                self._start(nxt)
 
     def run(self) -> Result:
         wall_start = time.perf_counter()
-        for tier, nbytes in self.scenario.resident_bytes.items():
-            self.device.ledger.allocate(f"resident:{tier}", tier, nbytes, 0.0, "scenario resident_bytes")
+        for device in self.devices.values():
+            for tier, nbytes in self.scenario.resident_bytes.items():
+                device.ledger.allocate(f"resident:{tier}", tier, nbytes, 0.0, "scenario resident_bytes")
+        for rank, device in self.devices.items():
+            for tensor, (tier, nbytes) in self.scenario.resident_tensors_for(rank).items():
+                device.ledger.allocate(tensor, tier, nbytes, 0.0, f"{tensor} of rank {rank}")
         for index, count in enumerate(self.waiting):
             if count == 0:
-                self.device.start(index, self.bound[index], self._on_done)
+                self._start(index)
         self.env.run()
         wall_s = time.perf_counter() - wall_start
-        for _, bound, _, end, _, _ in self.device.finished:
-            self.end_s[bound.op.id] = end
+        for device in self.devices.values():
+            for _, bound, start, end, _, _ in device.finished:
+                self.start_s[bound.op.id] = start
+                self.end_s[bound.op.id] = end
+        if len(self.end_s) != len(self.bound):
+            raise RuntimeError(f"{len(self.bound) - len(self.end_s)} ops never ran: the run deadlocked")
         return self._result(wall_s)
 
-    def _ready_and_cause(self) -> tuple[dict[int, float], dict[int, str]]:
-        """When each op became ready and the kind of the predecessor it waited on last."""
-        trace = self.scenario.trace
-        ready: dict[int, float] = {op.id: 0.0 for op in trace.ops}
-        blocker: dict[int, str] = {}
-        for src, dst in _edges(trace.ops):
-            end = self.end_s[src]
+    def _blockers(self) -> tuple[dict[int, float], dict[int, int]]:
+        """When each op became ready, and the predecessor that finished last."""
+        ops = self.scenario.trace.ops
+        ready: dict[int, float] = {op.id: 0.0 for op in ops}
+        blocker: dict[int, int] = {}
+        end_s = self.end_s
+        for src, dst in _edges(ops):
+            end = end_s[src]
             if end >= ready[dst]:
                 ready[dst] = end
-                blocker[dst] = trace.op(src).category
+                blocker[dst] = src
         return ready, blocker
 
     def _result(self, wall_s: float) -> Result:
-        scenario, device = self.scenario, self.device
         recorder = TimelineRecorder()
-        device.record_timeline(recorder)
+        for device in self.devices.values():
+            device.record_timeline(recorder)
+        for row in self.comm_rows:
+            recorder.record(*row)
+        if self.network is not None:
+            for row in self.network.rows:
+                recorder.record(*row)
         timeline = recorder.table()
         makespan = max(self.end_s.values(), default=0.0)
-        ready, blocker = self._ready_and_cause()
-        compute_units = [(device.name, UNIT_NAMES[k]) for k in device.spec.unit_kinds]
-        bubbles = bubbles_table(timeline, makespan, ready, blocker, compute_units)
-        units = [(device.name, UNIT_NAMES[k], "compute", device.unit_peak_flops_per_s(k), None)
-                 for k in device.spec.unit_kinds]
-        units += [(device.name, t.name, "memory", None, t.bandwidth_bytes_per_s)
-                  for t in device.spec.memory]
+        ready, blocker = self._blockers()
+        compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
+        bubbles = bubbles_table(timeline, makespan, ready, blocker, self.scenario.trace,
+                                self.start_s, self.end_s, compute_units, self.scenario.pipeline)
+        units = []
+        for d in self.devices.values():
+            units += [(d.name, UNIT_NAMES[k], "compute", d.unit_peak_flops_per_s(k), None)
+                      for k in d.spec.unit_kinds]
+            units += [(d.name, t.name, "memory", None, t.bandwidth_bytes_per_s) for t in d.spec.memory]
+            if self.network is not None:
+                units.append((d.name, "comm", "comm", None, None))
+        if self.network is not None and self.network.record:
+            units += link_units(self.network)
         utilization = utilization_table(timeline, makespan, units)
-        memory = memory_table([device.ledger])
-        summary = self._summary(makespan, wall_s, bubbles, utilization)
+        memory = memory_table([d.ledger for d in self.devices.values()])
+        summary = self._summary(makespan, wall_s, bubbles)
         return Result(timeline, bubbles, utilization, memory, summary)
 
-    def _summary(self, makespan: float, wall_s: float, bubbles: pa.Table,
-                 utilization: pa.Table) -> dict[str, Any]:
-        scenario, device = self.scenario, self.device
+    def _summary(self, makespan: float, wall_s: float, bubbles: pa.Table) -> dict[str, Any]:
+        scenario = self.scenario
         ops = scenario.trace.ops
         total_flops = sum(op.flops for op in ops)
         matrix_flops = sum(op.flops for op in ops if op.op in MATRIX_OPS)
-        peak = scenario.device.matrix_peak_flops_per_s()
+        peak = sum(d.spec.matrix_peak_flops_per_s() for d in self.devices.values())
         bubble_s: dict[str, float] = {}
         for cause, duration in zip(bubbles["cause"].to_pylist(), bubbles["duration_s"].to_pylist()):
             bubble_s[cause] = bubble_s.get(cause, 0.0) + duration
         events = next(self.env._eid)  # SimPy's running event id: events scheduled so far
-        if len(self.end_s) != len(ops):
-            raise RuntimeError(f"{len(ops) - len(self.end_s)} ops never ran: the run deadlocked")
+        first = next(iter(self.devices.values()))
         return {
             "scenario": scenario.name,
-            "device": scenario.device.name,
-            "devices": 1,
+            "device": first.spec.name,
+            "devices": len(self.devices),
             "ops": len(ops),
             "makespan_s": makespan,
             "total_flops": total_flops,
@@ -151,15 +245,16 @@ class TraceSimulation:
             "achieved_flops_per_s": total_flops / makespan if makespan > 0 else 0.0,
             "mfu": total_flops / (makespan * peak) if makespan > 0 and peak > 0 else 0.0,
             "events": events,
-            "calendar_callbacks": device.calendar.fired,
+            "calendar_callbacks": first.calendar.fired,
             "wall_s": wall_s,
             "ops_per_wall_s": len(ops) / wall_s if wall_s > 0 else 0.0,
-            "peak_memory_bytes": {device.name: dict(device.ledger.peak)},
-            "capacity_bytes": {device.name: dict(device.ledger.capacity)},
-            "utilization": {row["unit"]: round(row["utilization"], 6)
-                            for row in utilization.to_pylist()},
+            "peak_memory_bytes": {d.name: dict(d.ledger.peak) for d in self.devices.values()},
+            "capacity_bytes": {d.name: dict(d.ledger.capacity) for d in self.devices.values()},
             "bubble_s_by_cause": dict(sorted(bubble_s.items())),
         }
+
+
+TraceSimulation = Simulation
 
 
 def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
@@ -174,4 +269,8 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
     elif isinstance(scenario, Mapping):
         from sim.runtime.scenario import apply_overrides
         scenario = scenario_from_dict(apply_overrides(dict(scenario), overrides))
-    return TraceSimulation(scenario, progress=progress).run()
+    result = Simulation(scenario, progress=progress).run()
+    if scenario.training is not None:
+        from sim.parallel.metrics import training_summary
+        result.summary.update(training_summary(scenario, result))
+    return result

@@ -23,11 +23,29 @@ unit            str         preferred unit kind: sm_array, systolic_array,
 tier            str         memory tier the op reads and writes
 src_tier        str         copy ops: tier read from
 dst_tier        str         copy ops: tier written to
-tensor          str         name of the output tensor, allocated (bytes_written)
-                            on the output tier when the op starts
+tensor          str         name of the output tensor, allocated (alloc_bytes,
+                            default bytes_written) on the output tier when the
+                            op starts
+alloc_bytes     number      size of ``tensor`` when it is not bytes_written
 frees           list[str]   tensors released when the op ends
 layer           int         model layer, for reports
+rank            int         device (cluster rank) that runs the op (default 0)
+duration_s      number      a measured or precomputed compute time; when
+                            given it replaces the unit's cost model
+group           list[int]   collective ops: the ranks taking part
+mirror_groups   list[list]  collective ops: symmetric copies running at the
+                            same time (replicas not simulated in folded runs),
+                            costed together with ``group`` on the topology
+algorithm       str         collective ops: ring, mst, ... or auto
+stage, microbatch, chunk    int   pipeline position, for reports
+phase           str         fwd, bwd, recompute, optimizer, comm kind ...
 ==============  ==========  =============================================
+
+Collective ops (``allreduce``, ``reduce_scatter``, ``allgather``,
+``broadcast``, ``reduce``, ``scatter``, ``gather``, ``alltoall``,
+``sendrecv``) appear once for the whole group; their message size is
+``bytes_read`` (nccl-tests conventions) and they start when their deps
+(typically the last op of every member before it) have finished.
 
 Validation happens before any simulation and raises TraceError with the file,
 the op id and what was expected.
@@ -51,7 +69,9 @@ from sim.errors import TraceError
 
 COMPUTE_OPS = ("gemm", "gemv", "attention", "elementwise", "softmax", "norm", "reduction")
 MEMORY_OPS = ("copy",)
-OP_TYPES = COMPUTE_OPS + MEMORY_OPS
+COMM_OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "scatter", "gather",
+            "alltoall", "sendrecv")
+OP_TYPES = COMPUTE_OPS + MEMORY_OPS + COMM_OPS
 MATRIX_OPS = ("gemm", "gemv", "attention")
 UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
 
@@ -80,9 +100,21 @@ class Op:
     tensor: str | None = None
     frees: tuple[str, ...] = ()
     layer: int | None = None
+    rank: int = 0
+    duration_s: float | None = None
+    group: tuple[int, ...] = ()
+    mirror_groups: tuple[tuple[int, ...], ...] = ()
+    algorithm: str | None = None
+    stage: int | None = None
+    microbatch: int | None = None
+    chunk: int | None = None
+    phase: str | None = None
+    alloc_bytes: float | None = None
 
     @property
     def category(self) -> str:
+        if self.op in COMM_OPS:
+            return "comm"
         return "memory" if self.op in MEMORY_OPS else "compute"
 
     def to_record(self) -> dict[str, Any]:
@@ -90,14 +122,21 @@ class Op:
                   "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
                   "deps": list(self.deps), "stream": self.stream}
         for key in ("m", "n", "k", "dtype", "unit", "tier", "src_tier", "dst_tier",
-                    "tensor", "layer"):
+                    "tensor", "layer", "duration_s", "algorithm", "stage", "microbatch", "chunk",
+                    "phase", "alloc_bytes"):
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
         if self.batch != 1:
             record["batch"] = self.batch
+        if self.rank:
+            record["rank"] = self.rank
         if self.frees:
             record["frees"] = list(self.frees)
+        if self.group:
+            record["group"] = list(self.group)
+        if self.mirror_groups:
+            record["mirror_groups"] = [list(g) for g in self.mirror_groups]
         return record
 
 
@@ -108,12 +147,16 @@ TRACE_SCHEMA = pa.schema([
     ("m", pa.int64()), ("n", pa.int64()), ("k", pa.int64()), ("batch", pa.int64()),
     ("dtype", pa.string()), ("unit", pa.string()), ("tier", pa.string()),
     ("src_tier", pa.string()), ("dst_tier", pa.string()), ("tensor", pa.string()),
-    ("frees", pa.list_(pa.string())), ("layer", pa.int64()),
+    ("frees", pa.list_(pa.string())), ("layer", pa.int64()), ("rank", pa.int64()),
+    ("duration_s", pa.float64()), ("group", pa.list_(pa.int64())),
+    ("mirror_groups", pa.list_(pa.list_(pa.int64()))), ("algorithm", pa.string()),
+    ("stage", pa.int64()), ("microbatch", pa.int64()), ("chunk", pa.int64()), ("phase", pa.string()),
+    ("alloc_bytes", pa.float64()),
 ])
 
 _REQUIRED = ("id", "name", "op", "flops", "bytes_read", "bytes_written")
-_INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream")
-_STR_FIELDS = ("dtype", "unit", "tier", "src_tier", "dst_tier", "tensor")
+_INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream", "rank", "stage", "microbatch", "chunk")
+_STR_FIELDS = ("dtype", "unit", "tier", "src_tier", "dst_tier", "tensor", "algorithm", "phase")
 
 
 @dataclass(frozen=True)
@@ -129,12 +172,17 @@ class Trace:
     def op(self, op_id: int) -> Op:
         return self._by_id[op_id]  # type: ignore[attr-defined]
 
-    def streams(self) -> dict[int, list[Op]]:
-        """Ops per stream, streams in ascending order, ops in trace order."""
-        out: dict[int, list[Op]] = {}
+    def streams(self) -> dict[tuple[int, int], list[Op]]:
+        """Ops per (rank, stream), in ascending order, ops in trace order."""
+        out: dict[tuple[int, int], list[Op]] = {}
         for op in self.ops:
-            out.setdefault(op.stream, []).append(op)
+            out.setdefault((op.rank, op.stream), []).append(op)
         return dict(sorted(out.items()))
+
+    @property
+    def ranks(self) -> list[int]:
+        """Ranks that run compute or memory ops, ascending."""
+        return sorted({op.rank for op in self.ops if op.op not in COMM_OPS})
 
 
 def _fail(path: str, where: str, message: str) -> TraceError:
@@ -210,11 +258,24 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
     strs = {key: optional(key, str) for key in _STR_FIELDS}
     if kind == "copy" and not strs["dst_tier"]:
         raise _fail(path, where, "copy ops need 'dst_tier' (and 'src_tier' unless it is the device default)")
+    group = int_list("group")
+    if kind in COMM_OPS and len(group) < 1:
+        raise _fail(path, where, f"{kind} ops need 'group', the list of ranks taking part")
+    mirrors = record.get("mirror_groups") or ()
+    if not isinstance(mirrors, (list, tuple)) or any(
+            not isinstance(g, (list, tuple)) or len(g) != len(group)
+            or any(isinstance(r, bool) or not isinstance(r, int) for r in g) for g in mirrors):
+        raise _fail(path, where, "field 'mirror_groups': expected a list of rank lists, each as long as 'group'")
+    duration = number("duration_s") if record.get("duration_s") is not None else None
+    alloc = number("alloc_bytes") if record.get("alloc_bytes") is not None else None
     return Op(id=op_id, name=name, op=kind, flops=number("flops"), bytes_read=number("bytes_read"),
               bytes_written=number("bytes_written"), deps=int_list("deps"),
               stream=ints["stream"] or 0, m=ints["m"], n=ints["n"], k=ints["k"],
               batch=ints["batch"] if ints["batch"] is not None else 1, layer=ints["layer"],
-              frees=str_list("frees"), **strs)
+              frees=str_list("frees"), rank=ints["rank"] or 0, duration_s=duration,
+              group=group, mirror_groups=tuple(tuple(g) for g in mirrors),
+              stage=ints["stage"], microbatch=ints["microbatch"], chunk=ints["chunk"],
+              alloc_bytes=alloc, **strs)
 
 
 def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str) -> Trace:
@@ -249,15 +310,17 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
 
 
 def _edges(ops: Sequence[Op]) -> Iterable[tuple[int, int]]:
-    """Precedence edges: explicit deps and each op's stream predecessor."""
-    last_on_stream: dict[int, int] = {}
+    """Precedence edges: explicit deps and each op's stream predecessor (streams
+    are per rank: stream 0 of rank 3 is not stream 0 of rank 4)."""
+    last_on_stream: dict[tuple[int, int], int] = {}
     for op in ops:
         for dep in op.deps:
             yield dep, op.id
-        previous = last_on_stream.get(op.stream)
+        key = (op.rank, op.stream)
+        previous = last_on_stream.get(key)
         if previous is not None:
             yield previous, op.id
-        last_on_stream[op.stream] = op.id
+        last_on_stream[key] = op.id
 
 
 def topological_order(ops: Sequence[Op]) -> list[int] | None:
@@ -369,6 +432,7 @@ def write_trace(ops: Sequence[Op], path: str | os.PathLike) -> None:
     else:
         columns = {f.name: [r.get(f.name) for r in records] for f in TRACE_SCHEMA}
         columns["batch"] = [r.get("batch", 1) for r in records]
+        columns["rank"] = [r.get("rank", 0) for r in records]
         table = pa.table(columns, schema=TRACE_SCHEMA)
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, TRACE_SCHEMA) as writer:
             writer.write_table(table)

@@ -62,7 +62,7 @@ class ModelConfig:
 
 
 @dataclass
-class _Builder:
+class OpBuilder:
     """Appends ops with consecutive ids; each op depends on ``deps`` given."""
 
     dtype: str
@@ -106,7 +106,7 @@ _SOFTMAX_FLOPS = 5.0
 _GELU_FLOPS = 8.0
 
 
-def _forward_layer(bld: _Builder, cfg: ModelConfig, layer: int, b: int, prefix: str,
+def _forward_layer(bld: OpBuilder, cfg: ModelConfig, layer: int, b: int, prefix: str,
                    keep: bool) -> list[str]:
     """Append one layer's forward ops; return the activation tensors it keeps."""
     s, h, a, hd = cfg.seq_len, cfg.hidden, cfg.heads, cfg.head_dim
@@ -140,7 +140,7 @@ def _forward_layer(bld: _Builder, cfg: ModelConfig, layer: int, b: int, prefix: 
     return kept
 
 
-def _backward_layer(bld: _Builder, cfg: ModelConfig, layer: int, b: int,
+def _backward_layer(bld: OpBuilder, cfg: ModelConfig, layer: int, b: int,
                     frees: list[str]) -> None:
     """Append one layer's backward ops, in reverse order of the forward.
 
@@ -173,7 +173,7 @@ def _backward_layer(bld: _Builder, cfg: ModelConfig, layer: int, b: int,
                   **common)
 
 
-def _attention_core(bld: _Builder, cfg: ModelConfig, layer: int, b: int) -> None:
+def _attention_core(bld: OpBuilder, cfg: ModelConfig, layer: int, b: int) -> None:
     s, a, hd = cfg.seq_len, cfg.heads, cfg.head_dim
     tag = f"L{layer}.recompute."
     bld.gemm(f"{tag}attn_scores", s, s, hd, batch=b * a, layer=layer)
@@ -193,7 +193,7 @@ def training_ops(cfg: ModelConfig, microbatch: int, layers: int | None = None,
     if recompute not in RECOMPUTE_MODES:
         raise ValueError(f"recompute: expected one of {RECOMPUTE_MODES}, got {recompute!r}")
     layers = cfg.layers if layers is None else layers
-    bld = _Builder(cfg.dtype, next_id=first_id)
+    bld = OpBuilder(cfg.dtype, next_id=first_id)
     kept: dict[int, list[str]] = {}
     for layer in range(layers):
         kept[layer] = _forward_layer(bld, cfg, layer, microbatch, "fwd.", keep=recompute == "none")
@@ -223,7 +223,7 @@ def decode_step_ops(cfg: ModelConfig, batch: int, context_len: int, layers: int 
     """
     layers = cfg.layers if layers is None else layers
     h, hd, a = cfg.hidden, cfg.head_dim, cfg.heads
-    bld = _Builder(cfg.dtype)
+    bld = OpBuilder(cfg.dtype)
     d = bld.width
     fc1_width = 2 * cfg.ffn if cfg.gated_mlp else cfg.ffn
     shapes = {"qkv": (h + 2 * cfg.kv_dim, h), "proj": (h, h), "fc1": (fc1_width, h),

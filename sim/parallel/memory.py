@@ -1,0 +1,105 @@
+"""Per-GPU training memory: weights, gradients, optimizer state, activations.
+
+- Parameters per transformer layer 12h^2 + 13h, embeddings V h + s h
+  (Megatron-LM SC'21 Eq. 2); the last stage keeps its own copy of the word
+  embeddings for the tied LM head, as Megatron does. Each TP rank holds 1/t.
+- Mixed-precision Adam: 2 bytes of bf16/fp16 weights, 2 of gradients and
+  12 of fp32 master weights, momentum and variance per parameter; ZeRO stage 1
+  partitions the 12 over the data-parallel group (Rajbhandari et al.,
+  "ZeRO", SC'20, Sec. 3 and 5.1).
+- Activations per layer and microbatch of b sequences (Korthikanti et al.,
+  "Reducing Activation Recomputation in Large Transformer Models", MLSys
+  2023, Table 2): no recomputation s b h (10 + 24/t + 5 a s/(h t)) with tensor
+  parallelism, s b h (34 + 5 a s / h)/t with sequence parallelism too;
+  selective recomputation s b h (10 + 24/t) and 34 s b h / t with sequence
+  parallelism; full recomputation keeps only each layer's input, 2 s b h
+  (/t with sequence parallelism), plus one layer's full activations while it
+  is recomputed. (The paper counts 16-bit activations with 1-byte dropout
+  masks; the formulas are in bytes.)
+- A stage holds the activations of as many (microbatch, chunk) pairs as its
+  schedule has forwards without their backward yet (sim.parallel.schedules.max_in_flight):
+  p - s for 1F1B, m for GPipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.parallel.plan import ParallelPlan
+from sim.parallel.schedules import max_in_flight, stage_order
+from sim.workload.transformer import ModelConfig
+
+ADAM_STATE_BYTES_PER_PARAM = 12
+
+
+def layer_params(cfg: ModelConfig) -> int:
+    """Parameters of one transformer layer: QKV, projection, MLP, two layer norms."""
+    h = cfg.hidden
+    fc1 = 2 * cfg.ffn if cfg.gated_mlp else cfg.ffn
+    attention = h * (h + 2 * cfg.kv_dim) + (h + 2 * cfg.kv_dim) + h * h + h
+    mlp = h * fc1 + fc1 + cfg.ffn * h + h
+    return attention + mlp + 4 * h
+
+
+def embedding_params(cfg: ModelConfig) -> int:
+    return cfg.vocab * cfg.hidden + cfg.seq_len * cfg.hidden
+
+
+def stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    """Parameters held by one TP rank of ``stage``."""
+    layers = cfg.layers // plan.pp
+    params = layers * layer_params(cfg)
+    if stage == 0:
+        params += embedding_params(cfg)
+    if stage == plan.pp - 1 and cfg.vocab:
+        params += cfg.vocab * cfg.hidden if plan.pp > 1 else 0
+    return params / plan.tp
+
+
+def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float, float]:
+    """(bytes kept per layer per microbatch between forward and backward,
+    extra working bytes while one layer is recomputed)."""
+    s, b, h, a, t = cfg.seq_len, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
+    sbh = s * b * h
+    full = sbh * (34 + 5 * a * s / h) / t if plan.sequence_parallel else sbh * (10 + 24 / t + 5 * a * s / (h * t))
+    if plan.recompute == "none":
+        return full, 0.0
+    if plan.recompute == "selective":
+        return (34 * sbh / t if plan.sequence_parallel else sbh * (10 + 24 / t)), 0.0
+    return (2 * sbh / t if plan.sequence_parallel else 2 * sbh), full
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    stage: int
+    weights_bytes: float
+    gradients_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    in_flight: int
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "weights_bytes": self.weights_bytes,
+                "gradients_bytes": self.gradients_bytes, "optimizer_bytes": self.optimizer_bytes,
+                "activations_bytes": self.activations_bytes, "in_flight_microbatches": self.in_flight,
+                "total_bytes": self.total_bytes}
+
+
+def chunk_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
+    kept, _ = layer_activation_bytes(cfg, plan)
+    return kept * cfg.layers / (plan.pp * plan.virtual_stages)
+
+
+def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemory:
+    params = stage_params(cfg, plan, stage)
+    width = cfg.dtype_bytes
+    optimizer = ADAM_STATE_BYTES_PER_PARAM * params / (plan.dp if plan.zero >= 1 else 1)
+    order = stage_order(plan.schedule, stage, plan.pp, plan.microbatches, plan.virtual_stages)
+    in_flight = max_in_flight(order)
+    _, working = layer_activation_bytes(cfg, plan)
+    activations = in_flight * chunk_activation_bytes(cfg, plan) + working
+    return StageMemory(stage, width * params, width * params, optimizer, activations, in_flight)
