@@ -9,10 +9,10 @@ Python API::
 """
 
 from sim.errors import AccsimError, CapacityError, ScenarioError, SpecError, TraceError
-from sim.runtime.scenario import Scenario, load_scenario
+from sim.runtime.scenario import Scenario, load_scenario, load_scenario_dict
 from sim.runtime.simulate import Result, run
 
 __version__ = "0.1.0"
 
 __all__ = ["AccsimError", "CapacityError", "Result", "Scenario", "ScenarioError", "SpecError",
-           "TraceError", "load_scenario", "run", "__version__"]
+           "TraceError", "load_scenario", "load_scenario_dict", "run", "__version__"]

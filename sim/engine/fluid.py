@@ -74,7 +74,8 @@ class Flow:
     """
 
     __slots__ = ("size", "resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
-                 "start_s", "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag")
+                 "start_s", "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
+                 "idx", "w", "alone")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -93,6 +94,7 @@ class Flow:
         self.lazy = False
         self.drained = False
         self.tag = tag
+        self.idx = self.w = self.alone = None
 
 
 class FluidNetwork:
@@ -252,5 +254,153 @@ class FluidNetwork:
             if flow.not_before > now:
                 flow.entry = self.calendar.at(flow.not_before, self._finish, flow)
                 return
+        flow.end_s = now
+        flow.on_done(flow)
+
+
+def max_min_rates_vectorized(flow_of_entry, resource_of_entry, weight_of_entry, capacity,
+                             flows: int):
+    """``max_min_rates`` over entries (flow, resource, weight) with numpy.
+
+    Same progressive filling: each round finds the smallest fair share left
+    on any loaded resource, freezes every flow crossing a resource at that
+    share, and takes their usage off the capacities. One round costs a few
+    passes over the entries; rounds are at most the number of distinct
+    bottleneck levels.
+    """
+    import numpy as np
+
+    rates = np.zeros(flows)
+    frozen = np.zeros(flows, dtype=bool)
+    left = capacity.astype(float).copy()
+    size = len(capacity)
+    while not frozen.all():
+        live = ~frozen[flow_of_entry]
+        load = np.bincount(resource_of_entry[live], weights=weight_of_entry[live], minlength=size)
+        loaded = load > 1e-12
+        share = np.full(size, np.inf)
+        share[loaded] = left[loaded] / load[loaded]
+        level = share.min()
+        saturated = share <= level * (1.0 + 1e-12)
+        hit = live & saturated[resource_of_entry]
+        newly = np.zeros(flows, dtype=bool)
+        newly[flow_of_entry[hit]] = True
+        newly &= ~frozen
+        rates[newly] = level
+        frozen |= newly
+        used = newly[flow_of_entry]
+        left -= np.bincount(resource_of_entry[used], weights=weight_of_entry[used] * level, minlength=size)
+    return rates
+
+
+class VectorFluidNetwork(FluidNetwork):
+    """A FluidNetwork for many multi-resource flows (network links).
+
+    Resources get integer ids; a flow's resources and weights are numpy
+    arrays. A flow whose every resource carries no other flow runs at its
+    bottleneck rate without touching the others (the common case for
+    intra-node traffic); otherwise the max-min rates of all active flows are
+    recomputed with ``max_min_rates_vectorized`` and only flows whose rate
+    changed are re-scheduled. ``not_before`` is not supported here.
+    """
+
+    def __init__(self, env: simpy.Environment, capacities: Mapping[Hashable, float],
+                 calendar: Calendar | None = None):
+        import numpy as np
+
+        self._np = np
+        self._ids: dict[Hashable, int] = {}
+        self._cap = np.zeros(0)
+        self._count = np.zeros(0, dtype=np.int64)
+        self._active: list[Flow] = []
+        super().__init__(env, {}, calendar)
+        self.add_resources(capacities)
+
+    def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
+        np = self._np
+        new = [(r, c) for r, c in capacities.items() if r not in self._ids]
+        for resource, capacity in capacities.items():
+            self.capacity[resource] = capacity
+        for resource, _ in new:
+            self._ids[resource] = len(self._ids)
+        if new:
+            self._cap = np.concatenate([self._cap, np.array([c for _, c in new], dtype=float)])
+            self._count = np.concatenate([self._count, np.zeros(len(new), dtype=np.int64)])
+        for resource, capacity in capacities.items():
+            self._cap[self._ids[resource]] = capacity
+
+    def arrays(self, resources: Sequence[Hashable], weights: Sequence[float] | None):
+        """(resource ids, weights, rate when alone) of a resource list, for reuse."""
+        np = self._np
+        idx = np.fromiter((self._ids[r] for r in resources), dtype=np.int64, count=len(resources))
+        w = np.ones(len(resources)) if weights is None else np.asarray(weights, dtype=float)
+        alone = float(np.min(self._cap[idx] / w)) if len(idx) else float("inf")
+        return idx, w, alone
+
+    def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
+              tag: object = None, not_before: float = 0.0,
+              weights: Sequence[float] | None = None, arrays=None) -> Flow:
+        np = self._np
+        now = self.env.now
+        flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
+                    tuple(weights) if weights is not None else None)
+        if size <= 0 or not resources:
+            flow.bytes_end_s = now
+            flow.drained = True
+            flow.entry = self.calendar.at(now, self._finish, flow)
+            return flow
+        idx, w, alone = arrays if arrays is not None else self.arrays(resources, weights)
+        flow.idx, flow.w, flow.alone = idx, w, alone
+        self._count[idx] += 1
+        self._active.append(flow)
+        if (self._count[idx] == 1).all():
+            self._set_rate(flow, alone, now)
+        else:
+            self._rebalance_all()
+        return flow
+
+    def active(self, resource: Hashable) -> int:
+        return int(self._count[self._ids[resource]])
+
+    def _set_rate(self, flow: Flow, rate: float, now: float) -> None:
+        flow.remaining -= flow.rate * (now - flow.mark_s)
+        flow.mark_s = now
+        flow.rate = rate
+        if flow.entry is not None:
+            cancel(flow.entry)
+        if rate == float("inf"):
+            end = now
+        else:
+            end = now + (flow.remaining if flow.remaining > 0 else 0.0) / rate
+        flow.bytes_end_s = end
+        flow.entry = self.calendar.at(end, self._finish, flow)
+
+    def _rebalance_all(self) -> None:
+        np = self._np
+        self.rebalances += 1
+        flows = self._active
+        if not flows:
+            return
+        lengths = np.fromiter((len(f.idx) for f in flows), dtype=np.int64, count=len(flows))
+        flow_of_entry = np.repeat(np.arange(len(flows)), lengths)
+        idx = np.concatenate([f.idx for f in flows])
+        w = np.concatenate([f.w for f in flows])
+        used, compact = np.unique(idx, return_inverse=True)
+        rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows))
+        now = self.env.now
+        for flow, rate in zip(flows, rates.tolist()):
+            if rate != flow.rate:
+                self._set_rate(flow, rate, now)
+
+    def _finish(self, flow: Flow) -> None:
+        now = self.env.now
+        if not flow.drained:
+            flow.bytes_end_s = now
+            flow.drained = True
+            flow.remaining = 0.0
+            self._active.remove(flow)
+            self._count[flow.idx] -= 1
+            if (self._count[flow.idx] > 0).any():
+                self._rebalance_all()
         flow.end_s = now
         flow.on_done(flow)

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import simpy
 
-from sim.engine.fluid import FluidNetwork
+from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.network.collectives import (BUSBW_FACTOR, CollectiveError, Schedule, Step,
                                      algorithms_for, build_schedule, normalize_algorithm,
                                      normalize_op)
@@ -46,6 +46,7 @@ class StepPattern:
     latency_s: float
     bytes_per_transfer: float
     alone_rate: float
+    arrays: object = None
 
 
 class NetworkRuntime:
@@ -56,7 +57,7 @@ class NetworkRuntime:
         self.env = env
         self.cluster = cluster
         self.router = Router(cluster, ecmp or cluster.ecmp)
-        self.fluid = fluid or FluidNetwork(env, {})
+        self.fluid = fluid or VectorFluidNetwork(env, {})
         capacities = {}
         for a, b in cluster.graph.edges():
             capacities[(a, b)] = self.router.capacity((a, b))
@@ -84,7 +85,8 @@ class NetworkRuntime:
         weights = tuple(float(load[link]) for link in links)
         capacity = self.fluid.capacity
         alone = min((capacity[l] / w for l, w in zip(links, weights)), default=float("inf"))
-        pattern = StepPattern(links, weights, latency, size, alone)
+        arrays = self.fluid.arrays(links, weights) if isinstance(self.fluid, VectorFluidNetwork) else None
+        pattern = StepPattern(links, weights, latency, size, alone, arrays)
         self._patterns[id(step)] = (step, pattern)
         return pattern
 
@@ -138,8 +140,11 @@ class NetworkRuntime:
             if pattern.latency_s > 0:
                 yield env.timeout(pattern.latency_s * step.repeat)
             if pattern.bytes_per_transfer > 0 and pattern.links:
-                yield self.fluid.transfer(pattern.bytes_per_transfer * step.repeat, pattern.links,
-                                          weights=pattern.weights)
+                event = env.event()
+                self.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links,
+                                 lambda flow, e=event: e.succeed(flow.end_s), weights=pattern.weights,
+                                 **({"arrays": pattern.arrays} if pattern.arrays is not None else {}))
+                yield event
             if self.gamma_s_per_byte and step.reduce_bytes:
                 yield env.timeout(self.gamma_s_per_byte * step.reduce_bytes * step.repeat)
             if self.record:

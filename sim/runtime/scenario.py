@@ -243,6 +243,12 @@ def _expand(raw, cluster, spec_of_rank, training_raw, continue_on_oom, where):
     return trace, training, expansion.resident
 
 
+def load_scenario_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
+                       base: Path | None = None) -> Scenario:
+    """Resolve a scenario given as a mapping (paths relative to ``base`` or the cwd)."""
+    return scenario_from_dict(apply_overrides(dict(raw), overrides), base=base)
+
+
 def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     """Read a scenario YAML, apply ``--set`` overrides, and resolve it."""
     path = Path(path)

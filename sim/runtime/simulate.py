@@ -23,7 +23,7 @@ import pyarrow as pa
 import simpy
 
 from sim.engine.device import UNIT_NAMES, BoundOp, DeviceRuntime, bind_op
-from sim.engine.fluid import FluidNetwork
+from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
 from sim.network.collectives import CollectiveError, Schedule, Step
@@ -83,7 +83,8 @@ class Simulation:
         self.network = None
         if cluster is not None:
             from sim.network.runtime import NetworkRuntime
-            self.network = NetworkRuntime(self.env, cluster, FluidNetwork(self.env, {}, calendar_owner.calendar),
+            self.network = NetworkRuntime(self.env, cluster,
+                                          VectorFluidNetwork(self.env, {}, calendar_owner.calendar),
                                           record=scenario.record_links)
         self.devices: dict[int, DeviceRuntime] = {}
         for rank in trace.ranks or [0]:
