@@ -44,33 +44,90 @@ def _format_seconds(value: float) -> str:
     return f"{value:.3g} s"
 
 
+def _utilization_lines(utilization) -> list[str]:
+    """Per unit, one row per device for up to 4 devices, else means over devices;
+    network links summarized in one line."""
+    rows = utilization.to_pylist()
+    devices = sorted({r["device"] for r in rows if r["device"] != "network"})
+    lines = [f"{'device':<14} {'unit':<11} {'ops':>7} {'busy':>11} {'util':>7} {'achieved':>16}"]
+
+    def rate(row_or_rows, category):
+        key = "achieved_flops_per_s" if category == "compute" else "achieved_bytes_per_s"
+        unit = "FLOP/s" if category == "compute" else "B/s"
+        values = [r[key] for r in row_or_rows]
+        return _format_si(sum(values) / len(values), unit)
+
+    device_rows = [r for r in rows if r["device"] != "network"]
+    if len(devices) <= 4:
+        for r in device_rows:
+            lines.append(f"{r['device']:<14} {r['unit']:<11} {r['ops']:>7} {_format_seconds(r['busy_s']):>11} "
+                         f"{100 * r['utilization']:>6.1f}% {rate([r], r['category']):>16}")
+    else:
+        units: dict[str, list] = {}
+        for r in device_rows:
+            units.setdefault(r["unit"], []).append(r)
+        for unit, group in units.items():
+            mean_busy = sum(r["busy_s"] for r in group) / len(group)
+            mean_util = sum(r["utilization"] for r in group) / len(group)
+            lines.append(f"{f'mean of {len(group)}':<14} {unit:<11} {sum(r['ops'] for r in group):>7} "
+                         f"{_format_seconds(mean_busy):>11} {100 * mean_util:>6.1f}% "
+                         f"{rate(group, group[0]['category']):>16}")
+    links = [r for r in rows if r["device"] == "network"]
+    if links:
+        busiest = max(links, key=lambda r: r["utilization"])
+        mean = sum(r["utilization"] for r in links) / len(links)
+        lines.append(f"network: {len(links)} directed links used, mean utilization {100 * mean:.1f}%, "
+                     f"busiest {busiest['unit']} at {100 * busiest['utilization']:.1f}%")
+    return lines
+
+
 def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.stdout) -> None:
-    """A short human-readable table of a run."""
-    lines = [
-        f"scenario   {summary['scenario']}  on  {summary['device']}",
-        f"makespan   {_format_seconds(summary['makespan_s'])}",
-        f"work       {_format_si(summary['total_flops'], 'FLOP')} in {summary['ops']} ops "
-        f"({summary['events']} SimPy events, {summary['wall_s']:.3f} s wall)",
-        f"achieved   {_format_si(summary['achieved_flops_per_s'], 'FLOP/s')} of "
-        f"{_format_si(summary['peak_flops_per_s'], 'FLOP/s')} peak  (MFU {100 * summary['mfu']:.1f}%)",
-        "",
-        f"{'device':<10} {'unit':<12} {'ops':>6} {'busy':>11} {'util':>7} {'achieved':>16}",
-    ]
-    for row in utilization.to_pylist():
-        rate = (_format_si(row["achieved_flops_per_s"], "FLOP/s") if row["category"] == "compute"
-                else _format_si(row["achieved_bytes_per_s"], "B/s"))
-        lines.append(f"{row['device']:<10} {row['unit']:<12} {row['ops']:>6} "
-                     f"{_format_seconds(row['busy_s']):>11} {100 * row['utilization']:>6.1f}% {rate:>16}")
+    """A short human-readable report of a run."""
+    lines = []
+    if "iteration_time_s" in summary:
+        p = summary["parallel"]
+        mem = summary["memory_per_gpu"]
+        exposed = summary["exposed_comm_s"]
+        lines += [
+            f"scenario   {summary['scenario']}: {summary['model']} on {summary['gpus']} x {summary['device']} "
+            f"(tp {p['tp']}, pp {p['pp']}, dp {p['dp']}; {p['schedule']}"
+            + (f" x{p['virtual_stages']}" if p["virtual_stages"] > 1 else "")
+            + f", {p['microbatches']} microbatches of {p['microbatch_size']}, recompute {p['recompute']})",
+            f"iteration  {_format_seconds(summary['iteration_time_s'])}   "
+            f"{_format_si(summary['tokens_per_s'], 'tokens/s')}   "
+            f"{_format_si(summary['model_flops_per_gpu_per_s'], 'FLOP/s')} per GPU   "
+            f"MFU {100 * summary['mfu']:.1f}%   HFU {100 * summary['hfu']:.1f}%",
+            f"bubbles    {100 * summary['bubble_fraction']:.1f}% of the iteration per stage (mean): "
+            + ", ".join(f"{cause} {_format_seconds(sec)}" for cause, sec in summary["bubble_s_by_cause"].items()),
+            f"exposed communication per GPU: TP {_format_seconds(exposed['tp'])}, "
+            f"PP {_format_seconds(exposed['pp'])}, DP {_format_seconds(exposed['dp'])}",
+            f"memory per GPU (worst: stage {mem['worst_stage']}): {format_bytes(mem['peak_bytes'])} = weights "
+            f"{format_bytes(mem['weights_bytes'])} + gradients {format_bytes(mem['gradients_bytes'])} + "
+            f"optimizer {format_bytes(mem['optimizer_bytes'])} + activations {format_bytes(mem['activations_bytes'])}",
+            f"simulated  {summary['devices']} devices ({summary['fidelity']}), {summary['ops']} ops, "
+            f"{summary['events']} SimPy events, {summary['wall_s']:.2f} s wall",
+        ]
+    else:
+        lines += [
+            f"scenario   {summary['scenario']}  on  {summary['device']}",
+            f"makespan   {_format_seconds(summary['makespan_s'])}",
+            f"work       {_format_si(summary['total_flops'], 'FLOP')} in {summary['ops']} ops "
+            f"({summary['events']} SimPy events, {summary['wall_s']:.3f} s wall)",
+            f"achieved   {_format_si(summary['achieved_flops_per_s'], 'FLOP/s')} of "
+            f"{_format_si(summary['peak_flops_per_s'], 'FLOP/s')} peak  (MFU {100 * summary['mfu']:.1f}%)",
+        ]
+        for device, tiers in summary["peak_memory_bytes"].items():
+            peaks = ", ".join(f"{tier} {format_bytes(n)} of {format_bytes(summary['capacity_bytes'][device][tier])}"
+                              for tier, n in tiers.items())
+            lines.append(f"peak memory {device}: {peaks}")
+        bubbles = summary.get("bubble_s_by_cause") or {}
+        if bubbles:
+            lines.append("idle (bubbles): " + ", ".join(f"{cause} {_format_seconds(sec)}"
+                                                        for cause, sec in bubbles.items()))
     lines.append("")
-    for device, tiers in summary["peak_memory_bytes"].items():
-        peaks = ", ".join(f"{tier} {format_bytes(n)} of {format_bytes(summary['capacity_bytes'][device][tier])}"
-                          for tier, n in tiers.items())
-        lines.append(f"peak memory {device}: {peaks}")
-    bubbles = summary.get("bubble_s_by_cause") or {}
-    if bubbles:
-        lines.append("idle (bubbles): " + ", ".join(f"{cause} {_format_seconds(s)}"
-                                                    for cause, s in bubbles.items()))
+    lines += _utilization_lines(utilization)
     if out_dir:
+        lines.append("")
         lines.append(f"wrote {out_dir}/timeline.arrow, bubbles.arrow, utilization.arrow, "
                      f"memory.arrow, summary.json")
     stream.write("\n".join(lines) + "\n")
@@ -78,7 +135,10 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.st
 
 def cmd_run(args: argparse.Namespace) -> int:
     import sim
-    scenario = sim.load_scenario(args.scenario, args.set or [])
+    overrides = list(args.set or [])
+    if args.fidelity:
+        overrides.append(f"training.fidelity={args.fidelity}")
+    scenario = sim.load_scenario(args.scenario, overrides)
     progress = None if args.quiet else _progress_printer()
     result = sim.run(scenario, progress=progress)
     result.write(args.out)
@@ -193,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                      help="override a scenario key before validation; repeatable "
                           "(e.g. --set device_overrides.pim.mode=blocked)")
+    run.add_argument("--fidelity", choices=["folded", "full"],
+                     help="training scenarios: simulate one rank per pipeline stage (folded, default) "
+                          "or every rank (full)")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=cmd_run)
 

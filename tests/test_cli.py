@@ -20,9 +20,26 @@ def read_arrow(path):
         return ipc.open_file(fh).read_all()
 
 
-def test_quickstart_end_to_end(tmp_path):
+def test_quickstart_is_a_3d_parallel_training_run(tmp_path):
     out = tmp_path / "quickstart"
     proc = accsim("run", "scenarios/quickstart.yaml", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    for words in ("iteration", "MFU", "bubbles", "exposed communication", "memory per GPU"):
+        assert words in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gpus"] == 16 and summary["parallel"]["tp"] == 4
+    assert 0 < summary["mfu"] < summary["hfu"] < 1
+    assert summary["exposed_comm_s"]["tp"] > 0 and summary["exposed_comm_s"]["dp"] > 0
+    timeline = read_arrow(out / "timeline.arrow")
+    assert {"compute", "memory", "comm"} <= set(timeline["category"].to_pylist())
+    assert any("->" in unit for unit in timeline["unit"].to_pylist())
+    bubbles = read_arrow(out / "bubbles.arrow")
+    assert "pipeline_fill" in bubbles["cause"].to_pylist()
+
+
+def test_npu_pim_decode_end_to_end(tmp_path):
+    out = tmp_path / "decode"
+    proc = accsim("run", "scenarios/npu_pim_decode.yaml", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "makespan" in proc.stdout and "MFU" in proc.stdout
     names = sorted(p.name for p in out.iterdir())
@@ -45,16 +62,17 @@ def test_quickstart_end_to_end(tmp_path):
     assert set(bubbles["cause"].to_pylist()) <= {"dependency_wait", "memory_wait", "resource_wait", "no_work"}
 
 
-def test_same_inputs_give_byte_identical_arrow_files(tmp_path):
+@pytest.mark.parametrize("scenario", ["scenarios/quickstart.yaml", "scenarios/npu_pim_decode.yaml"])
+def test_same_inputs_give_byte_identical_arrow_files(tmp_path, scenario):
     for name in ("a", "b"):
-        assert accsim("run", "scenarios/quickstart.yaml", "--out", tmp_path / name, "--quiet").returncode == 0
+        assert accsim("run", scenario, "--out", tmp_path / name, "--quiet").returncode == 0
     for table in ("timeline", "bubbles", "utilization", "memory"):
         assert (tmp_path / "a" / f"{table}.arrow").read_bytes() == (tmp_path / "b" / f"{table}.arrow").read_bytes()
 
 
 def test_set_overrides_change_the_device(tmp_path):
-    base = accsim("run", "scenarios/quickstart.yaml", "--out", tmp_path / "c", "--quiet")
-    blocked = accsim("run", "scenarios/quickstart.yaml", "--out", tmp_path / "b", "--quiet",
+    base = accsim("run", "scenarios/npu_pim_decode.yaml", "--out", tmp_path / "c", "--quiet")
+    blocked = accsim("run", "scenarios/npu_pim_decode.yaml", "--out", tmp_path / "b", "--quiet",
                      "--set", "device_overrides.pim.mode=blocked")
     assert base.returncode == blocked.returncode == 0
     slow = json.loads((tmp_path / "b" / "summary.json").read_text())["makespan_s"]
@@ -82,7 +100,7 @@ def test_bad_trace_exits_2_with_one_line_and_writes_nothing(tmp_path, trace_text
 
 def test_out_of_memory_exits_2_and_writes_nothing(tmp_path):
     out = tmp_path / "oom"
-    proc = accsim("run", "scenarios/quickstart.yaml", "--out", out, "--set", "memory.resident_bytes.hbm=40GiB")
+    proc = accsim("run", "scenarios/npu_pim_decode.yaml", "--out", out, "--set", "memory.resident_bytes.hbm=40GiB")
     assert proc.returncode == 2
     assert "tier hbm" in proc.stderr and "requested" in proc.stderr
     assert not out.exists()
@@ -96,7 +114,7 @@ def test_scenario_errors(tmp_path):
     scenario.write_text("device: a100_sxm4_80gb\ntrace: traces/llm_decode_step.jsonl\ncolour: red\n")
     proc = accsim("run", scenario, "--out", tmp_path / "o")
     assert proc.returncode == 2 and "unknown key 'colour'" in proc.stderr
-    proc = accsim("run", "scenarios/quickstart.yaml", "--out", tmp_path / "o",
+    proc = accsim("run", "scenarios/npu_pim_decode.yaml", "--out", tmp_path / "o",
                   "--set", "device_overrides.memory.hbm.bandwidth_bytes_per_s=-5")
     assert proc.returncode == 2 and "bandwidth_bytes_per_s" in proc.stderr
     assert not (tmp_path / "o").exists()
