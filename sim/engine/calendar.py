@@ -6,7 +6,8 @@ each: the calendar keeps them in a heap and keeps exactly one SimPy timeout
 armed for the earliest, so a burst of completions at one instant costs one
 SimPy event. Entries at the same time run in the order they were scheduled,
 which keeps runs deterministic. Callbacks may schedule entries at the
-current time; they run in the same pass.
+current time; they run in the same pass, and the timeout for the next
+instant is armed once, when the pass is over.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Calendar:
         self._seq = 0
         self._armed_at = math.inf
         self._token = 0
+        self._firing = False
         self.fired = 0
 
     def at(self, time_s: float, callback: Callable, arg: object = None) -> list:
@@ -49,7 +51,7 @@ class Calendar:
         entry = [time_s, self._seq, callback, arg, True]
         self._seq += 1
         heapq.heappush(self._heap, entry)
-        if time_s < self._armed_at:
+        if time_s < self._armed_at and not self._firing:
             self._arm(time_s)
         return entry
 
@@ -67,12 +69,16 @@ class Calendar:
         now = self.env.now
         limit = now + abs(now) * 1e-15
         pop = heapq.heappop
-        while heap and heap[0][0] <= limit:
-            entry = pop(heap)
-            if entry[4]:
-                self.fired += 1
-                entry[2](entry[3])
+        self._firing = True
+        try:
+            while heap and heap[0][0] <= limit:
+                entry = pop(heap)
+                if entry[4]:
+                    self.fired += 1
+                    entry[2](entry[3])
+        finally:
+            self._firing = False
         while heap and not heap[0][4]:
             pop(heap)
-        if heap and heap[0][0] < self._armed_at:
+        if heap:
             self._arm(heap[0][0])

@@ -11,6 +11,7 @@ Units in names: ``_bytes`` bytes, ``_per_s`` per second, ``_hz`` cycles per seco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -119,11 +120,11 @@ class DeviceSpec:
                 return tier
         raise KeyError(name)
 
-    @property
+    @functools.cached_property
     def tier_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.memory)
 
-    @property
+    @functools.cached_property
     def unit_kinds(self) -> tuple[str, ...]:
         kinds = ("sm_array", "systolic_array", "vector", "pim")
         return tuple(k for k in kinds if getattr(self, k) is not None)

@@ -2,12 +2,13 @@
 
 Paths are shortest by total link latency, ties broken by fewest hops and then
 by the order in which networkx explores the graph (fixed by how the graph
-was built), so the same topology always routes the same way. With ``ecmp``
-every link also gets a tiny tie-break weight drawn from a hash of (source,
-destination, link), far below any latency difference: among the equal-latency
-shortest paths each pair then takes its own, pseudo-random but fixed, one,
-which spreads flows over a fat tree's spines as per-flow ECMP hashing does,
-at the cost of one bidirectional Dijkstra per pair.
+was built), so the same topology always routes the same way. With ``ecmp``,
+wherever the path goes a -> switch -> b, the switch is replaced by one of all
+the switches linking a and b with the same latency, chosen by a CRC32 hash of
+(source, destination, a, b): each pair takes its own fixed spine, as
+per-flow ECMP hashing does. In a two-level leaf/spine tree every equal-cost
+path differs only in its spine, so this reaches all of them; elsewhere it is
+a lower bound on path diversity.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
 of a full-duplex link is its own shared resource.
@@ -32,24 +33,24 @@ class Router:
         self.ecmp = ecmp
         self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}
         graph = cluster.graph
-        self._weight = {}
-        self._edge_id = {}
-        for number, (a, b, data) in enumerate(graph.edges(data=True)):
+        for _, _, data in graph.edges(data=True):
             # latency first; a tiny per-hop term prefers fewer hops among equal latencies
-            cost = data["latency_s"] + 1e-15
-            self._weight[(a, b)] = self._weight[(b, a)] = cost
-            self._edge_id[(a, b)] = self._edge_id[(b, a)] = number + 1
+            data["_route_cost"] = data["latency_s"] + 1e-15
+        self._switch = {node for node, kind in graph.nodes(data="kind") if kind == "switch"}
+        self._middles: dict[tuple[str, str], list[str]] = {}
 
-    def _edge_weight(self, u: str, v: str, _data) -> float:
-        return self._weight[(u, v)]
-
-    def _ecmp_weight(self, salt: int):
-        weight, edge_id = self._weight, self._edge_id
-
-        def cost(u: str, v: str, _data) -> float:
-            mixed = ((edge_id[(u, v)] * 2654435761) ^ salt) & 0xFFFF
-            return weight[(u, v)] + 1e-16 * mixed / 65536.0
-        return cost
+    def _equal_middles(self, a: str, b: str, via: str) -> list[str]:
+        """Switches that join a and b with the same latency as ``via``, sorted."""
+        key = (a, b, via)
+        cached = self._middles.get(key)
+        if cached is None:
+            graph = self.cluster.graph
+            cost = graph.edges[a, via]["latency_s"] + graph.edges[via, b]["latency_s"]
+            cached = sorted(m for m in self._switch & set(graph[a]) & set(graph[b])
+                            if abs(graph.edges[a, m]["latency_s"] + graph.edges[m, b]["latency_s"] - cost)
+                            <= 1e-15 * max(cost, 1e-30))
+            self._middles[key] = cached
+        return cached
 
     def path(self, src: str, dst: str) -> tuple[Link, ...]:
         """Directed links from device node ``src`` to ``dst``."""
@@ -59,13 +60,16 @@ class Router:
             return cached
         if src == dst:
             links: tuple[Link, ...] = ()
-        elif self.ecmp:
-            salt = zlib.crc32(f"{src}->{dst}".encode())
-            _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst,
-                                                 weight=self._ecmp_weight(salt))
-            links = tuple(zip(nodes[:-1], nodes[1:]))
         else:
-            _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight=self._edge_weight)
+            _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")
+            if self.ecmp:
+                nodes = list(nodes)
+                for i in range(1, len(nodes) - 1):
+                    if nodes[i] in self._switch:
+                        options = self._equal_middles(nodes[i - 1], nodes[i + 1], nodes[i])
+                        if len(options) > 1:
+                            salt = zlib.crc32(f"{src}->{dst}:{nodes[i - 1]}>{nodes[i + 1]}".encode())
+                            nodes[i] = options[salt % len(options)]
             links = tuple(zip(nodes[:-1], nodes[1:]))
         self._paths[key] = links
         return links

@@ -129,32 +129,83 @@ class NetworkRuntime:
             raise CollectiveError(f"no algorithm implements {op} on this group")
         return best[1]
 
+    def start(self, schedule: Schedule, on_done: Callable[[float, float], None], op_id: int = -1,
+              name: str = "") -> None:
+        """Execute the schedule from now; ``on_done(start_s, end_s)`` runs when it ends.
+
+        Driven by calendar callbacks rather than a SimPy process: a step is a
+        latency wait, a weighted flow, and a reduction wait, each scheduled
+        when the previous one ends.
+        """
+        _CollectiveRun(self, schedule, on_done, op_id, name or f"{schedule.op}/{schedule.algorithm}").next_step()
+
     def run(self, schedule: Schedule, op_id: int = -1, name: str = ""):
         """SimPy process body: execute the schedule; returns (start_s, end_s)."""
-        env = self.env
-        start = env.now
-        label = name or f"{schedule.op}/{schedule.algorithm}"
-        for step in schedule.steps:
-            pattern = self.pattern(step)
-            step_start = env.now
-            if pattern.latency_s > 0:
-                yield env.timeout(pattern.latency_s * step.repeat)
-            if pattern.bytes_per_transfer > 0 and pattern.links:
-                event = env.event()
-                self.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links,
-                                 lambda flow, e=event: e.succeed(flow.end_s), weights=pattern.weights,
-                                 **({"arrays": pattern.arrays} if pattern.arrays is not None else {}))
-                yield event
-            if self.gamma_s_per_byte and step.reduce_bytes:
-                yield env.timeout(self.gamma_s_per_byte * step.reduce_bytes * step.repeat)
-            if self.record:
-                end = env.now
-                per_link = pattern.bytes_per_transfer * step.repeat
-                for link, weight in zip(pattern.links, pattern.weights):
-                    self.rows.append(("network", f"{link[0]}->{link[1]}", op_id,
-                                      f"{label}: {step.label}", "comm", step_start, end, 0.0,
-                                      per_link * weight, 0, int(weight)))
-        return start, env.now
+        event = self.env.event()
+        self.start(schedule, lambda start, end: event.succeed((start, end)), op_id, name)
+        return (yield event)
+
+
+class _CollectiveRun:
+    """The state of one collective in flight: which step, and when it began."""
+
+    __slots__ = ("net", "schedule", "on_done", "op_id", "label", "index", "start_s", "step_start_s")
+
+    def __init__(self, net: NetworkRuntime, schedule: Schedule, on_done, op_id: int, label: str):
+        self.net = net
+        self.schedule = schedule
+        self.on_done = on_done
+        self.op_id = op_id
+        self.label = label
+        self.index = 0
+        self.start_s = net.env.now
+        self.step_start_s = self.start_s
+
+    def next_step(self, _arg=None) -> None:
+        net = self.net
+        if self.index == len(self.schedule.steps):
+            self.on_done(self.start_s, net.env.now)
+            return
+        step = self.schedule.steps[self.index]
+        pattern = net.pattern(step)
+        self.step_start_s = net.env.now
+        if pattern.latency_s > 0:
+            net.fluid.calendar.at(net.env.now + pattern.latency_s * step.repeat, self._move_bytes)
+        else:
+            self._move_bytes()
+
+    def _move_bytes(self, _arg=None) -> None:
+        net = self.net
+        step = self.schedule.steps[self.index]
+        pattern = net.pattern(step)
+        if pattern.bytes_per_transfer > 0 and pattern.links:
+            net.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links, self._reduce,
+                            weights=pattern.weights,
+                            **({"arrays": pattern.arrays} if pattern.arrays is not None else {}))
+        else:
+            self._reduce()
+
+    def _reduce(self, _arg=None) -> None:
+        net = self.net
+        step = self.schedule.steps[self.index]
+        if net.gamma_s_per_byte and step.reduce_bytes:
+            net.fluid.calendar.at(net.env.now + net.gamma_s_per_byte * step.reduce_bytes * step.repeat,
+                                  self._step_done)
+        else:
+            self._step_done()
+
+    def _step_done(self, _arg=None) -> None:
+        net = self.net
+        step = self.schedule.steps[self.index]
+        if net.record:
+            pattern = net.pattern(step)
+            per_link = pattern.bytes_per_transfer * step.repeat
+            end = net.env.now
+            for link, weight in zip(pattern.links, pattern.weights):
+                net.rows.append(("network", f"{link[0]}->{link[1]}", self.op_id, f"{self.label}: {step.label}",
+                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0, int(weight)))
+        self.index += 1
+        self.next_step()
 
 
 @dataclass(frozen=True)

@@ -182,20 +182,28 @@ class _TraceBuilder:
                    phase: str, algorithm: str = "auto", op_id: int | None = None, **extra) -> int:
         op_id = self.new_id() if op_id is None else op_id
         self.ops.append(Op(id=op_id, name=name, op=kind, flops=0.0, bytes_read=nbytes, bytes_written=nbytes,
-                           group=tuple(group), mirror_groups=tuple(tuple(g) for g in mirror_groups),
+                           group=tuple(group), mirror_groups=mirror_groups,
                            deps=tuple(dict.fromkeys(deps)), rank=group[0], stream=stream, phase=phase,
                            algorithm=algorithm, **extra))
         return op_id
 
-    def mirrors(self, group_of: Callable[[int, int], list[int]], dims: str) -> list[list[int]]:
+    def mirrors(self, group_of: Callable[[int, int], list[int]], dims: str,
+                key: tuple | None = None) -> tuple[tuple[int, ...], ...]:
         """In folded runs, the groups of the replicas that are not simulated:
-        ``dims`` says which of (data-parallel replica, TP rank) vary among them."""
+        ``dims`` says which of (data-parallel replica, TP rank) vary among them.
+        Cached under ``key`` when given."""
         if not self.folded:
-            return []
+            return ()
+        cache = self.__dict__.setdefault("_mirror_cache", {})
+        if key is not None and key in cache:
+            return cache[key]
         plan = self.plan
         dps = range(plan.dp) if "d" in dims else [0]
         tps = range(plan.tp) if "t" in dims else [0]
-        return [group_of(d, j) for d in dps for j in tps if (d, j) != (0, 0)]
+        groups = tuple(tuple(group_of(d, j)) for d in dps for j in tps if (d, j) != (0, 0))
+        if key is not None:
+            cache[key] = groups
+        return groups
 
 
 def _neighbour(kind: str, stage: int, chunk: int, pp: int, v: int) -> tuple[int, int] | None:
@@ -343,7 +351,8 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
                     if target is None:
                         continue
                     ts, tc = target
-                    mirror = bld.mirrors(lambda dd, jj: [plan.rank(dd, s, jj), plan.rank(dd, ts, jj)], "dt")
+                    mirror = bld.mirrors(lambda dd, jj: [plan.rank(dd, s, jj), plan.rank(dd, ts, jj)], "dt",
+                                         key=("pp", s, ts))
                     op_id = bld.reserve((kind, m, tc, (s, c), d, j))
                     bld.collective("sendrecv", f"{prefix}.send", p2p_bytes, [ranks[j], plan.rank(d, ts, j)],
                                    mirror, [bld.last_compute[ranks[j]]] + waits[j], 1, "pp", op_id=op_id, **tag)

@@ -18,6 +18,7 @@ Two kinds. A trace scenario names a ``device`` (or a ``cluster``) and a
 
     cluster: a100_1024               # topology: catalog name, path, ring:N ... ideal:N, or
                                      # ideal (sized dp x tp x pp): no communication time
+    cluster_options: {nic_bandwidth: 50e9}   # generator options (parametric names and files)
     model: {layers: 96, hidden: 12288, heads: 96, seq_len: 2048, vocab: 51200}
     parallel: {dp: 8, tp: 8, pp: 16, global_batch: 1536, schedule: 1f1b, recompute: full}
     training: {fidelity: folded, continue_on_oom: false, optimizer_step: true}
@@ -42,7 +43,7 @@ from sim.units import parse_bytes
 from sim.workload.trace import Trace, load_trace
 
 TOP_LEVEL_KEYS = ("name", "description", "device", "device_name", "device_overrides", "trace",
-                  "memory", "cluster", "model", "parallel", "training", "outputs")
+                  "memory", "cluster", "cluster_options", "model", "parallel", "training", "outputs")
 TRAINING_KEYS = ("fidelity", "continue_on_oom", "optimizer_step")
 
 
@@ -156,7 +157,10 @@ def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: 
                 raise ScenarioError(f"{where}: cluster: ideal is sized by parallel.dp x tp x pp, "
                                     f"which must be integers") from None
             name = f"ideal:{max(world, 1)}"
-        cluster = load_topology(name, base)
+        options = raw.get("cluster_options") or {}
+        if not isinstance(options, Mapping):
+            raise ScenarioError(f"{where}: cluster_options: expected a mapping of generator options")
+        cluster = load_topology(name, base, options)
     specs: dict[str, DeviceSpec] = {}
 
     def spec_named(name: str) -> DeviceSpec:

@@ -122,8 +122,10 @@ class Simulation:
         schedule = cache.get(key)
         if schedule is None:
             try:
-                schedule = _combine([self.network.schedule(op.op, op.algorithm or "auto", group, op.bytes_read)
-                                     for group in (op.group, *op.mirror_groups)])
+                # auto picks the algorithm on the op's own group; its mirrors use the same one
+                primary = self.network.schedule(op.op, op.algorithm or "auto", op.group, op.bytes_read)
+                schedule = _combine([primary] + [self.network.schedule(op.op, primary.algorithm, group, op.bytes_read)
+                                                 for group in op.mirror_groups])
             except CollectiveError as exc:
                 raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
             cache[key] = schedule
@@ -135,12 +137,10 @@ class Simulation:
             self.devices[bound.op.rank].start(index, bound, self._on_done)
             return
         op = self.scenario.trace.ops[index]
-        process = self.env.process(self.network.run(bound, op.id, op.name))
-        process.callbacks.append(lambda event, i=index: self._comm_done(i, event.value))
+        self.network.start(bound, lambda start, end, i=index: self._comm_done(i, start, end), op.id, op.name)
 
-    def _comm_done(self, index: int, interval: tuple[float, float]) -> None:
+    def _comm_done(self, index: int, start: float, end: float) -> None:
         op = self.scenario.trace.ops[index]
-        start, end = interval
         self.start_s[op.id] = start
         self.end_s[op.id] = end
         for rank in op.group:

@@ -310,17 +310,24 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
 
 
 def _edges(ops: Sequence[Op]) -> Iterable[tuple[int, int]]:
-    """Precedence edges: explicit deps and each op's stream predecessor (streams
-    are per rank: stream 0 of rank 3 is not stream 0 of rank 4)."""
+    """Precedence edges: explicit deps and each op's stream predecessor.
+
+    Streams are per rank (stream 0 of rank 3 is not stream 0 of rank 4). A
+    collective sits on its stream on every rank of its ``group``, as
+    collectives issued on one communicator stream are ordered on each member;
+    a point-to-point ``sendrecv`` only on its sender's (``rank``) stream.
+    """
     last_on_stream: dict[tuple[int, int], int] = {}
     for op in ops:
         for dep in op.deps:
             yield dep, op.id
-        key = (op.rank, op.stream)
-        previous = last_on_stream.get(key)
-        if previous is not None:
-            yield previous, op.id
-        last_on_stream[key] = op.id
+        members = op.group if op.op in COMM_OPS and op.op != "sendrecv" and op.group else (op.rank,)
+        for rank in members:
+            key = (rank, op.stream)
+            previous = last_on_stream.get(key)
+            if previous is not None and previous != op.id:
+                yield previous, op.id
+            last_on_stream[key] = op.id
 
 
 def topological_order(ops: Sequence[Op]) -> list[int] | None:
