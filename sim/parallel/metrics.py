@@ -23,8 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from sim.reports.tables import merge_intervals
+from sim.reports.tables import merge_intervals, unit_codes
 from sim.workload.transformer import ModelConfig
 
 
@@ -46,28 +48,31 @@ def training_flops(cfg: ModelConfig, global_batch: int, recompute: str) -> tuple
     return model, model + extra
 
 
-def _busy_union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    if not intervals:
-        return []
-    starts = np.array([a for a, _ in intervals])
-    ends = np.array([b for _, b in intervals])
+def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(starts) == 0:
+        return np.empty(0), np.empty(0)
     s, e, _ = merge_intervals(starts, ends)
-    return list(zip(s.tolist(), e.tolist()))
+    return s, e
 
 
-def _minus_length(outer: list[tuple[float, float]], inner: list[tuple[float, float]]) -> float:
-    """Length of the union ``outer`` not covered by the union ``inner`` (both sorted, disjoint)."""
-    total, j = 0.0, 0
-    for a, b in outer:
-        covered = 0.0
-        while j < len(inner) and inner[j][1] <= a:
-            j += 1
-        k = j
-        while k < len(inner) and inner[k][0] < b:
-            covered += min(b, inner[k][1]) - max(a, inner[k][0])
-            k += 1
-        total += (b - a) - covered
-    return total
+def _uncovered(outer: tuple[np.ndarray, np.ndarray], inner: tuple[np.ndarray, np.ndarray]) -> float:
+    """Length of the union ``outer`` not covered by the union ``inner`` (both
+    sorted and disjoint): |outer| - |outer intersect inner|."""
+    a0, a1 = outer
+    b0, b1 = inner
+    total = float(np.sum(a1 - a0))
+    if len(a0) == 0 or len(b0) == 0:
+        return total
+    # overlap of each outer interval with the inner union, by prefix sums over inner
+    cum = np.concatenate([[0.0], np.cumsum(b1 - b0)])
+
+    def covered_before(t: np.ndarray) -> np.ndarray:
+        """Inner length in (-inf, t]."""
+        k = np.searchsorted(b0, t, side="right")
+        part = np.where(k > 0, np.minimum(t, b1[np.maximum(k - 1, 0)]) - b0[np.maximum(k - 1, 0)], 0.0)
+        return cum[np.maximum(k - 1, 0)] * (k > 0) + np.maximum(part, 0.0)
+
+    return total - float(np.sum(covered_before(a1) - covered_before(a0)))
 
 
 def training_summary(scenario, result) -> dict[str, Any]:
@@ -79,38 +84,34 @@ def training_summary(scenario, result) -> dict[str, Any]:
     peak = scenario.device.matrix_peak_flops_per_s()
     timeline = result.timeline
     trace = scenario.trace
-    devices = timeline["device"].to_pylist()
-    units = timeline["unit"].to_pylist()
-    cats = timeline["category"].to_pylist()
-    starts = timeline["start_s"].to_pylist()
-    ends = timeline["end_s"].to_pylist()
-    op_ids = timeline["op_id"].to_pylist()
-    compute: dict[str, list] = {}
-    comm: dict[tuple[str, str], list] = {}
-    for device, unit, cat, a, b, op_id in zip(devices, units, cats, starts, ends, op_ids):
-        if cat == "compute":
-            compute.setdefault(device, []).append((a, b))
-        elif cat == "comm" and unit == "comm":
-            kind = trace.op(op_id).phase or "other"
-            kind = "dp" if kind == "embedding_sync" else kind
-            comm.setdefault((device, kind), []).append((a, b))
-    rank_of = {name: rank for rank, name in enumerate(scenario.cluster.ranks)}
+    names = scenario.cluster.ranks
     stage_of = training.expansion.stage_of_rank
+    simulated = [names[rank] for rank in sorted(stage_of)]
+    keys = [(device, "compute") for device in simulated] + [(device, "comm") for device in simulated]
+    category = timeline["category"]
+    compute = timeline.filter(pc.equal(category, "compute"))
+    comm = timeline.filter(pc.and_(pc.equal(category, "comm"), pc.equal(timeline["unit"], "comm")))
+    compute_codes = unit_codes(compute.set_column(1, "unit", pa.array(["compute"] * compute.num_rows)), keys)
+    comm_codes = unit_codes(comm, keys)
+    kinds = np.array([{"tp": 0, "pp": 1, "dp": 2, "embedding_sync": 2}.get(trace.op(op_id).phase, 3)
+                      for op_id in comm["op_id"].to_pylist()], dtype=np.int64)
+    c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
+    m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
     per_stage: dict[int, list[float]] = {}
-    busy_of: dict[str, list[tuple[float, float]]] = {}
-    for device, intervals in compute.items():
-        merged = _busy_union(intervals)
-        busy_of[device] = merged
-        busy = sum(b - a for a, b in merged)
-        per_stage.setdefault(stage_of[rank_of[device]], []).append((T - busy) / T if T > 0 else 0.0)
+    exposed = {"tp": 0.0, "pp": 0.0, "dp": 0.0}
+    for index, device in enumerate(simulated):
+        mask = compute_codes == index
+        busy = _union(c_start[mask], c_end[mask])
+        idle = T - float(np.sum(busy[1] - busy[0]))
+        stage = stage_of[sorted(stage_of)[index]]
+        per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
+        mine = comm_codes == len(simulated) + index
+        for code, kind in enumerate(("tp", "pp", "dp")):
+            sel = mine & (kinds == code)
+            exposed[kind] += _uncovered(_union(m_start[sel], m_end[sel]), busy)
+    for kind in exposed:
+        exposed[kind] /= max(len(simulated), 1)
     stage_bubbles = [float(np.mean(per_stage[s])) for s in sorted(per_stage)]
-    exposed = {}
-    simulated = len(compute) or 1
-    for kind in ("tp", "pp", "dp"):
-        total = 0.0
-        for device in compute:
-            total += _minus_length(_busy_union(comm.get((device, kind), [])), busy_of[device])
-        exposed[kind] = total / simulated
     memory = [stage.as_dict() for stage in training.memory]
     worst = max(training.memory, key=lambda m: m.total_bytes)
     return {

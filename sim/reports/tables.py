@@ -144,6 +144,23 @@ def _add_bubble(rows, start, end, cause, device, unit, op_id, stage, microbatch)
     rows["microbatch"].append(microbatch)
 
 
+def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray:
+    """For each timeline row, the index of its (device, unit) in ``keys``, or -1,
+    computed on dictionary codes so no per-row Python object is made."""
+    index = {key: i for i, key in enumerate(keys)}
+    device = pc.dictionary_encode(timeline["device"]).combine_chunks()
+    unit = pc.dictionary_encode(timeline["unit"]).combine_chunks()
+    device_names = device.dictionary.to_pylist()
+    unit_names = unit.dictionary.to_pylist()
+    table = np.full((len(device_names), max(len(unit_names), 1)), -1, dtype=np.int64)
+    for d, dname in enumerate(device_names):
+        for u, uname in enumerate(unit_names):
+            table[d, u] = index.get((dname, uname), -1)
+    if timeline.num_rows == 0:
+        return np.empty(0, dtype=np.int64)
+    return table[device.indices.to_numpy(zero_copy_only=False), unit.indices.to_numpy(zero_copy_only=False)]
+
+
 def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
     """Union length of the intervals of each group 0..count-1, vectorized:
     groups are laid end to end on one time axis (offset by group x span) so
@@ -174,12 +191,8 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
     for every unit, used or not. ``busy_s`` is the union of the unit's
     intervals; achieved rates are totals over the span [0, makespan].
     """
-    index = {(device, unit): i for i, (device, unit, *_rest) in enumerate(units)}
     count = len(units)
-    devices = timeline["device"].to_pylist()
-    names = timeline["unit"].to_pylist()
-    groups = np.fromiter((index.get(key, -1) for key in zip(devices, names)), dtype=np.int64,
-                         count=timeline.num_rows)
+    groups = unit_codes(timeline, [(u[0], u[1]) for u in units])
     keep = groups >= 0
     groups = groups[keep]
     starts = timeline["start_s"].to_numpy()[keep]
