@@ -285,14 +285,15 @@ class DeviceRuntime:
         name, record = self.name, recorder.record
         for _, bound, start, end, mem_end, granted in self.finished:
             op = bound.op
+            context = (op.layer, op.stage, op.microbatch, op.phase, None)
             if bound.unit is None:
                 for tier in dict.fromkeys((bound.tier, bound.dst_tier)):
                     record(name, tier, op.id, op.name, "memory", start, end, 0.0, op.bytes_read,
-                           op.stream)
+                           op.stream, 1, context)
                 continue
             nbytes = op.bytes_read + op.bytes_written
             record(name, UNIT_NAMES[bound.unit], op.id, op.name, "compute", start, end, op.flops,
-                   nbytes, op.stream, granted)
+                   nbytes, op.stream, granted, context)
             if mem_end is not None:
                 record(name, bound.tier, op.id, op.name, "memory", start, mem_end, 0.0,
-                       0.0 if bound.unit == "pim" else nbytes, op.stream)
+                       0.0 if bound.unit == "pim" else nbytes, op.stream, 1, context)

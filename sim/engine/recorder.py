@@ -21,7 +21,13 @@ TIMELINE_SCHEMA = pa.schema([
     pa.field("bytes", pa.float64(), nullable=False),
     pa.field("stream", pa.int64(), nullable=False),
     pa.field("units_held", pa.int64(), nullable=False),
+    pa.field("layer", pa.int64()),
+    pa.field("stage", pa.int64()),
+    pa.field("microbatch", pa.int64()),
+    pa.field("phase", pa.string()),
+    pa.field("detail", pa.string()),
 ])
+NO_CONTEXT = (None, None, None, None, None)
 
 
 class TimelineRecorder:
@@ -34,9 +40,10 @@ class TimelineRecorder:
 
     def record(self, device: str, unit: str, op_id: int, name: str, category: str,
                start_s: float, end_s: float, flops: float, nbytes: float, stream: int,
-               units_held: int = 1) -> None:
+               units_held: int = 1, context: tuple = NO_CONTEXT) -> None:
+        """One row; ``context`` is (layer, stage, microbatch, phase, detail)."""
         self._rows.append((device, unit, op_id, name, category, start_s, end_s,
-                           float(flops), float(nbytes), stream, units_held))
+                           float(flops), float(nbytes), stream, units_held) + tuple(context))
         if len(self._rows) >= self.batch_rows:
             self._flush()
 

@@ -201,9 +201,12 @@ class _CollectiveRun:
             pattern = net.pattern(step)
             per_link = pattern.bytes_per_transfer * step.repeat
             end = net.env.now
+            context = (None, None, None, f"step {self.index}",
+                       f"{self.schedule.op}/{self.schedule.algorithm}")
             for link, weight in zip(pattern.links, pattern.weights):
                 net.rows.append(("network", f"{link[0]}->{link[1]}", self.op_id, f"{self.label}: {step.label}",
-                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0, int(weight)))
+                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0, int(weight),
+                                 context))
         self.index += 1
         self.next_step()
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from sim.engine.recorder import TIMELINE_SCHEMA
+from sim.engine.recorder import TimelineRecorder
 from sim.reports.tables import utilization_table
 from sim.reports.writer import write_run
 
@@ -16,9 +16,10 @@ from sim.reports.writer import write_run
 def comm_timeline(rows: Sequence[tuple]) -> pa.Table:
     """Rows recorded by NetworkRuntime (one per step and directed link) as a
     timeline table: device ``network``, unit ``u->v``, category ``comm``."""
-    columns = list(zip(*rows)) if rows else [[] for _ in TIMELINE_SCHEMA]
-    return pa.table([pa.array(list(col), type=f.type) for col, f in zip(columns, TIMELINE_SCHEMA)],
-                    schema=TIMELINE_SCHEMA)
+    recorder = TimelineRecorder()
+    for row in rows:
+        recorder.record(*row)
+    return recorder.table()
 
 
 def link_units(network, used_only: bool = True, rows: Sequence[tuple] | None = None) -> list[tuple]:

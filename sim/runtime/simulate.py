@@ -143,11 +143,13 @@ class Simulation:
         op = self.scenario.trace.ops[index]
         self.start_s[op.id] = start
         self.end_s[op.id] = end
+        schedule = self.bound[index]
+        context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
         for rank in op.group:
             device = self.devices.get(rank)
             if device is not None:
                 self.comm_rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
-                                       op.bytes_read, op.stream, len(op.group)))
+                                       op.bytes_read, op.stream, len(op.group), context))
         self._on_done(index)
 
     def _on_done(self, index: int) -> None:
