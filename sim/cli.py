@@ -4,6 +4,7 @@
     accsim trace validate FILE
     accsim trace info FILE [--device NAME] [--json]
     accsim collective --topology TOPO --op OP --algorithm ALGO --bytes SIZE [...]
+    accsim perfetto RUN_DIR -o FILE [--format pftrace|json] [--devices GLOB] [--start S --end S]
     accsim devices
 
 Input errors print one line, ``accsim: error: ...``, to stderr and exit with
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from collections import Counter
 from typing import Sequence
 
@@ -157,8 +159,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _progress_printer()
     result = sim.run(scenario, progress=progress)
     result.write(args.out)
+    if args.perfetto:
+        from sim.reports.perfetto import export
+        export(args.out, Path(args.out) / "trace.pftrace")
     if not args.quiet:
         print_summary(result.summary, result.utilization, args.out)
+        if args.perfetto:
+            print(f"wrote {args.out}/trace.pftrace (open it at https://ui.perfetto.dev)")
+    return 0
+
+
+def cmd_perfetto(args: argparse.Namespace) -> int:
+    from sim.reports.perfetto import export
+    model = export(args.run_dir, args.output, args.format, args.devices, args.start, args.end,
+                   args.max_slices)
+    print(f"wrote {args.output}: {len(model.slices)} slices on {len(model.tracks)} tracks "
+          f"(open it at https://ui.perfetto.dev)")
     return 0
 
 
@@ -271,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fidelity", choices=["folded", "full"],
                      help="training scenarios: simulate one rank per pipeline stage (folded, default) "
                           "or every rank (full)")
+    run.add_argument("--perfetto", action="store_true",
+                     help="also write DIR/trace.pftrace for ui.perfetto.dev")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=cmd_run)
 
@@ -313,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     coll.add_argument("--out", metavar="DIR",
                       help="write timeline.arrow, utilization.arrow (per link) and summary.json for the last size")
     coll.set_defaults(func=cmd_collective)
+
+    perf = sub.add_parser("perfetto", help="convert a run's timeline to a Perfetto trace",
+                          description="Write a run directory's timeline, bubbles, memory and link "
+                                      "activity as a native Perfetto trace (.pftrace) or Chrome JSON.")
+    perf.add_argument("run_dir", metavar="RUN_DIR", help="directory written by accsim run")
+    perf.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
+    perf.add_argument("--format", choices=["pftrace", "json"],
+                      help="default: json for a .json file, else pftrace")
+    perf.add_argument("--devices", metavar="GLOB", help="only devices matching, e.g. 'node0/*' or 'network'")
+    perf.add_argument("--start", type=float, metavar="S", help="only slices ending after S seconds")
+    perf.add_argument("--end", type=float, metavar="S", help="only slices starting before S seconds")
+    perf.add_argument("--max-slices", type=int, metavar="N", help="keep the first N slices (warns on stderr)")
+    perf.set_defaults(func=cmd_perfetto)
 
     devices = sub.add_parser("devices", help="list the device specs in the catalog")
     devices.set_defaults(func=cmd_devices)

@@ -25,7 +25,7 @@ Two kinds. A trace scenario names a ``device`` (or a ``cluster``) and a
     outputs: {link_rows: auto}       # per-link timeline rows: auto = clusters of <= 64 devices
 
 ``--set key.path=value`` overrides any key before validation; the value is
-parsed as YAML (``--set memory.resident_bytes.hbm=4GiB``).
+parsed as YAML (``--set memory.resident_bytes.hbm=4GiB``); ``null`` removes the key.
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
             if not isinstance(child, dict):
                 raise ScenarioError(f"--set {item!r}: {part!r} is not a mapping in the scenario")
             node = child
-        node[parts[-1]] = value
+        if value is None:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
     return out
 
 
