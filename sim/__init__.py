@@ -14,5 +14,11 @@ from sim.runtime.simulate import Result, run
 
 __version__ = "0.1.0"
 
+
+def sweep(*args, **kwargs):
+    """Run a parameter sweep on Dask (see sim.sweep.runner.sweep)."""
+    from sim.sweep.runner import sweep as run_sweep
+    return run_sweep(*args, **kwargs)
+
 __all__ = ["AccsimError", "CapacityError", "Result", "Scenario", "ScenarioError", "SpecError",
-           "TraceError", "load_scenario", "load_scenario_dict", "run", "__version__"]
+           "TraceError", "load_scenario", "load_scenario_dict", "run", "sweep", "__version__"]

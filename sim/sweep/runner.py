@@ -1,0 +1,312 @@
+"""Running a sweep on Dask and keeping its results as a Parquet dataset.
+
+Each design point is one Dask task that resolves the base scenario with the
+point's overrides and simulates it (``sim.run``). The driver collects results
+as tasks finish and writes them in small batches to ``DIR/results/`` (each
+file written under a temporary name and renamed, so a killed sweep never
+leaves a corrupt file). Re-running the same command skips points already
+``ok`` or ``invalid`` and, at the end, compacts the dataset to one row per
+point. By default the cluster is an embedded ``LocalCluster`` of worker
+processes; ``scheduler`` connects to any running Dask scheduler instead
+(dask-jobqueue on SLURM/PBS, dask-ssh, Kubernetes: docs/sweeps.md).
+
+Statuses: ``ok``; ``invalid`` for a point the simulator rejects as input (a
+plan that does not divide the cluster, a model that does not fit...);
+``error`` for a point that raised anything else, ran past ``timeout``, or
+whose worker died.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sim.errors import AccsimError
+from sim.sweep.points import SweepSpec, load_sweep, point_id, point_overrides
+
+METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("makespan_s", ("makespan_s",)),
+    ("total_flops", ("total_flops",)),
+    ("ops", ("ops",)),
+    ("events", ("events",)),
+    ("iteration_time_s", ("iteration_time_s",)),
+    ("tokens_per_s", ("tokens_per_s",)),
+    ("model_flops_per_gpu_per_s", ("model_flops_per_gpu_per_s",)),
+    ("mfu", ("mfu",)),
+    ("hfu", ("hfu",)),
+    ("bubble_fraction", ("bubble_fraction",)),
+    ("exposed_comm_tp_s", ("exposed_comm_s", "tp")),
+    ("exposed_comm_pp_s", ("exposed_comm_s", "pp")),
+    ("exposed_comm_dp_s", ("exposed_comm_s", "dp")),
+    ("peak_memory_per_gpu_bytes", ("memory_per_gpu", "peak_bytes")),
+)
+STATUS_FIELDS = (("point_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+                 ("wall_s", pa.float64()))
+
+
+def metrics_of(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    out = {}
+    for name, path in METRICS:
+        value: Any = summary
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        out[name] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return out
+
+
+def _simulate(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, Any],
+              keep_dir: str | None, pid: str) -> dict:
+    import sim
+    from sim.runtime.scenario import load_scenario_dict
+    scenario = load_scenario_dict(base, point_overrides(point), base=Path(scenario_dir))
+    result = sim.run(scenario)
+    if keep_dir:
+        result.write(Path(keep_dir) / pid)
+    return result.summary
+
+
+def _child(conn, args) -> None:
+    try:
+        conn.send(("ok", _simulate(*args)))
+    except AccsimError as exc:
+        conn.send(("invalid", str(exc)))
+    except BaseException as exc:  # noqa: BLE001
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def run_point(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, Any], pid: str,
+              timeout_s: float | None = None, keep_dir: str | None = None) -> dict:
+    """Simulate one design point (a Dask task); returns its result row."""
+    start = time.perf_counter()
+    status, error, summary = "ok", None, {}
+    args = (base, scenario_dir, point, keep_dir, pid)
+    try:
+        if timeout_s is None:
+            summary = _simulate(*args)
+        else:
+            context = multiprocessing.get_context("fork")
+            parent, child = context.Pipe(duplex=False)
+            process = context.Process(target=_child, args=(child, args), daemon=True)
+            process.start()
+            child.close()
+            if parent.poll(timeout_s):
+                status, payload = parent.recv()
+                if status == "ok":
+                    summary = payload
+                else:
+                    error = payload
+            else:
+                status, error = "error", f"timed out after {timeout_s:g} s"
+                process.kill()
+            process.join(5)
+    except AccsimError as exc:
+        status, error = "invalid", str(exc)
+    except Exception as exc:  # noqa: BLE001
+        status, error = "error", f"{type(exc).__name__}: {exc}"
+    row = {"point_id": pid, "status": status, "error": error, "wall_s": time.perf_counter() - start}
+    row.update(point)
+    row.update(metrics_of(summary))
+    return row
+
+
+def _param_type(values: list) -> pa.DataType:
+    if all(isinstance(v, bool) for v in values):
+        return pa.bool_()
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return pa.int64()
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return pa.float64()
+    return pa.string()
+
+
+def results_schema(spec: SweepSpec) -> pa.Schema:
+    fields = [pa.field(name, kind) for name, kind in STATUS_FIELDS]
+    for param in spec.params:
+        fields.append(pa.field(param, _param_type([p[param] for p in spec.points if param in p])))
+    fields += [pa.field(name, pa.float64()) for name, _ in METRICS]
+    return pa.schema(fields)
+
+
+def _coerce(row: Mapping[str, Any], schema: pa.Schema) -> dict:
+    out = {}
+    for f in schema:
+        value = row.get(f.name)
+        if value is not None and f.type == pa.string() and not isinstance(value, str):
+            value = json.dumps(value)
+        out[f.name] = value
+    return out
+
+
+def read_results(out_dir: Path) -> pa.Table | None:
+    folder = Path(out_dir) / "results"
+    files = sorted(folder.glob("part-*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+
+
+class _Writer:
+    """Buffers finished rows and writes them as Parquet parts, atomically."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, every_rows: int = 16, every_s: float = 2.0):
+        self.folder, self.schema = folder, schema
+        self.every_rows, self.every_s = every_rows, every_s
+        self.token = uuid.uuid4().hex[:12]
+        self.count = 0
+        self.rows: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, row: dict) -> None:
+        self.rows.append(_coerce(row, self.schema))
+        if len(self.rows) >= self.every_rows or time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            write_part(self.folder, pa.Table.from_pylist(self.rows, schema=self.schema),
+                       f"part-{self.token}-{self.count:05d}.parquet")
+            self.count += 1
+            self.rows = []
+        self.last = time.monotonic()
+
+
+def write_part(folder: Path, table: pa.Table, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, folder / name)
+
+
+def compact(out_dir: Path) -> pa.Table | None:
+    """One row per point (an ``ok`` row wins, else the last written), in one file."""
+    folder = Path(out_dir) / "results"
+    files = sorted(folder.glob("part-*.parquet"))
+    table = read_results(out_dir)
+    if table is None:
+        return None
+    rank = {"ok": 2, "invalid": 1, "error": 0}
+    best: dict[str, tuple[int, int]] = {}
+    for index, (pid, status) in enumerate(zip(table["point_id"].to_pylist(), table["status"].to_pylist())):
+        key = (rank.get(status, 0), index)
+        if pid not in best or key >= best[pid]:
+            best[pid] = key
+    keep = sorted(index for _, index in best.values())
+    table = table.take(keep)
+    table = table.sort_by("point_id")
+    if len(files) == 1 and table.num_rows == pq.read_metadata(files[0]).num_rows:
+        return table
+    name = f"part-compacted-{uuid.uuid4().hex[:12]}.parquet"
+    write_part(folder, table, name)
+    for f in files:
+        if f.name != name:
+            f.unlink()
+    return table
+
+
+class _Progress:
+    """A tqdm bar on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream=sys.stderr):
+        self.total, self.done, self.errors = total, initial, 0
+        self.stream, self.enabled = stream, enabled
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.bar = None
+        if enabled and stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, unit="point", file=stream)
+
+    def update(self, row: dict) -> None:
+        self.done += 1
+        self.errors += row["status"] != "ok"
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(errors=self.errors)
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if now - self.last >= 5.0 or self.done == self.total:
+            self.last = now
+            rate = (self.done) / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else math.inf
+            self.stream.write(f"  sweep: {self.done}/{self.total} points, {self.errors} not ok, "
+                              f"{rate * 60:.1f} points/min, ETA {eta:.0f} s\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out: str | os.PathLike,
+          client=None, workers: int | None = None, scheduler: str | None = None,
+          timeout_s: float | None = None, keep_timelines: bool = False,
+          progress: bool = True) -> pa.Table:
+    """Run every point of a sweep on Dask; return the results (one row per point).
+
+    ``client``: an existing ``dask.distributed.Client``; else ``scheduler`` (an
+    address such as ``tcp://host:8786``); else an embedded ``LocalCluster``
+    with ``workers`` worker processes (default: the CPU count).
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    spec = sweep_or_path if isinstance(sweep_or_path, SweepSpec) else load_sweep(sweep_or_path)
+    out = Path(out)
+    schema = results_schema(spec)
+    ids = [point_id(spec.base, p) for p in spec.points]
+    previous = read_results(out)
+    settled = set()
+    if previous is not None:
+        settled = {pid for pid, status in zip(previous["point_id"].to_pylist(), previous["status"].to_pylist())
+                   if status in ("ok", "invalid")}
+    todo = [(pid, p) for pid, p in dict(zip(ids, spec.points)).items() if pid not in settled]
+    total_unique = len(set(ids))
+    own_cluster = own_client = None
+    if client is None:
+        if scheduler:
+            client = own_client = Client(scheduler)
+        else:
+            own_cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                       processes=True, dashboard_address=None, host="127.0.0.1")
+            client = own_client = Client(own_cluster)
+    writer = _Writer(out / "results", schema)
+    bar = _Progress(total_unique, total_unique - len(todo), progress)
+    keep_dir = str((out / "points").resolve()) if keep_timelines else None
+    try:
+        futures = {client.submit(run_point, dict(spec.base), str(spec.scenario_path.parent), point, pid,
+                                 timeout_s, keep_dir, key=f"accsim-point-{pid}-{uuid.uuid4().hex[:8]}",
+                                 pure=False): (pid, point)
+                   for pid, point in todo}
+        for future in as_completed(futures):
+            pid, point = futures[future]
+            try:
+                row = future.result()
+            except Exception as exc:  # noqa: BLE001 (a worker died, the task was lost...)
+                row = {"point_id": pid, "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                       "wall_s": None, **point}
+            writer.add(row)
+            bar.update(row)
+        writer.flush()
+    finally:
+        writer.flush()
+        bar.close()
+        if own_client is not None:
+            own_client.close()
+        if own_cluster is not None:
+            own_cluster.close()
+    table = compact(out)
+    return table if table is not None else schema.empty_table()
