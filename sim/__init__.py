@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 
 
 def sweep(*args, **kwargs):
-    """Run a parameter sweep on Dask (see sim.sweep.runner.sweep)."""
-    from sim.sweep.runner import sweep as run_sweep
+    """Run a parameter sweep on Dask (see sim.sweeps.runner.sweep)."""
+    from sim.sweeps.runner import sweep as run_sweep
     return run_sweep(*args, **kwargs)
 
 __all__ = ["AccsimError", "CapacityError", "Result", "Scenario", "ScenarioError", "SpecError",

@@ -263,8 +263,8 @@ def cmd_collective(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from collections import Counter as Tally
 
-    from sim.sweep.points import load_sweep
-    from sim.sweep.runner import sweep
+    from sim.sweeps.points import load_sweep
+    from sim.sweeps.runner import sweep
     spec = load_sweep(args.sweep)
     print(f"sweep {spec.name}: {len(spec.points)} points over {', '.join(spec.params)}"
           + (f" ({spec.filtered} filtered out by where)" if spec.filtered else ""), file=sys.stderr)

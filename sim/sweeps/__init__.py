@@ -1,6 +1,6 @@
 """Sweep layer: design points from a sweep file, run on a Dask cluster,
 results as a resumable Parquet dataset."""
 
-from sim.sweep.points import SweepSpec, expand_points, load_sweep
+from sim.sweeps.points import SweepSpec, expand_points, load_sweep
 
 __all__ = ["SweepSpec", "expand_points", "load_sweep"]

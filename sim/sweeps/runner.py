@@ -19,12 +19,14 @@ whose worker died.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import multiprocessing
 import os
+import pickle
+import select
+import signal
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import AccsimError
-from sim.sweep.points import SweepSpec, load_sweep, point_id, point_overrides
+from sim.sweeps.points import SweepSpec, load_sweep, point_id, point_overrides
 
 METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("makespan_s", ("makespan_s",)),
@@ -76,46 +78,59 @@ def _simulate(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, An
     return result.summary
 
 
-def _child(conn, args) -> None:
+def _outcome(args) -> tuple[str, Any]:
     try:
-        conn.send(("ok", _simulate(*args)))
+        return "ok", _simulate(*args)
     except AccsimError as exc:
-        conn.send(("invalid", str(exc)))
+        return "invalid", str(exc)
     except BaseException as exc:  # noqa: BLE001
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return "error", f"{type(exc).__name__}: {exc}"
+
+
+def _run_forked(args, timeout_s: float) -> tuple[str, Any]:
+    """Run a point in a forked child, killed after ``timeout_s``. A plain
+    os.fork: Dask's worker processes are daemonic, and multiprocessing
+    refuses children to daemons."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child)
+        os.close(read_end)
+        try:
+            data = pickle.dumps(_outcome(args))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks, deadline = [], time.monotonic() + timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([read_end], [], [], max(left, 0.0))
+            if not ready:
+                os.kill(child, signal.SIGKILL)
+                return "error", f"timed out after {timeout_s:g} s"
+            chunk = os.read(read_end, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
     finally:
-        conn.close()
+        os.close(read_end)
+        os.waitpid(child, 0)
+    if not chunks:
+        return "error", "the point's process died without a result"
+    return pickle.loads(b"".join(chunks))
 
 
 def run_point(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, Any], pid: str,
               timeout_s: float | None = None, keep_dir: str | None = None) -> dict:
     """Simulate one design point (a Dask task); returns its result row."""
     start = time.perf_counter()
-    status, error, summary = "ok", None, {}
     args = (base, scenario_dir, point, keep_dir, pid)
-    try:
-        if timeout_s is None:
-            summary = _simulate(*args)
-        else:
-            context = multiprocessing.get_context("fork")
-            parent, child = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(child, args), daemon=True)
-            process.start()
-            child.close()
-            if parent.poll(timeout_s):
-                status, payload = parent.recv()
-                if status == "ok":
-                    summary = payload
-                else:
-                    error = payload
-            else:
-                status, error = "error", f"timed out after {timeout_s:g} s"
-                process.kill()
-            process.join(5)
-    except AccsimError as exc:
-        status, error = "invalid", str(exc)
-    except Exception as exc:  # noqa: BLE001
-        status, error = "error", f"{type(exc).__name__}: {exc}"
+    status, payload = _outcome(args) if timeout_s is None else _run_forked(args, timeout_s)
+    summary = payload if status == "ok" else {}
+    error = None if status == "ok" else payload
     row = {"point_id": pid, "status": status, "error": error, "wall_s": time.perf_counter() - start}
     row.update(point)
     row.update(metrics_of(summary))
@@ -281,7 +296,8 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
             client = own_client = Client(scheduler)
         else:
             own_cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                       processes=True, dashboard_address=None, host="127.0.0.1")
+                                       processes=True, dashboard_address=None, host="127.0.0.1",
+                                       silence_logs=logging.WARNING)
             client = own_client = Client(own_cluster)
     writer = _Writer(out / "results", schema)
     bar = _Progress(total_unique, total_unique - len(todo), progress)
