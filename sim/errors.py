@@ -22,3 +22,16 @@ class ScenarioError(AccsimError):
 
 class CapacityError(AccsimError):
     """An allocation that does not fit in a memory tier."""
+
+
+def check_keys(raw, allowed, where: str, error: type = ScenarioError):
+    """Return ``raw`` if it is a mapping whose keys are all in ``allowed``;
+    otherwise raise ``error`` naming the first unknown key and what is allowed."""
+    from collections.abc import Mapping
+
+    if not isinstance(raw, Mapping):
+        raise error(f"{where}: expected a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise error(f"{where}: unknown key {unknown[0]!r}; expected some of {list(allowed)}")
+    return raw

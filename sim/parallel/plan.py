@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, check_keys
 from sim.units import parse_bytes
 from sim.workload.transformer import RECOMPUTE_MODES, ModelConfig
 
@@ -74,11 +74,7 @@ def _int(raw: Mapping[str, Any], key: str, default: int, where: str, minimum: in
 def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                    where: str = "parallel") -> ParallelPlan:
     """Validate a ``parallel:`` block against the model and the cluster size."""
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping")
-    unknown = sorted(set(raw) - set(PLAN_KEYS))
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r}; expected some of {list(PLAN_KEYS)}")
+    check_keys(raw, PLAN_KEYS, where)
     dp, tp, pp = (_int(raw, k, 1, where) for k in ("dp", "tp", "pp"))
     v = _int(raw, "virtual_stages", 1, where)
     mbs = _int(raw, "microbatch_size", 1, where)
@@ -136,11 +132,7 @@ MODEL_KEYS = ("name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "ga
 
 
 def model_from_dict(raw: Mapping[str, Any], where: str = "model") -> ModelConfig:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping")
-    unknown = sorted(set(raw) - set(MODEL_KEYS))
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r}; expected some of {list(MODEL_KEYS)}")
+    check_keys(raw, MODEL_KEYS, where)
     for key in ("layers", "hidden", "heads", "seq_len"):
         if key not in raw:
             raise ScenarioError(f"{where}: missing required key {key!r}")

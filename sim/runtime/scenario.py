@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, check_keys
 from sim.hardware.specs import DeviceSpec, load_device_spec, read_yaml
 from sim.units import parse_bytes
 from sim.workload.trace import Trace, load_trace
@@ -127,11 +127,7 @@ def _resolve(path_text: str, base: Path | None) -> Path:
 
 def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",
                        default_name: str = "scenario") -> Scenario:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r}; expected some of {list(TOP_LEVEL_KEYS)}")
+    check_keys(raw, TOP_LEVEL_KEYS, where)
     training_mode = "model" in raw or "parallel" in raw
     if training_mode:
         for key in ("cluster", "model", "parallel"):

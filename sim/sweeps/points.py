@@ -36,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, check_keys
 from sim.hardware.specs import read_yaml
 from sim.runtime.scenario import apply_overrides
 
@@ -164,11 +164,7 @@ def load_sweep(source: str | Path | Mapping[str, Any], base_dir: Path | None = N
         if not path.is_file():
             raise ScenarioError(f"{path}: sweep file not found")
         raw, where, folder = read_yaml(path, ScenarioError) or {}, str(path), path.parent
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping")
-    unknown = sorted(set(raw) - set(SWEEP_KEYS))
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r}; expected some of {list(SWEEP_KEYS)}")
+    check_keys(raw, SWEEP_KEYS, where)
     if not raw.get("scenario"):
         raise ScenarioError(f"{where}: missing required key 'scenario'")
     candidates = [folder / str(raw["scenario"]), Path(str(raw["scenario"]))]
