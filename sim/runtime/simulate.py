@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import simpy
 
@@ -31,7 +32,7 @@ from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, utilization_table
 from sim.reports.writer import write_run
 from sim.runtime.scenario import Scenario, load_scenario, scenario_from_dict
-from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op, _edges
+from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op
 
 ProgressFn = Callable[[int, int], None]
 
@@ -96,12 +97,12 @@ class Simulation:
             self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), memory,
                                                strict_memory=not scenario.continue_on_oom)
         self.bound: list[BoundOp | Schedule] = [self._bind(op) for op in ops]
-        index = {op.id: i for i, op in enumerate(ops)}
         self.successors: list[list[int]] = [[] for _ in ops]
-        self.waiting = [0] * len(ops)
-        for src, dst in _edges(ops):
-            self.successors[index[src]].append(index[dst])
-            self.waiting[index[dst]] += 1
+        src, dst = trace.edge_indices()
+        successors = self.successors
+        for a, b in zip(src.tolist(), dst.tolist()):
+            successors[a].append(b)
+        self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self.start_s: dict[int, float] = {}
         self.end_s: dict[int, float] = {}
         self.comm_rows: list[tuple] = []
@@ -185,16 +186,20 @@ class Simulation:
 
     def _blockers(self) -> tuple[dict[int, float], dict[int, int]]:
         """When each op became ready, and the predecessor that finished last."""
-        ops = self.scenario.trace.ops
-        ready: dict[int, float] = {op.id: 0.0 for op in ops}
-        blocker: dict[int, int] = {}
-        end_s = self.end_s
-        for src, dst in _edges(ops):
-            end = end_s[src]
-            if end >= ready[dst]:
-                ready[dst] = end
-                blocker[dst] = src
-        return ready, blocker
+        trace = self.scenario.trace
+        ops = trace.ops
+        src, dst = trace.edge_indices()
+        ends = np.array([self.end_s[op.id] for op in ops])
+        ready = np.zeros(len(ops))
+        np.maximum.at(ready, dst, ends[src])
+        # the predecessor that finished last (the last edge in trace order on ties)
+        order = np.lexsort((np.arange(len(src)), ends[src], dst))
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = dst[order][1:] != dst[order][:-1]
+        ids = np.array([op.id for op in ops])
+        chosen = order[last]
+        blocker = dict(zip(ids[dst[chosen]].tolist(), ids[src[chosen]].tolist()))
+        return dict(zip(ids.tolist(), ready.tolist())), blocker
 
     def _result(self, wall_s: float) -> Result:
         recorder = TimelineRecorder()

@@ -168,6 +168,18 @@ class Trace:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {op.id: op for op in self.ops})
+        object.__setattr__(self, "_edges", None)
+
+    def edge_indices(self):
+        """Precedence edges (see ``_edges``) as two numpy arrays of op
+        positions (source, destination), computed once per trace."""
+        if self._edges is None:  # type: ignore[attr-defined]
+            import numpy as np
+            position = {op.id: i for i, op in enumerate(self.ops)}
+            pairs = [(position[a], position[b]) for a, b in _edges(self.ops)]
+            array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            object.__setattr__(self, "_edges", (array[:, 0].copy(), array[:, 1].copy()))
+        return self._edges  # type: ignore[attr-defined]
 
     def op(self, op_id: int) -> Op:
         return self._by_id[op_id]  # type: ignore[attr-defined]
@@ -301,12 +313,37 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
         for tensor in op.frees:
             if tensor not in produced:
                 raise _fail(path, f"op {op.id}", f"frees tensor {tensor!r} that no op produces")
-    order = topological_order(ops)
-    if order is None:
+    trace = Trace(path=path, ops=tuple(ops))
+    src, dst = trace.edge_indices()
+    if not _acyclic(len(ops), src, dst):
         cycle = _find_cycle(ops)
         names = " -> ".join(str(i) for i in cycle)
         raise _fail(path, f"op {cycle[0]}", f"dependency cycle (counting stream order): {names}")
-    return Trace(path=path, ops=tuple(ops))
+    return trace
+
+
+def _acyclic(count: int, src, dst) -> bool:
+    """Kahn's algorithm on edge arrays, peeling every source layer at once with numpy."""
+    import numpy as np
+    if count == 0 or len(src) == 0:
+        return True
+    order = np.argsort(src, kind="stable")
+    dst_sorted = dst[order]
+    starts = np.searchsorted(src[order], np.arange(count + 1))
+    indegree = np.bincount(dst, minlength=count)
+    frontier = np.flatnonzero(indegree == 0)
+    seen = len(frontier)
+    while len(frontier):
+        lengths = starts[frontier + 1] - starts[frontier]
+        if not lengths.sum():
+            break
+        offsets = np.repeat(starts[frontier], lengths) + (
+            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        targets = dst_sorted[offsets]
+        np.subtract.at(indegree, targets, 1)
+        frontier = np.unique(targets[indegree[targets] == 0])
+        seen += len(frontier)
+    return seen == count
 
 
 def _edges(ops: Sequence[Op]) -> Iterable[tuple[int, int]]:
