@@ -160,6 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _progress_printer()
     result = sim.run(scenario, progress=progress)
     result.write(args.out)
+    if args.write_trace:
+        from sim.workload.trace import write_trace
+        write_trace(scenario.trace.ops, Path(args.out) / "trace.arrow")
     if args.perfetto:
         from sim.reports.perfetto import export
         export(args.out, Path(args.out) / "trace.pftrace")
@@ -306,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "or every rank (full)")
     run.add_argument("--perfetto", action="store_true",
                      help="also write DIR/trace.pftrace for ui.perfetto.dev")
+    run.add_argument("--write-trace", action="store_true",
+                     help="also write the operator trace that was simulated (generated for training "
+                          "scenarios) as DIR/trace.arrow; a scenario with cluster: and trace: replays it")
     run.add_argument("--quiet", action="store_true", help="print nothing on success")
     run.set_defaults(func=cmd_run)
 

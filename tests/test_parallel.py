@@ -186,3 +186,15 @@ def test_exposed_comm_split_and_tp_collectives_per_layer():
     assert set(summary["exposed_comm_s"]) == {"tp", "pp", "dp"}
     assert summary["exposed_comm_s"]["tp"] > 0 and summary["exposed_comm_s"]["pp"] == 0
     assert 0 < summary["mfu"] < summary["hfu"] < 1
+
+
+def test_generated_iteration_replays_from_its_trace_file(tmp_path):
+    """Generated models and trace files share one path through the simulator."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "sim", "run", "scenarios/quickstart.yaml", "--out", out,
+                           "--write-trace", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    replay = sim.run({"cluster": "a100_2node", "trace": str(out / "trace.arrow")}, [])
+    assert replay.summary["makespan_s"] == pytest.approx(summary["iteration_time_s"], rel=1e-12)
+    assert replay.summary["ops"] == summary["ops"]
