@@ -157,3 +157,26 @@ def test_utilization_and_mfu_of_a_compute_bound_gemm():
     assert row["utilization"] == pytest.approx(1.0)
     assert row["peak_flops_per_s"] == 4e12
     assert result.summary["mfu"] == pytest.approx(2 * 256 * 256 * 512 / (4e12 * result.summary["makespan_s"]))
+
+
+def test_communication_kernels_take_sms_from_compute(tmp_path):
+    """An all-reduce running beside a GEMM holds comm_sms SMs (8 on the A100 spec), so a
+    GEMM of exactly 108 tiles needs a second wave (100 SMs left)."""
+    from sim.workload.trace import write_trace
+    m, n, k = 128 * 12, 128 * 9, 8192
+    gemm_op = Op(id=1, name="gemm", op="gemm", m=m, n=n, k=k, flops=2.0 * m * n * k, bytes_read=0.0,
+                 bytes_written=0.0, rank=0)
+    comm = Op(id=0, name="ar", op="allreduce", flops=0.0, bytes_read=1e9, bytes_written=1e9,
+              group=(0, 1), rank=0, stream=1, algorithm="ring")
+    alone_path, shared_path = tmp_path / "alone.jsonl", tmp_path / "shared.jsonl"
+    write_trace([gemm_op], alone_path)
+    write_trace([comm, gemm_op], shared_path)
+    base = {"cluster": "dgx_a100"}
+    alone = sim.run({**base, "trace": str(alone_path)})
+    shared = sim.run({**base, "trace": str(shared_path)})
+    gemm_time = lambda r: next(row["end_s"] - row["start_s"] for row in r.timeline.to_pylist()
+                               if row["name"] == "gemm" and row["category"] == "compute")
+    assert gemm_time(shared) == pytest.approx(2 * gemm_time(alone))
+    held = next(row["units_held"] for row in shared.timeline.to_pylist()
+                if row["name"] == "gemm" and row["category"] == "compute")
+    assert held == 100

@@ -97,10 +97,12 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
                          f"not {tier!r}")
     bound = BoundOp(op, unit, tier, tier, dtype)
     if op.duration_s is not None:
-        # A measured or precomputed duration: the op holds the whole unit for that long.
+        # A measured or precomputed duration with the whole unit; granted fewer
+        # units (SMs held by a communication kernel), it stretches in proportion.
         whole = {"sm_array": spec.sm_array.count if spec.sm_array else 1,
                  "systolic_array": spec.systolic_array.count if spec.systolic_array else 1}.get(unit, 1)
-        return BoundOp(op, unit, tier, tier, dtype, whole, op.duration_s, lambda granted: op.duration_s)
+        return BoundOp(op, unit, tier, tier, dtype, whole, op.duration_s,
+                       lambda granted: op.duration_s * whole / granted)
     wanted, seconds = compute_model(bound, spec)
     return BoundOp(op, unit, tier, tier, dtype, wanted, seconds(wanted), seconds)
 

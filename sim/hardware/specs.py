@@ -47,7 +47,10 @@ class SmArraySpec:
 
     ``matrix_flops_per_s`` is the dense tensor-core peak of the whole array per
     dtype (as datasheets quote it); ``vector_flops_per_s`` the CUDA-core peak
-    used by non-matrix kernels. Each SM has 1/count of either. GEMMs are cut into ``tile_m`` x ``tile_n`` output tiles
+    used by non-matrix kernels. Each SM has 1/count of either.
+    ``comm_sms``: SMs a communication kernel occupies while a collective runs
+    (NCCL runs one thread block per channel), taken from the same pool as
+    compute kernels so that overlapped communication slows compute. GEMMs are cut into ``tile_m`` x ``tile_n`` output tiles
     (one thread block each), scheduled in waves over the SMs a kernel holds.
     """
 
@@ -56,6 +59,7 @@ class SmArraySpec:
     vector_flops_per_s: Mapping[str, float]
     tile_m: int = 128
     tile_n: int = 128
+    comm_sms: int = 0
 
     def matrix_per_sm(self, dtype: str) -> float:
         return self.matrix_flops_per_s[dtype] / self.count
@@ -226,7 +230,8 @@ def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> Devi
             matrix_flops_per_s=_dtype_map(r["matrix_flops_per_s"], f"{where}.sm_array.matrix_flops_per_s"),
             vector_flops_per_s=_dtype_map(r["vector_flops_per_s"], f"{where}.sm_array.vector_flops_per_s"),
             tile_m=_integer(r.get("tile_m", 128), f"{where}.sm_array.tile_m"),
-            tile_n=_integer(r.get("tile_n", 128), f"{where}.sm_array.tile_n"))
+            tile_n=_integer(r.get("tile_n", 128), f"{where}.sm_array.tile_n"),
+            comm_sms=int(_number(r.get("comm_sms", 0), f"{where}.sm_array.comm_sms", positive=False)))
     if raw.get("systolic_array") is not None:
         r = _check_keys(raw["systolic_array"], SystolicArraySpec, f"{where}.systolic_array")
         dataflow = str(r.get("dataflow", "ws")).lower()

@@ -106,6 +106,7 @@ class Simulation:
         self.start_s: dict[int, float] = {}
         self.end_s: dict[int, float] = {}
         self.comm_rows: list[tuple] = []
+        self._takes_time: dict[int, bool] = {}
         self.completed = 0
         self.progress = progress
         self.progress_every = max(1, progress_every)
@@ -138,9 +139,25 @@ class Simulation:
             self.devices[bound.op.rank].start(index, bound, self._on_done)
             return
         op = self.scenario.trace.ops[index]
-        self.network.start(bound, lambda start, end, i=index: self._comm_done(i, start, end), op.id, op.name)
+        held = []
+        takes_time = self._takes_time.get(id(bound))
+        if takes_time is None:
+            takes_time = self._takes_time[id(bound)] = self.network.predicted_time_s(bound) > 0
+        for rank in (op.group if takes_time else ()):
+            device = self.devices.get(rank)
+            sm = device.spec.sm_array if device is not None else None
+            if sm is not None and sm.comm_sms:
+                # The communication kernel takes the SMs it can get now; if none
+                # are free it runs in the gaps, which is not modelled.
+                granted = device.pools["sm_array"].try_acquire(sm.comm_sms)
+                if granted:
+                    held.append((device.pools["sm_array"], granted))
+        self.network.start(bound, lambda start, end, i=index, h=held: self._comm_done(i, start, end, h),
+                           op.id, op.name)
 
-    def _comm_done(self, index: int, start: float, end: float) -> None:
+    def _comm_done(self, index: int, start: float, end: float, held=()) -> None:
+        for pool, granted in held:
+            pool.release(granted)
         op = self.scenario.trace.ops[index]
         self.start_s[op.id] = start
         self.end_s[op.id] = end
