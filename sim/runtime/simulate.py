@@ -96,6 +96,7 @@ class Simulation:
             memory = FluidNetwork(self.env, {}, calendar_owner.calendar)
             self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), memory,
                                                strict_memory=not scenario.continue_on_oom)
+        self._schedules: dict[tuple, Schedule] = {}
         self.bound: list[BoundOp | Schedule] = [self._bind(op) for op in ops]
         self.successors: list[list[int]] = [[] for _ in ops]
         src, dst = trace.edge_indices()
@@ -111,15 +112,13 @@ class Simulation:
         self.progress = progress
         self.progress_every = max(1, progress_every)
 
-    _schedule_cache: dict
-
     def _bind(self, op: Op):
         if op.op not in COMM_OPS:
             return bind_op(op, self.devices[op.rank].spec, self.scenario.trace.path)
         if self.network is None:
             raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}) is a {op.op}; "
                              f"collectives need a cluster in the scenario")
-        cache = self.__dict__.setdefault("_schedule_cache", {})
+        cache = self._schedules
         key = (op.op, op.algorithm, op.group, op.mirror_groups, op.bytes_read)
         schedule = cache.get(key)
         if schedule is None:
@@ -278,8 +277,6 @@ class Simulation:
             "bubble_s_by_cause": dict(sorted(bubble_s.items())),
         }
 
-
-TraceSimulation = Simulation
 
 
 def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
