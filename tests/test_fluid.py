@@ -78,3 +78,26 @@ def test_unit_pool_grants_what_is_free_in_fifo_order():
     assert first.triggered and first.value == 1 and not second.triggered
     pool.release(3)
     assert second.triggered and second.value == 1 and pool.free == 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=1, max_size=4,
+                         unique_by=lambda t: t[0]), min_size=1, max_size=8),
+       st.lists(st.floats(1.0, 100.0), min_size=6, max_size=6))
+def test_vectorized_max_min_equals_progressive_filling(flows, capacities):
+    import numpy as np
+    from sim.engine.fluid import max_min_rates_vectorized
+    resources = [tuple(r for r, _ in flow) for flow in flows]
+    weights = [tuple(float(w) for _, w in flow) for flow in flows]
+    expected = max_min_rates(resources, dict(enumerate(capacities)), weights)
+    flow_of_entry = np.array([i for i, flow in enumerate(flows) for _ in flow])
+    resource_of_entry = np.array([r for flow in flows for r, _ in flow])
+    weight_of_entry = np.array([float(w) for flow in flows for _, w in flow])
+    got = max_min_rates_vectorized(flow_of_entry, resource_of_entry, weight_of_entry,
+                                   np.array(capacities), len(flows))
+    assert got.tolist() == pytest.approx(expected, rel=1e-9)
+
+
+def test_weighted_flow_counts_its_transfers_on_a_link():
+    # a batch of 3 lockstep transfers on one link beside a single flow: shares 1/4 each per transfer
+    assert max_min_rates([("L",), ("L",)], {"L": 4.0}, [(3.0,), (1.0,)]) == pytest.approx([1.0, 1.0])

@@ -174,9 +174,6 @@ class FluidNetwork:
         self.start(size, resources, lambda flow: event.succeed(flow.end_s), tag, weights=weights)
         return event
 
-    def active(self, resource: Hashable) -> int:
-        return len(self._users[resource])
-
     def _component(self, resources: tuple) -> list[Flow]:
         """Flows connected to ``resources`` through shared resources, in a fixed order."""
         seen_resources = set()
@@ -358,9 +355,6 @@ class VectorFluidNetwork(FluidNetwork):
         else:
             self._rebalance_all()
         return flow
-
-    def active(self, resource: Hashable) -> int:
-        return int(self._count[self._ids[resource]])
 
     def _set_rate(self, flow: Flow, rate: float, now: float) -> None:
         flow.remaining -= flow.rate * (now - flow.mark_s)

@@ -34,9 +34,6 @@ from sim.network.collectives import (BUSBW_FACTOR, CollectiveError, Schedule, St
 from sim.network.routing import Router
 from sim.network.topology import Cluster
 
-CommRow = tuple[str, str, int, str, str, float, float, float, float, int, int]
-
-
 @dataclass(frozen=True)
 class StepPattern:
     """A step routed on the topology: the links it loads and how heavily."""
@@ -65,7 +62,7 @@ class NetworkRuntime:
         self.fluid.add_resources(capacities)
         self.gamma_s_per_byte = gamma_s_per_byte
         self.record = record
-        self.rows: list[CommRow] = []
+        self.rows: list[tuple] = []
         self._patterns: dict[int, tuple[Step, StepPattern]] = {}
 
     def pattern(self, step: Step) -> StepPattern:

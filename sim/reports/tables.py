@@ -63,13 +63,6 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
     return s[first], running_end[last], order[first]
 
 
-def busy_time(starts: np.ndarray, ends: np.ndarray) -> float:
-    if len(starts) == 0:
-        return 0.0
-    s, e, _ = merge_intervals(starts, ends)
-    return float(np.sum(e - s))
-
-
 def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int, float],
                   op_blocker: Mapping[int, int], trace, op_start_s: Mapping[int, float],
                   op_end_s: Mapping[int, float], compute_units: Iterable[tuple[str, str]],

@@ -16,7 +16,6 @@ recomputation replays only the attention core.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from sim.hardware.specs import DTYPE_BYTES
 from sim.workload.trace import Op
@@ -286,7 +285,3 @@ def decode_step_ops(cfg: ModelConfig, batch: int, context_len: int, layers: int 
 
 def matrix_flops(ops: list[Op]) -> float:
     return sum(op.flops for op in ops if op.op in ("gemm", "gemv", "attention"))
-
-
-def iter_gemms(ops: list[Op]) -> Iterator[Op]:
-    return (op for op in ops if op.op == "gemm")
