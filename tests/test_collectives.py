@@ -159,3 +159,30 @@ def test_generators_shapes():
     assert cluster.size == 32 and cluster.machine(9) == 1
     assert from_name("tree:8").graph.number_of_nodes() == 8 + 4 + 2 + 1
     assert from_name("fully_connected:5").graph.number_of_edges() == 10
+
+
+@pytest.mark.parametrize("p", [7, 8, 64])
+def test_double_binary_tree_closed_form(p):
+    """Two mirrored heap-ordered binary trees, each reducing then broadcasting half the
+    message in C pipelined chunks: 2 (d + C - 1) (alpha + w n/(2 C B)), d = floor(log2 p),
+    w the most transfers of one step sharing a directed link (both trees on one pair)."""
+    from collections import Counter
+    from sim.network.collectives import TREE_CHUNK_BYTES, TREE_MAX_CHUNKS, double_binary_tree_allreduce
+    n = 1 << 30
+    steps = double_binary_tree_allreduce(list(range(p)), n)
+    chunks = min(TREE_MAX_CHUNKS, math.ceil(n / 2 / TREE_CHUNK_BYTES))
+    depth = p.bit_length() - 1
+    w = max(Counter((s, d) for s, d, _ in steps[0].transfers).values())
+    expected = 2 * (depth + chunks - 1) * (ALPHA + w * n / (2 * chunks * B))
+    result = simulate_collective(from_name(f"fully_connected:{p}", LINKS), "allreduce", "double_binary_tree", n)
+    assert result.time_s == pytest.approx(expected, rel=REL)
+
+
+def test_double_binary_tree_is_latency_friendly_and_near_ring_bandwidth():
+    cluster = from_name("switch:16", LINKS)
+    small_tree = simulate_collective(cluster, "allreduce", "double_binary_tree", 4096)
+    small_ring = simulate_collective(cluster, "allreduce", "ring", 4096)
+    assert small_tree.time_s < small_ring.time_s
+    big_tree = simulate_collective(cluster, "allreduce", "double_binary_tree", 1 << 30)
+    big_ring = simulate_collective(cluster, "allreduce", "ring", 1 << 30)
+    assert big_tree.busbw_bytes_per_s > 0.5 * big_ring.busbw_bytes_per_s

@@ -19,6 +19,9 @@ References:
   tree broadcast / reduce / scatter / gather by recursive halving).
 - Thakur, Rabenseifner and Gropp, "Optimization of collective communication
   operations in MPICH", IJHPCA 19(1), 2005 (recursive halving and doubling).
+- Sanders, Speck and Traeff, "Two-tree algorithms for full bandwidth
+  broadcast, reduction and scan", Parallel Computing 35(12), 2009 (the double
+  binary tree NCCL uses for all-reduce).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from sim.errors import AccsimError
 
 OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "scatter", "gather",
        "alltoall", "sendrecv")
-ALGORITHMS = ("ring", "mst", "halving_doubling", "hierarchical", "auto")
+ALGORITHMS = ("ring", "mst", "halving_doubling", "double_binary_tree", "hierarchical", "auto")
+TREE_CHUNK_BYTES = 512 * 1024
+TREE_MAX_CHUNKS = 64
 BUSBW_FACTOR: dict[str, Callable[[int], float]] = {
     # nccl-tests doc/PERFORMANCE.md: bus bandwidth = algbw x factor
     "allreduce": lambda p: 2 * (p - 1) / p,
@@ -84,7 +89,8 @@ def normalize_op(text: str) -> str:
 
 def normalize_algorithm(text: str) -> str:
     key = text.strip().lower().replace("-", "_")
-    key = {"tree": "mst", "binomial": "mst", "rabenseifner": "halving_doubling"}.get(key, key)
+    key = {"tree": "mst", "binomial": "mst", "rabenseifner": "halving_doubling",
+           "dbt": "double_binary_tree", "nccl_tree": "double_binary_tree"}.get(key, key)
     if key not in ALGORITHMS:
         raise CollectiveError(f"unknown algorithm {text!r}; expected one of {list(ALGORITHMS)}")
     return key
@@ -268,6 +274,42 @@ def halving_doubling_allgather(ranks: Sequence[int], nbytes: float) -> list[Step
     return steps
 
 
+# ---------------------------------------------------------------- double binary tree
+
+
+def _heap_edges(p: int) -> list[tuple[int, int]]:
+    """(child, parent) positions of a binary tree in heap order: parent(i) = (i - 1) // 2."""
+    return [(i, (i - 1) // 2) for i in range(1, p)]
+
+
+def double_binary_tree_allreduce(ranks: Sequence[int], nbytes: float) -> list[Step]:
+    """NCCL's double binary tree all-reduce (Sanders, Speck and Traeff 2009).
+
+    Two binary trees over the ranks, the second the mirror image of the first
+    (position i -> p - 1 - i), so that ranks inner in one tree are mostly
+    leaves in the other; each tree reduces one half of the message towards
+    its root and broadcasts it back, pipelined in C chunks of at most
+    TREE_CHUNK_BYTES (C <= TREE_MAX_CHUNKS). With tree depth d, each phase
+    is d + C - 1 steps in which every tree edge carries one chunk (the edges
+    idle during the pipeline's fill and drain are counted busy, slightly
+    pessimistic under contention): alone, about 2 (d + C - 1) (alpha + n/(2 C B)).
+    """
+    p = len(ranks)
+    if p == 1:
+        return []
+    half = nbytes / 2
+    chunks = max(1, min(TREE_MAX_CHUNKS, math.ceil(half / TREE_CHUNK_BYTES)))
+    chunk = half / chunks
+    depth = max(1, p.bit_length() - 1)
+    edges = _heap_edges(p)
+    up = [(ranks[c], ranks[q], chunk) for c, q in edges] + \
+         [(ranks[p - 1 - c], ranks[p - 1 - q], chunk) for c, q in edges]
+    down = [(dst, src, size) for src, dst, size in up]
+    repeat = depth + chunks - 1
+    return [Step(tuple(up), repeat, 2 * chunk, "double binary tree reduce"),
+            Step(tuple(down), repeat, 0.0, "double binary tree broadcast")]
+
+
 # ---------------------------------------------------------------- hierarchical
 
 
@@ -323,6 +365,7 @@ BUILDERS: dict[tuple[str, str], Callable[..., list[Step]]] = {
     ("allgather", "mst"): mst_allgather,
     ("reduce_scatter", "mst"): mst_reduce_scatter,
     ("allreduce", "halving_doubling"): halving_doubling_allreduce,
+    ("allreduce", "double_binary_tree"): double_binary_tree_allreduce,
     ("reduce_scatter", "halving_doubling"): halving_doubling_reduce_scatter,
     ("allgather", "halving_doubling"): halving_doubling_allgather,
     ("sendrecv", "ring"): sendrecv,
