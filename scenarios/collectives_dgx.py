@@ -12,7 +12,7 @@ the ~230 GB/s NCCL's maintainers report for 8 A100s.
 Two ``auto`` columns: over every algorithm we implement (on a non-blocking
 NVSwitch, Rabenseifner's halving-doubling has the ring's bandwidth term and a
 log p latency term, so it wins at every size), and over NCCL's own choices,
-ring and tree (here the binomial MST), which switches from tree to ring.
+ring and the double binary tree, which switches from tree to ring.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def main() -> None:
         cluster.machine(r) for r in range(cluster.size))) > 1]
     sizes = [1024 * 4 ** i for i in range(12)]
     print(f"# {op} bus bandwidth (GB/s) on {cluster.name}, {cluster.size} ranks")
-    nccl_like = [a for a in ("ring", "mst") if a in algorithms]
+    nccl_like = [a for a in ("ring", "double_binary_tree") if a in algorithms]
     print(f"{'size':>10} " + " ".join(f"{a:>17}" for a in algorithms)
-          + f" {'auto (all)':>17} {'auto (ring|mst)':>16} {'time':>10}")
+          + f" {'auto (all)':>17} {'auto (ring|tree)':>18} {'time':>10}")
     previous = None
     for size in sizes:
         row = {a: simulate_collective(cluster, op, a, size) for a in algorithms}
@@ -51,7 +51,7 @@ def main() -> None:
         note = "" if previous in (None, nccl.algorithm) else f"   <- switches from {previous}"
         previous = nccl.algorithm
         print(f"{format_bytes(size):>10} " + " ".join(f"{row[a].busbw_bytes_per_s / 1e9:>17.2f}" for a in algorithms)
-              + f" {auto.algorithm:>17} {nccl.algorithm:>16} {nccl.time_s * 1e6:>8.1f}us{note}")
+              + f" {auto.algorithm:>17} {nccl.algorithm:>18} {nccl.time_s * 1e6:>8.1f}us{note}")
 
 
 if __name__ == "__main__":
