@@ -340,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allreduce, reduce_scatter, allgather, broadcast, reduce, scatter, gather, "
                            "alltoall, sendrecv (hyphens accepted)")
     coll.add_argument("--algorithm", default="auto",
-                      help="ring, mst, halving_doubling, double_binary_tree, hierarchical, auto (default: auto)")
+                      help="ring, mst, halving_doubling, double_binary_tree, hierarchical, auto (fastest "
+                           "predicted), nccl (fastest of NCCL's own: ring, double_binary_tree, hierarchical); "
+                           "default auto")
     coll.add_argument("--bytes", action="append", required=True, metavar="SIZE",
                       help="message size (4096, 64MiB) or a range LOW:HIGH[:FACTOR]; repeatable")
     coll.add_argument("--group", help="ranks taking part, in ring order: 0,1,2 or 0-7 or 0:64:8 (default: all)")

@@ -283,19 +283,29 @@ class DeviceRuntime:
         job.on_done(job.index)
 
     def record_timeline(self, recorder: TimelineRecorder) -> None:
-        """Append one row per (op, unit) interval of the finished ops."""
-        name, record = self.name, recorder.record
+        """Append one row per (op, unit) interval of the finished ops, built
+        column by column: the compute rows, the memory-traffic rows of compute
+        ops, then the rows of copies (one per tier they touch)."""
+        rows = []  # (op, unit name, category, start, end, flops, bytes, units held)
         for _, bound, start, end, mem_end, granted in self.finished:
             op = bound.op
-            context = (op.layer, op.stage, op.microbatch, op.phase, None)
-            if bound.unit is None:
+            if bound.unit is not None:
+                nbytes = op.bytes_read + op.bytes_written
+                rows.append((op, UNIT_NAMES[bound.unit], "compute", start, end, op.flops, nbytes, granted))
+                if mem_end is not None:
+                    rows.append((op, bound.tier, "memory", start, mem_end, 0.0,
+                                 0.0 if bound.unit == "pim" else nbytes, 1))
+            else:
                 for tier in dict.fromkeys((bound.tier, bound.dst_tier)):
-                    record(name, tier, op.id, op.name, "memory", start, end, 0.0, op.bytes_read,
-                           op.stream, 1, context)
-                continue
-            nbytes = op.bytes_read + op.bytes_written
-            record(name, UNIT_NAMES[bound.unit], op.id, op.name, "compute", start, end, op.flops,
-                   nbytes, op.stream, granted, context)
-            if mem_end is not None:
-                record(name, bound.tier, op.id, op.name, "memory", start, mem_end, 0.0,
-                       0.0 if bound.unit == "pim" else nbytes, op.stream, 1, context)
+                    rows.append((op, tier, "memory", start, end, 0.0, op.bytes_read, 1))
+        ops = [r[0] for r in rows]
+        recorder.record_columns({
+            "device": [self.name] * len(rows), "unit": [r[1] for r in rows],
+            "op_id": [o.id for o in ops], "name": [o.name for o in ops],
+            "category": [r[2] for r in rows], "start_s": [r[3] for r in rows],
+            "end_s": [r[4] for r in rows], "flops": [float(r[5]) for r in rows],
+            "bytes": [float(r[6]) for r in rows], "stream": [o.stream for o in ops],
+            "units_held": [r[7] for r in rows], "layer": [o.layer for o in ops],
+            "stage": [o.stage for o in ops], "microbatch": [o.microbatch for o in ops],
+            "phase": [o.phase for o in ops], "detail": [None] * len(rows),
+        })

@@ -47,6 +47,13 @@ class TimelineRecorder:
         if len(self._rows) >= self.batch_rows:
             self._flush()
 
+    def record_columns(self, columns: dict[str, list]) -> None:
+        """Many rows at once, given as one list per column of TIMELINE_SCHEMA."""
+        self._flush()
+        if columns and len(next(iter(columns.values()))):
+            arrays = [pa.array(columns[f.name], type=f.type) for f in TIMELINE_SCHEMA]
+            self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+
     def _flush(self) -> None:
         if not self._rows:
             return

@@ -34,7 +34,9 @@ from sim.errors import AccsimError
 
 OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "scatter", "gather",
        "alltoall", "sendrecv")
-ALGORITHMS = ("ring", "mst", "halving_doubling", "double_binary_tree", "hierarchical", "auto")
+ALGORITHMS = ("ring", "mst", "halving_doubling", "double_binary_tree", "hierarchical", "auto", "nccl")
+# ``nccl``: like ``auto``, but only among the algorithms NCCL itself implements.
+NCCL_ALGORITHMS = ("ring", "double_binary_tree", "hierarchical")
 TREE_CHUNK_BYTES = 512 * 1024
 TREE_MAX_CHUNKS = 64
 BUSBW_FACTOR: dict[str, Callable[[int], float]] = {

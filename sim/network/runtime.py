@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import simpy
 
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
-from sim.network.collectives import (BUSBW_FACTOR, CollectiveError, Schedule, Step,
+from sim.network.collectives import (BUSBW_FACTOR, NCCL_ALGORITHMS, CollectiveError, Schedule, Step,
                                      algorithms_for, build_schedule, normalize_algorithm,
                                      normalize_op)
 from sim.network.routing import Router
@@ -105,6 +105,9 @@ class NetworkRuntime:
         """Build the schedule; ``auto`` picks, among ``candidates`` (default: every
         algorithm implementing ``op``), the one with the least predicted time."""
         op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
+        if algorithm == "nccl":
+            algorithm = "auto"
+            candidates = [a for a in NCCL_ALGORITHMS if a in algorithms_for(op)] or algorithms_for(op)
         for rank in ranks:
             if not 0 <= rank < self.cluster.size:
                 raise CollectiveError(f"group names rank {rank}, but {self.cluster.name} has ranks "

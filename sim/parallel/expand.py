@@ -179,7 +179,7 @@ class _TraceBuilder:
         return op_id
 
     def collective(self, kind: str, name: str, nbytes: float, group, mirror_groups, deps, stream: int,
-                   phase: str, algorithm: str = "auto", op_id: int | None = None, **extra) -> int:
+                   phase: str, algorithm: str = "nccl", op_id: int | None = None, **extra) -> int:
         op_id = self.new_id() if op_id is None else op_id
         self.ops.append(Op(id=op_id, name=name, op=kind, flops=0.0, bytes_read=nbytes, bytes_written=nbytes,
                            group=tuple(group), mirror_groups=mirror_groups,

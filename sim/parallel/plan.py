@@ -28,6 +28,9 @@ class ParallelPlan:
 
     ``dp_bucket_bytes``: gradients are all-reduced in buckets of this size as
     backward produces them (25 MiB, PyTorch DDP's default ``bucket_cap_mb``).
+    ``tp_algorithm`` / ``dp_algorithm``: collective algorithm for TP and DP
+    (and pipeline) communication; ``nccl`` (default) picks the fastest of the
+    algorithms NCCL implements, ``auto`` of all of ours.
     """
 
     dp: int = 1
@@ -42,8 +45,8 @@ class ParallelPlan:
     recompute: str = "none"
     mapping: tuple[str, str, str] = ("tp", "pp", "dp")
     dp_bucket_bytes: int = 25 * 2**20
-    tp_algorithm: str = "auto"
-    dp_algorithm: str = "auto"
+    tp_algorithm: str = "nccl"
+    dp_algorithm: str = "nccl"
 
     @property
     def world(self) -> int:
@@ -123,8 +126,8 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                         schedule=schedule, sequence_parallel=bool(raw.get("sequence_parallel", False)),
                         zero=int(zero), recompute=recompute, mapping=mapping,  # type: ignore[arg-type]
                         dp_bucket_bytes=max(1, bucket),
-                        tp_algorithm=str(raw.get("tp_algorithm", "auto")),
-                        dp_algorithm=str(raw.get("dp_algorithm", "auto")))
+                        tp_algorithm=str(raw.get("tp_algorithm", "nccl")),
+                        dp_algorithm=str(raw.get("dp_algorithm", "nccl")))
 
 
 MODEL_KEYS = ("name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "gated_mlp", "seq_len",

@@ -97,6 +97,7 @@ class Simulation:
             self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), memory,
                                                strict_memory=not scenario.continue_on_oom)
         self._schedules: dict[tuple, Schedule] = {}
+        self._templates: dict[tuple, BoundOp] = {}
         self.bound: list[BoundOp | Schedule] = [self._bind(op) for op in ops]
         self.successors: list[list[int]] = [[] for _ in ops]
         src, dst = trace.edge_indices()
@@ -114,7 +115,16 @@ class Simulation:
 
     def _bind(self, op: Op):
         if op.op not in COMM_OPS:
-            return bind_op(op, self.devices[op.rank].spec, self.scenario.trace.path)
+            spec = self.devices[op.rank].spec
+            if op.duration_s is None or op.tensor or op.frees:
+                return bind_op(op, spec, self.scenario.trace.path)
+            # generated traces repeat a few shapes many times: bind each shape once
+            key = (spec.name, op.op, op.unit, op.tier, op.dtype, op.duration_s)
+            template = self._templates.get(key)
+            if template is None:
+                template = self._templates[key] = bind_op(op, spec, self.scenario.trace.path)
+            return BoundOp(op, template.unit, template.tier, template.dst_tier, template.dtype,
+                           template.wanted, template.compute_s, template.seconds)
         if self.network is None:
             raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}) is a {op.op}; "
                              f"collectives need a cluster in the scenario")
