@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -76,7 +75,6 @@ def test_one_and_two_workers_give_the_same_results(two_workers, tmp_path):
 
 def test_rerun_skips_finished_points(two_workers):
     table, out = two_workers
-    start = time.perf_counter()
     again = sim.sweep(GRID, out=out, workers=1, progress=False)
     assert again.num_rows == 24 and again.sort_by("point_id").equals(table.sort_by("point_id"))
 

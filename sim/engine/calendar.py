@@ -19,12 +19,9 @@ from typing import Callable
 import simpy
 
 
-TIME, SEQ, CALLBACK, ARG, LIVE = range(5)
-
-
 def cancel(entry: list) -> None:
-    """Make a scheduled entry a no-op."""
-    entry[LIVE] = False
+    """Make a scheduled entry (``[time_s, seq, callback, arg, live]``) a no-op."""
+    entry[4] = False
 
 
 class Calendar:

@@ -113,7 +113,6 @@ class FluidNetwork:
         self.capacity: dict[Hashable, float] = {}
         self._users: dict[Hashable, list[Flow]] = {}
         self._multi: dict[Hashable, int] = {}
-        self.rebalances = 0
         self.add_resources(capacities)
 
     def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
@@ -213,7 +212,6 @@ class FluidNetwork:
         return flows
 
     def _rebalance(self, resources: tuple) -> None:
-        self.rebalances += 1
         flows = self._flows_to_rate(resources)
         if not flows:
             return
@@ -337,7 +335,6 @@ class VectorFluidNetwork(FluidNetwork):
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
               weights: Sequence[float] | None = None, arrays=None) -> Flow:
-        np = self._np
         now = self.env.now
         flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
                     tuple(weights) if weights is not None else None)
@@ -371,7 +368,6 @@ class VectorFluidNetwork(FluidNetwork):
 
     def _rebalance_all(self) -> None:
         np = self._np
-        self.rebalances += 1
         flows = self._active
         if not flows:
             return

@@ -208,7 +208,6 @@ def ideal(n: int, spec: str = "") -> Cluster:
     return Cluster(f"ideal:{n}", graph, tuple(names))
 
 
-GENERATORS = ("ring", "fully_connected", "switch", "tree", "torus", "cluster", "ideal")
 _PARAMETRIC = re.compile(r"^(ring|fully_connected|switch|tree|torus|cluster|ideal):([0-9x]+)$")
 
 

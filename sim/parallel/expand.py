@@ -141,7 +141,6 @@ class Expansion:
     """The generated trace and what reports need to know about it."""
 
     ops: list[Op]
-    simulated_ranks: list[int]
     resident: dict[int, dict[str, tuple[str, int]]]
     stage_of_rank: dict[int, int]
     hardware_flops: float = 0.0
@@ -359,7 +358,7 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
 
     _gradient_sync_and_optimizer(bld, cfg, plan, spec_of_rank, dps, tps, grads_ready, final_op,
                                  optimizer_step)
-    return Expansion(bld.ops, sorted(stage_of_rank), resident, stage_of_rank, bld.hardware_flops,
+    return Expansion(bld.ops, resident, stage_of_rank, bld.hardware_flops,
                      {"layers_per_chunk": layers_per_chunk})
 
 

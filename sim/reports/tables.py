@@ -65,7 +65,7 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
 
 def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int, float],
                   op_blocker: Mapping[int, int], trace, op_start_s: Mapping[int, float],
-                  op_end_s: Mapping[int, float], compute_units: Iterable[tuple[str, str]],
+                  compute_units: Iterable[tuple[str, str]],
                   pipeline: bool = False) -> pa.Table:
     """Idle intervals of every compute unit within [0, makespan], with a cause.
 

@@ -241,7 +241,7 @@ class Simulation:
         ready, blocker = self._blockers()
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
         bubbles = bubbles_table(timeline, makespan, ready, blocker, self.scenario.trace,
-                                self.start_s, self.end_s, compute_units, self.scenario.pipeline)
+                                self.start_s, compute_units, self.scenario.pipeline)
         units = []
         for d in self.devices.values():
             units += [(d.name, UNIT_NAMES[k], "compute", d.unit_peak_flops_per_s(k), None)
