@@ -190,7 +190,7 @@ def cmd_trace_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_trace_info(args: argparse.Namespace) -> int:
-    from sim.workload.trace import critical_path, load_trace
+    from sim.workload.trace import COMM_OPS, critical_path, load_trace
     trace = load_trace(args.file)
     ops = trace.ops
     counts = Counter(op.op for op in ops)
@@ -226,7 +226,9 @@ def cmd_trace_info(args: argparse.Namespace) -> int:
           f"{_format_si(info['critical_path_flops'], 'FLOP')} along the heaviest chain")
     if args.device:
         print(f"  on {info['device']} (each op alone): critical path {_format_seconds(info['critical_path_s'])}, "
-              f"sum of op times {_format_seconds(info['sum_of_op_times_s'])}")
+              f"sum of op times {_format_seconds(info['sum_of_op_times_s'])}"
+              + (" (collectives not costed: they need a cluster; use accsim run)"
+                 if any(k in info["op_counts"] for k in COMM_OPS) else ""))
     return 0
 
 

@@ -1,6 +1,6 @@
 """One device: its units as resources, and op execution on them.
 
-``bind_ops`` decides, before simulation, which unit and memory tier each op
+``bind_op`` decides, before simulation, which unit and memory tier each op
 uses, rejects ops the device cannot run, and evaluates each op's cost model
 once. ``DeviceRuntime.start`` then runs an op: it takes units from the unit's
 pool (waiting FIFO when none is free), starts the compute phase as a timer on
@@ -105,10 +105,6 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
                        lambda granted: op.duration_s * whole / granted)
     wanted, seconds = compute_model(bound, spec)
     return BoundOp(op, unit, tier, tier, dtype, wanted, seconds(wanted), seconds)
-
-
-def bind_ops(trace: Trace, spec: DeviceSpec) -> dict[int, BoundOp]:
-    return {op.id: bind_op(op, spec, trace.path) for op in trace.ops}
 
 
 def compute_model(bound: BoundOp, spec: DeviceSpec):
