@@ -25,7 +25,7 @@ from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
 from sim.hardware import cost
 from sim.hardware.specs import DTYPE_BYTES, DeviceSpec
-from sim.workload.trace import MATRIX_OPS, Op, Trace
+from sim.workload.trace import MATRIX_OPS, Op
 
 UNIT_NAMES = {"sm_array": "sm", "systolic_array": "mxu", "vector": "vector", "pim": "pim"}
 
