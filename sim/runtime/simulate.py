@@ -4,8 +4,9 @@ An op starts when all its predecessors have finished: the ops it lists in
 ``deps`` and the op before it on its (rank, stream). The driver counts
 unfinished predecessors per op and starts an op the moment its count reaches
 zero, from the completion callback of the last one: a compute or memory op on
-its rank's device (sim.engine.device), a collective as a SimPy process on the
-network (sim.network.runtime). Time is simulated seconds (float64). Nothing
+its rank's device (sim.engine.device), a collective on the network
+(sim.network.runtime), both driven by callbacks on one calendar whose next
+instant is always one armed SimPy timeout. Time is simulated seconds (float64). Nothing
 here reads the wall clock except to report ``wall_s``, and every collection
 that orders events is ordered (lists, insertion-ordered dicts, a heap with
 sequence numbers), so the same inputs produce byte-identical Arrow files.
