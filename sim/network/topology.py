@@ -66,12 +66,18 @@ def _devices(graph: nx.Graph, names: list[str], spec: str) -> None:
         graph.add_node(name, kind="device", rank=rank, spec=spec)
 
 
-def ring(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
-         spec: str = "", efficiency: float = 1.0) -> Cluster:
-    """``n`` devices in a bidirectional ring."""
+def _numbered_devices(n: int, spec: str) -> tuple[nx.Graph, list[str]]:
+    """A graph holding devices dev0 .. dev{n-1} (ranks in that order) and no links yet."""
     graph = nx.Graph()
     names = [f"dev{i}" for i in range(n)]
     _devices(graph, names, spec)
+    return graph, names
+
+
+def ring(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
+         spec: str = "", efficiency: float = 1.0) -> Cluster:
+    """``n`` devices in a bidirectional ring."""
+    graph, names = _numbered_devices(n, spec)
     for i in range(n):
         if n > 1 and not graph.has_edge(names[i], names[(i + 1) % n]):
             _link(graph, names[i], names[(i + 1) % n], bandwidth, latency, efficiency)
@@ -81,9 +87,7 @@ def ring(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_
 def fully_connected(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
                     spec: str = "", efficiency: float = 1.0) -> Cluster:
     """``n`` devices with a direct link between every pair."""
-    graph = nx.Graph()
-    names = [f"dev{i}" for i in range(n)]
-    _devices(graph, names, spec)
+    graph, names = _numbered_devices(n, spec)
     for i in range(n):
         for j in range(i + 1, n):
             _link(graph, names[i], names[j], bandwidth, latency, efficiency)
@@ -94,9 +98,7 @@ def switch(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAUL
            spec: str = "", efficiency: float = 1.0) -> Cluster:
     """``n`` devices on one crossbar switch (such as an NVSwitch): one link each.
     ``latency`` is per link, so device to device costs two links."""
-    graph = nx.Graph()
-    names = [f"dev{i}" for i in range(n)]
-    _devices(graph, names, spec)
+    graph, names = _numbered_devices(n, spec)
     graph.add_node("switch", kind="switch")
     for name in names:
         _link(graph, name, "switch", bandwidth, latency, efficiency)
@@ -109,9 +111,7 @@ def tree(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_
     switch holds ``arity`` devices and every switch level above joins
     ``arity`` switches, up to one root. Every link has the same bandwidth, so
     upper links are oversubscribed, as in a plain tree."""
-    graph = nx.Graph()
-    names = [f"dev{i}" for i in range(n)]
-    _devices(graph, names, spec)
+    graph, names = _numbered_devices(n, spec)
     level = 0
     children = names
     while len(children) > 1 or level == 0:
@@ -199,9 +199,7 @@ def multi_node(nodes: int, gpus: int, nvlink_bandwidth: float = 300e9,
 def ideal(n: int, spec: str = "") -> Cluster:
     """``n`` devices on one switch with unbounded bandwidth and zero latency:
     communication takes no time (for closed-form checks of schedules)."""
-    graph = nx.Graph()
-    names = [f"dev{i}" for i in range(n)]
-    _devices(graph, names, spec)
+    graph, names = _numbered_devices(n, spec)
     graph.add_node("switch", kind="switch")
     for name in names:
         _link(graph, name, "switch", math.inf, 0.0)
