@@ -291,6 +291,9 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
     todo = [(pid, p) for pid, p in dict(zip(ids, spec.points)).items() if pid not in settled]
     total_unique = len(set(ids))
     own_cluster = own_client = None
+    if not todo:
+        table = compact(out)
+        return table if table is not None else schema.empty_table()
     if client is None:
         if scheduler:
             client = own_client = Client(scheduler)
