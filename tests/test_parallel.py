@@ -198,3 +198,41 @@ def test_generated_iteration_replays_from_its_trace_file(tmp_path):
     replay = sim.run({"cluster": "a100_2node", "trace": str(out / "trace.arrow")}, [])
     assert replay.summary["makespan_s"] == pytest.approx(summary["iteration_time_s"], rel=1e-12)
     assert replay.summary["ops"] == summary["ops"]
+
+
+def test_optimizer_step_is_adam_traffic_over_hbm_bandwidth():
+    """Mixed-precision Adam reads a bf16 gradient and fp32 master weight, momentum and
+    variance and writes the last three and the bf16 weight: 28 bytes per parameter,
+    memory-bound: duration = 28 x params / HBM bandwidth (params / dp with ZeRO-1)."""
+    from sim.hardware.specs import load_device_spec
+    from sim.parallel.memory import stage_params
+    for zero in (0, 1):
+        scenario = sim.load_scenario_dict({
+            "cluster": "ideal", "device": "a100_sxm4_80gb",
+            "model": {"layers": 8, "hidden": 1024, "heads": 16, "seq_len": 512, "vocab": 8192},
+            "parallel": {"dp": 2, "pp": 2, "microbatches": 2, "zero": zero}})
+        plan, cfg = scenario.training.plan, scenario.training.model
+        bandwidth = load_device_spec("a100_sxm4_80gb").tier("hbm").bandwidth_bytes_per_s
+        for op in (o for o in scenario.trace.ops if o.phase == "optimizer"):
+            params = stage_params(cfg, plan, op.stage) / (plan.dp if zero else 1)
+            assert op.duration_s == pytest.approx(28 * params / bandwidth, rel=1e-12)
+
+
+def test_fused_segment_time_is_the_sum_of_its_ops_alone():
+    """A layer segment's duration is the sum of the isolated (quantized, roofline) times of
+    the GEMMs and pointwise ops it fuses; recomputing them here gives the same number."""
+    from sim.engine.device import bind_op, isolated_seconds
+    from sim.hardware.specs import load_device_spec
+    from sim.parallel.expand import layer_segments
+    from sim.parallel.plan import ParallelPlan
+    from sim.workload.transformer import OpBuilder
+    spec = load_device_spec("a100_sxm4_80gb")
+    cfg = ModelConfig("m", layers=4, hidden=2048, heads=16, seq_len=1024, vocab=0)
+    plan = ParallelPlan(tp=2, microbatches=1, microbatch_size=2)
+    seg = layer_segments(cfg, plan, spec)["bwd.mlp.wgrad"]
+    g = OpBuilder("bf16")
+    g.gemm("fc2_wgrad", cfg.ffn // 2, cfg.hidden, 2 * 1024, shared_b=True)
+    g.gemm("fc1_wgrad", cfg.hidden, cfg.ffn // 2, 2 * 1024, shared_b=True)
+    expected = sum(isolated_seconds(bind_op(op, spec, "t"), spec) for op in g.ops)
+    assert seg.duration_s == pytest.approx(expected, rel=1e-12)
+    assert seg.matrix_flops == pytest.approx(2 * 2 * 2 * 1024 * cfg.hidden * cfg.ffn // 2, rel=1e-12)

@@ -200,22 +200,6 @@ class DeviceRuntime:
             self.pools["pim"] = UnitPool(env, "pim", 1)
         self.finished: list[tuple[int, BoundOp, float, float, float | None, int]] = []
 
-    def unit_peak_flops_per_s(self, unit: str, dtype: str | None = None) -> float:
-        """Peak FLOP/s of a whole unit (all SMs, all arrays) for ``dtype``."""
-        spec, dtype = self.spec, dtype or self.spec.default_dtype
-        if unit == "sm_array":
-            table = spec.sm_array.matrix_flops_per_s
-            return table.get(dtype, max(table.values()))
-        if unit == "systolic_array":
-            sa = spec.systolic_array
-            return 2.0 * sa.rows * sa.cols * sa.count * sa.clock_hz
-        if unit == "vector":
-            table = spec.vector.flops_per_s
-            return table.get(dtype, max(table.values()))
-        if unit == "pim":
-            return spec.pim.banks * spec.pim.bank_flops_per_s
-        raise KeyError(unit)
-
     def start(self, index: int, bound: BoundOp, on_done: Callable[[int], None]) -> None:
         """Begin op ``index`` now; ``on_done(index)`` runs when it has finished."""
         op = bound.op

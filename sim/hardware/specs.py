@@ -133,17 +133,29 @@ class DeviceSpec:
         kinds = ("sm_array", "systolic_array", "vector", "pim")
         return tuple(k for k in kinds if getattr(self, k) is not None)
 
-    def matrix_peak_flops_per_s(self, dtype: str | None = None) -> float:
-        """Peak dense matrix FLOP/s of the device (the MFU denominator)."""
+    def unit_peak_flops_per_s(self, unit: str, dtype: str | None = None) -> float:
+        """Peak FLOP/s of a whole unit kind (all SMs, all arrays) for ``dtype``
+        (the unit's best dtype when it lists no figure for this one)."""
         dtype = dtype or self.default_dtype
-        if self.sm_array is not None:
+        if unit == "sm_array":
             table = self.sm_array.matrix_flops_per_s
             return table.get(dtype, max(table.values()))
-        if self.systolic_array is not None:
+        if unit == "systolic_array":
             sa = self.systolic_array
             return 2.0 * sa.rows * sa.cols * sa.count * sa.clock_hz
-        if self.vector is not None:
-            return self.vector.flops_per_s.get(dtype, max(self.vector.flops_per_s.values()))
+        if unit == "vector":
+            table = self.vector.flops_per_s
+            return table.get(dtype, max(table.values()))
+        if unit == "pim":
+            return self.pim.banks * self.pim.bank_flops_per_s
+        raise KeyError(unit)
+
+    def matrix_peak_flops_per_s(self, dtype: str | None = None) -> float:
+        """Peak dense matrix FLOP/s of the device (the MFU denominator): its SM
+        array, else its systolic arrays, else its vector unit."""
+        for unit in ("sm_array", "systolic_array", "vector"):
+            if getattr(self, unit) is not None:
+                return self.unit_peak_flops_per_s(unit, dtype)
         return 0.0
 
 

@@ -149,7 +149,8 @@ class NetworkRuntime:
 class _CollectiveRun:
     """The state of one collective in flight: which step, and when it began."""
 
-    __slots__ = ("net", "schedule", "on_done", "op_id", "label", "index", "start_s", "step_start_s")
+    __slots__ = ("net", "schedule", "on_done", "op_id", "label", "index", "start_s", "step_start_s",
+                 "pattern")
 
     def __init__(self, net: NetworkRuntime, schedule: Schedule, on_done, op_id: int, label: str):
         self.net = net
@@ -160,6 +161,7 @@ class _CollectiveRun:
         self.index = 0
         self.start_s = net.env.now
         self.step_start_s = self.start_s
+        self.pattern = None
 
     def next_step(self, _arg=None) -> None:
         net = self.net
@@ -167,7 +169,7 @@ class _CollectiveRun:
             self.on_done(self.start_s, net.env.now)
             return
         step = self.schedule.steps[self.index]
-        pattern = net.pattern(step)
+        pattern = self.pattern = net.pattern(step)
         self.step_start_s = net.env.now
         if pattern.latency_s > 0:
             net.fluid.calendar.at(net.env.now + pattern.latency_s * step.repeat, self._move_bytes)
@@ -177,7 +179,7 @@ class _CollectiveRun:
     def _move_bytes(self, _arg=None) -> None:
         net = self.net
         step = self.schedule.steps[self.index]
-        pattern = net.pattern(step)
+        pattern = self.pattern
         if pattern.bytes_per_transfer > 0 and pattern.links:
             net.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links, self._reduce,
                             weights=pattern.weights,
@@ -198,7 +200,7 @@ class _CollectiveRun:
         net = self.net
         step = self.schedule.steps[self.index]
         if net.record:
-            pattern = net.pattern(step)
+            pattern = self.pattern
             per_link = pattern.bytes_per_transfer * step.repeat
             end = net.env.now
             context = (None, None, None, f"step {self.index}",

@@ -124,8 +124,7 @@ def layer_segments(cfg: ModelConfig, plan: ParallelPlan, spec: DeviceSpec) -> di
         "recompute.core": _fuse("attn.core", core, spec),
     }
     if cfg.vocab:
-        v = cfg.vocab // t if cfg.vocab % t == 0 else cfg.vocab / t
-        v = int(v)
+        v = cfg.vocab // t
         segments["fwd.head"] = _fuse("lm_head", [gemm("logits", tokens, v, h),
                                                  pw("loss", "softmax", tokens * v, 1, 5.0)], spec)
         segments["bwd.head"] = _fuse("lm_head.bwd", [pw("loss_bwd", "softmax", tokens * v, 1, 5.0),
@@ -157,6 +156,7 @@ class _TraceBuilder:
         self.ops: list[Op] = []
         self.last_compute: dict[int, int] = {}
         self.hardware_flops = 0.0
+        self._mirror_cache: dict[tuple, tuple] = {}
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -193,7 +193,7 @@ class _TraceBuilder:
         Cached under ``key`` when given."""
         if not self.folded:
             return ()
-        cache = self.__dict__.setdefault("_mirror_cache", {})
+        cache = self._mirror_cache
         if key is not None and key in cache:
             return cache[key]
         plan = self.plan
@@ -215,16 +215,6 @@ def _neighbour(kind: str, stage: int, chunk: int, pp: int, v: int) -> tuple[int,
     if stage > 0:
         return stage - 1, chunk
     return (pp - 1, chunk - 1) if chunk > 0 else None
-
-
-def _source(kind: str, stage: int, chunk: int, pp: int, v: int) -> tuple[int, int] | None:
-    if kind == "F":
-        if stage > 0:
-            return stage - 1, chunk
-        return (pp - 1, chunk - 1) if chunk > 0 else None
-    if stage < pp - 1:
-        return stage + 1, chunk
-    return (0, chunk + 1) if chunk < v - 1 else None
 
 
 def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable[[int], DeviceSpec],
@@ -277,7 +267,8 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
             for kind, m, c in order:
                 tag = {"stage": s, "microbatch": m, "chunk": c}
                 prefix = f"s{s}.{kind}{m}.c{c}"
-                source = _source(kind, s, c, pp, v)
+                # a forward's input comes from where a backward would send its gradient, and vice versa
+                source = _neighbour("B" if kind == "F" else "F", s, c, pp, v)
                 if source is not None:
                     for j in tps:
                         waits[j].append(bld.reserve((kind, m, c, source, d, j)))

@@ -86,7 +86,8 @@ def training_summary(scenario, result) -> dict[str, Any]:
     trace = scenario.trace
     names = scenario.cluster.ranks
     stage_of = training.expansion.stage_of_rank
-    simulated = [names[rank] for rank in sorted(stage_of)]
+    simulated_ranks = sorted(stage_of)
+    simulated = [names[rank] for rank in simulated_ranks]
     keys = [(device, "compute") for device in simulated] + [(device, "comm") for device in simulated]
     category = timeline["category"]
     compute = timeline.filter(pc.equal(category, "compute"))
@@ -103,7 +104,7 @@ def training_summary(scenario, result) -> dict[str, Any]:
         mask = compute_codes == index
         busy = _union(c_start[mask], c_end[mask])
         idle = T - float(np.sum(busy[1] - busy[0]))
-        stage = stage_of[sorted(stage_of)[index]]
+        stage = stage_of[simulated_ranks[index]]
         per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
         mine = comm_codes == len(simulated) + index
         for code, kind in enumerate(("tp", "pp", "dp")):

@@ -245,7 +245,7 @@ class Simulation:
                                 self.start_s, compute_units, self.scenario.pipeline)
         units = []
         for d in self.devices.values():
-            units += [(d.name, UNIT_NAMES[k], "compute", d.unit_peak_flops_per_s(k), None)
+            units += [(d.name, UNIT_NAMES[k], "compute", d.spec.unit_peak_flops_per_s(k), None)
                       for k in d.spec.unit_kinds]
             units += [(d.name, t.name, "memory", None, t.bandwidth_bytes_per_s) for t in d.spec.memory]
             if self.network is not None:
