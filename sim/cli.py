@@ -123,14 +123,14 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.st
             f"{format_bytes(mem['weights_bytes'])} + gradients {format_bytes(mem['gradients_bytes'])} + "
             f"optimizer {format_bytes(mem['optimizer_bytes'])} + activations {format_bytes(mem['activations_bytes'])}",
             f"simulated  {summary['devices']} devices ({summary['fidelity']}), {summary['ops']} ops, "
-            f"{summary['events']} SimPy events, {summary['wall_s']:.2f} s wall",
+            f"{summary['events']} events, {summary['wall_s']:.2f} s wall",
         ]
     else:
         lines += [
             f"scenario   {summary['scenario']}  on  {summary['device']}",
             f"makespan   {_format_seconds(summary['makespan_s'])}",
             f"work       {_format_si(summary['total_flops'], 'FLOP')} in {summary['ops']} ops "
-            f"({summary['events']} SimPy events, {summary['wall_s']:.3f} s wall)",
+            f"({summary['events']} events, {summary['wall_s']:.3f} s wall)",
             f"achieved   {_format_si(summary['achieved_flops_per_s'], 'FLOP/s')} of "
             f"{_format_si(summary['peak_flops_per_s'], 'FLOP/s')} peak  (MFU {100 * summary['mfu']:.1f}%)",
         ]

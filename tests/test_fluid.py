@@ -1,7 +1,7 @@
 """Shared bandwidth: max-min fairness and the fluid transfer model."""
 
 import pytest
-import simpy
+from sim.engine.calendar import Environment
 from hypothesis import given, settings, strategies as st
 
 from sim.engine.fluid import FluidNetwork, max_min_rates
@@ -20,7 +20,7 @@ def test_max_min_single_resource_splits_equally():
 
 
 def run_transfers(capacity, starts_and_sizes):
-    env = simpy.Environment()
+    env = Environment()
     net = FluidNetwork(env, {"tier": capacity})
     ends = {}
 
@@ -68,7 +68,7 @@ def test_work_is_conserved(flows):
 
 
 def test_unit_pool_grants_what_is_free_in_fifo_order():
-    env = simpy.Environment()
+    env = Environment()
     pool = UnitPool(env, "sm", 4)
     assert pool.try_acquire(3) == 3
     assert pool.try_acquire(3) == 1

@@ -1,81 +1,88 @@
-"""A calendar of future callbacks driven by one pending SimPy timeout.
+"""The simulation environment: SimPy's, plus a calendar of plain callbacks.
 
 The hot path of the simulator (an op's compute timer, a transfer's
-completion) schedules plain callbacks here instead of creating a SimPy event
-each: the calendar keeps them in a heap and keeps exactly one SimPy timeout
-armed for the earliest, so a burst of completions at one instant costs one
-SimPy event. Entries at the same time run in the order they were scheduled,
-which keeps runs deterministic. Callbacks may schedule entries at the
-current time; they run in the same pass, and the timeout for the next
-instant is armed once, when the pass is over.
+completion, a collective's next step) needs "call f(x) at time t", nothing
+more. A SimPy event for each costs an Event object, its callback list and
+the dispatch through it; here such callbacks live in a second heap of the
+same Environment, and ``step`` takes whichever of the two heads comes first.
+Both heaps order by (time, priority, event id) with ids from SimPy's own
+counter and calendar entries at NORMAL priority, so a callback scheduled
+with ``at`` runs exactly where a SimPy event scheduled at that moment would:
+processes, timeouts and ``run(until=...)`` keep their semantics, and runs
+stay deterministic.
+
+SimPy documents subclassing ``Environment`` and overriding ``step`` as the
+way to change how time advances (``simpy.rt.RealtimeEnvironment`` does so).
+The per-op hot paths in sim.engine read ``env._now``, the attribute behind
+SimPy's ``now`` property, to skip a property call per read.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-from typing import Callable
+from heapq import heappop, heappush
+from typing import Any, Callable
 
 import simpy
+from simpy.core import EmptySchedule, Infinity
+from simpy.events import NORMAL
 
 
 def cancel(entry: list) -> None:
-    """Make a scheduled entry (``[time_s, seq, callback, arg, live]``) a no-op."""
-    entry[4] = False
+    """Make a scheduled calendar entry (``[time_s, eid, callback, arg]``) a no-op."""
+    entry[2] = None
 
 
-class Calendar:
-    """Callbacks at simulated times (seconds), on one SimPy Environment.
+class Environment(simpy.Environment):
+    """A SimPy Environment that also runs ``callback(arg)`` at given times.
 
-    Entries are lists ``[time_s, seq, callback, arg, live]`` so that the heap
-    compares them in C; ``cancel(entry)`` makes one a no-op.
+    ``at`` returns the entry (a list ``[time_s, eid, callback, arg]``, so the
+    heap compares entries in C); ``cancel(entry)`` makes it a no-op.
+    ``fired`` counts the callbacks run.
     """
 
-    def __init__(self, env: simpy.Environment):
-        self.env = env
-        self._heap: list[list] = []
-        self._seq = 0
-        self._armed_at = math.inf
-        self._token = 0
-        self._firing = False
+    def __init__(self, initial_time: float = 0.0):
+        super().__init__(initial_time)
+        self._calendar: list[list] = []
         self.fired = 0
 
-    def at(self, time_s: float, callback: Callable, arg: object = None) -> list:
-        """Run ``callback(arg)`` at ``time_s`` (not before now)."""
-        now = self.env.now
-        if time_s < now:
-            time_s = now
-        entry = [time_s, self._seq, callback, arg, True]
-        self._seq += 1
-        heapq.heappush(self._heap, entry)
-        if time_s < self._armed_at and not self._firing:
-            self._arm(time_s)
+    def at(self, time_s: float, callback: Callable[[Any], None], arg: Any = None) -> list:
+        """Run ``callback(arg)`` at ``time_s`` (now if that has passed)."""
+        if time_s < self._now:
+            time_s = self._now
+        entry = [time_s, next(self._eid), callback, arg]
+        heappush(self._calendar, entry)
         return entry
 
-    def _arm(self, time_s: float) -> None:
-        self._armed_at = time_s
-        self._token += 1
-        timeout = self.env.timeout(time_s - self.env.now, self._token)
-        timeout.callbacks.append(self._fire)
+    def _drop_cancelled(self) -> None:
+        calendar = self._calendar
+        while calendar and calendar[0][2] is None:
+            heappop(calendar)
 
-    def _fire(self, event: simpy.Event) -> None:
-        if event.value != self._token:
-            return
-        self._armed_at = math.inf
-        heap = self._heap
-        now = self.env.now
-        limit = now + abs(now) * 1e-15
-        pop = heapq.heappop
-        self._firing = True
-        try:
-            while heap and heap[0][0] <= limit:
-                entry = pop(heap)
-                if entry[4]:
+    def peek(self) -> float:
+        """Time of the next SimPy event or calendar callback (``Infinity`` if none)."""
+        self._drop_cancelled()
+        head = self._calendar[0][0] if self._calendar else Infinity
+        return min(head, super().peek())
+
+    def step(self) -> None:
+        """Process the next SimPy event or run the next calendar callback."""
+        calendar = self._calendar
+        if calendar:
+            entry = calendar[0]
+            queue = self._queue
+            if not queue or entry[0] < queue[0][0] or (
+                    entry[0] == queue[0][0] and (NORMAL, entry[1]) < queue[0][1:3]):
+                heappop(calendar)
+                callback = entry[2]
+                if callback is not None:  # else cancelled: dropped without moving time
+                    self._now = entry[0]
                     self.fired += 1
-                    entry[2](entry[3])
-        finally:
-            self._firing = False
-        while heap and not heap[0][4]:
-            pop(heap)
-        if heap:
-            self._arm(heap[0][0])
+                    callback(entry[3])
+                return
+        elif not self._queue:
+            raise EmptySchedule()
+        super().step()
+
+    def scheduled(self) -> int:
+        """SimPy events and calendar entries scheduled so far (their ids are 0, 1, ...)."""
+        return next(self._eid)

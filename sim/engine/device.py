@@ -12,12 +12,12 @@ when other transfers share the tier.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
-import simpy
 
-from sim.engine.calendar import Calendar
+from sim.engine.calendar import Environment
 from sim.engine.fluid import Flow, FluidNetwork
 from sim.engine.memory import MemoryLedger
 from sim.engine.pools import UnitPool
@@ -154,39 +154,44 @@ def isolated_seconds(bound: BoundOp, spec: DeviceSpec) -> float:
     return max(compute, (op.bytes_read + op.bytes_written) / spec.tier(bound.tier).bandwidth_bytes_per_s)
 
 
-class _Job:
-    __slots__ = ("index", "bound", "granted", "start_s", "mem_end_s", "pending", "on_done",
-                 "runtime")
+class OpTimes:
+    """What happened to each op of a run, in columns indexed by the op's
+    position in the trace: ``start_s`` and ``end_s`` (NaN until it ran),
+    ``mem_end_s`` (when its memory traffic ended; None for ops without) and
+    ``granted`` (units it held). Plain lists: the hot path writes one item each.
+    """
 
-    def __init__(self, index: int, bound: BoundOp, on_done: Callable[[int], None], runtime):
-        self.runtime = runtime
-        self.index = index
-        self.bound = bound
-        self.on_done = on_done
-        self.granted = 0
-        self.start_s = 0.0
-        self.mem_end_s = None
-        self.pending = 0
+    __slots__ = ("start_s", "end_s", "mem_end_s", "granted")
 
-    def run_with(self, granted: int) -> None:
-        self.runtime._run(self, granted)
+    def __init__(self, count: int):
+        self.start_s = [math.nan] * count
+        self.end_s = [math.nan] * count
+        self.mem_end_s: list[float | None] = [None] * count
+        self.granted = [0] * count
 
 
 class DeviceRuntime:
     """The resources of one device instance and the execution of ops on them.
 
-    Memory tiers are resources ``(device name, tier name)`` of a FluidNetwork
-    that may be shared with other devices and links.
+    Ops are named by their index into ``bound`` (the bound ops of the whole
+    trace); the device writes their times into ``times`` and calls
+    ``on_done(index)`` when one has finished. Memory tiers are resources
+    ``(device name, tier name)`` of a FluidNetwork that may be shared with
+    other devices and links.
     """
 
-    def __init__(self, env: simpy.Environment, name: str, spec: DeviceSpec,
-                 fluid: FluidNetwork | None = None, strict_memory: bool = True):
+    def __init__(self, env: Environment, name: str, spec: DeviceSpec, bound: list,
+                 times: OpTimes, on_done: Callable[[int], None], fluid: FluidNetwork | None = None,
+                 strict_memory: bool = True):
         self.env = env
         self.name = name
         self.spec = spec
+        self.bound = bound
+        self.times = times
+        self.on_done = on_done
         self.fluid = fluid or FluidNetwork(env, {})
-        self.calendar: Calendar = self.fluid.calendar
         self.fluid.add_resources({(name, t.name): t.bandwidth_bytes_per_s for t in spec.memory})
+        self._tier_keys = {t.name: ((name, t.name),) for t in spec.memory}
         self.ledger = MemoryLedger(name, {t.name: t.capacity_bytes for t in spec.memory},
                                    strict=strict_memory)
         self.pools: dict[str, UnitPool] = {}
@@ -198,77 +203,78 @@ class DeviceRuntime:
             self.pools["vector"] = UnitPool(env, "vector", 1)
         if spec.pim is not None:
             self.pools["pim"] = UnitPool(env, "pim", 1)
-        self.finished: list[tuple[int, BoundOp, float, float, float | None, int]] = []
+        self.finished: list[int] = []
 
-    def start(self, index: int, bound: BoundOp, on_done: Callable[[int], None]) -> None:
-        """Begin op ``index`` now; ``on_done(index)`` runs when it has finished."""
+    def start(self, index: int, bound: BoundOp) -> None:
+        """Begin op ``index`` now: take its units (or queue for them), then run it."""
         op = bound.op
         if op.tensor:
             size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
             self.ledger.allocate(op.tensor, bound.dst_tier, int(size), self.env.now,
                                  context=f"op {op.id} ({op.name}), tensor {op.tensor}")
-        job = _Job(index, bound, on_done, self)
         if bound.unit is None:
-            job.start_s = self.env.now
-            job.pending = 1
-            resources = ((self.name, bound.tier),) if bound.tier == bound.dst_tier else (
-                (self.name, bound.tier), (self.name, bound.dst_tier))
-            self.fluid.start(op.bytes_read, resources, self._flow_done, job)
+            self.times.start_s[index] = self.env.now
+            resources = self._tier_keys[bound.tier]
+            if bound.tier != bound.dst_tier:
+                resources += self._tier_keys[bound.dst_tier]
+            self.fluid.start(op.bytes_read, resources, self._flow_done, index)
             return
-        pool = self.pools[bound.unit]
-        granted = pool.try_acquire(bound.wanted)
-        if granted:
-            self._run(job, granted)
-        else:
-            pool.wait(bound.wanted, job.run_with)
+        self.pools[bound.unit].acquire(bound.wanted, self._run, index)
 
-    def _run(self, job: _Job, granted: int) -> None:
-        bound, now = job.bound, self.env.now
+    def _run(self, index: int, granted: int) -> None:
+        bound = self.bound[index]
+        now = self.env._now
         op = bound.op
-        job.granted = granted
-        job.start_s = now
+        times = self.times
+        times.granted[index] = granted
+        times.start_s[index] = now
         compute_end = now + (bound.compute_s if granted == bound.wanted else bound.seconds(granted))
-        job.pending = 1
         if bound.unit == "pim":
             if self.spec.pim.mode == "blocked" and compute_end > now:
                 # Blocked PIM time-shares the tier with normal traffic: a transfer of
                 # duration x bandwidth bytes on it takes the PIM time alone and
                 # stretches, like the traffic beside it, when the tier is shared.
-                key = (self.name, bound.tier)
-                self.fluid.start((compute_end - now) * self.fluid.capacity[key], (key,),
-                                 self._flow_done, job)
+                key = self._tier_keys[bound.tier]
+                self.fluid.start((compute_end - now) * self.fluid.capacity[key[0]], key,
+                                 self._flow_done, index)
                 return
         elif op.bytes_read or op.bytes_written:
-            self.fluid.start(op.bytes_read + op.bytes_written, ((self.name, bound.tier),),
-                             self._flow_done, job, not_before=compute_end)
+            self.fluid.start(op.bytes_read + op.bytes_written, self._tier_keys[bound.tier],
+                             self._flow_done, index, compute_end)
             return
-        self.calendar.at(compute_end, self._part_done, job)
+        self.env.at(compute_end, self._finish, index)
 
     def _flow_done(self, flow: Flow) -> None:
-        job = flow.tag
-        job.mem_end_s = flow.bytes_end_s
-        self._part_done(job)
+        self.times.mem_end_s[flow.tag] = flow.bytes_end_s
+        self._finish(flow.tag)
 
-    def _part_done(self, job: _Job) -> None:
-        job.pending -= 1
-        if job.pending:
-            return
-        bound = job.bound
-        if job.granted:
-            self.pools[bound.unit].release(job.granted)
-        now = self.env.now
-        self.finished.append((job.index, bound, job.start_s, now, job.mem_end_s, job.granted))
-        for tensor in bound.op.frees:
-            self.ledger.release(tensor, now)
-        job.on_done(job.index)
+    def _finish(self, index: int) -> None:
+        """The op is over: give its units back, record it, free its tensors."""
+        times = self.times
+        granted = times.granted[index]
+        bound = self.bound[index]
+        if granted:
+            self.pools[bound.unit].release(granted)
+        now = self.env._now
+        times.end_s[index] = now
+        self.finished.append(index)
+        frees = bound.op.frees
+        if frees:
+            for tensor in frees:
+                self.ledger.release(tensor, now)
+        self.on_done(index)
 
     def record_timeline(self, recorder: TimelineRecorder) -> None:
         """Append one row per (op, unit) interval of the finished ops, built
         column by column: the compute rows, the memory-traffic rows of compute
         ops, then the rows of copies (one per tier they touch)."""
         rows = []  # (op, unit name, category, start, end, flops, bytes, units held)
-        for _, bound, start, end, mem_end, granted in self.finished:
+        times = self.times
+        for index in self.finished:
+            bound = self.bound[index]
             op = bound.op
+            start, end = times.start_s[index], times.end_s[index]
+            mem_end, granted = times.mem_end_s[index], times.granted[index]
             if bound.unit is not None:
                 nbytes = op.bytes_read + op.bytes_written
                 rows.append((op, UNIT_NAMES[bound.unit], "compute", start, end, op.flops, nbytes, granted))

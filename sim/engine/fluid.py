@@ -21,7 +21,7 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import simpy
 
-from sim.engine.calendar import Calendar, cancel
+from sim.engine.calendar import Environment, cancel
 
 
 def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
@@ -70,16 +70,16 @@ class Flow:
 
     ``bytes_end_s`` is when its last byte crossed; ``end_s`` when it completed,
     which is never before ``not_before`` (an op whose compute outlasts its
-    memory traffic completes with its compute).
+    memory traffic completes with its compute). ``idx``, ``w`` and ``alone``
+    are set by VectorFluidNetwork only.
     """
 
-    __slots__ = ("size", "resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
-                 "start_s", "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
+    __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
+                 "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
                  "idx", "w", "alone")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
-        self.size = size
         self.resources = resources
         self.weights = weights
         self.remaining = size
@@ -87,18 +87,16 @@ class Flow:
         self.mark_s = start_s
         self.entry = None
         self.on_done = on_done
-        self.start_s = start_s
         self.end_s = None
         self.bytes_end_s = None
         self.not_before = not_before
         self.lazy = False
         self.drained = False
         self.tag = tag
-        self.idx = self.w = self.alone = None
 
 
 class FluidNetwork:
-    """Bandwidth resources (bytes/s) shared by transfers, on one calendar.
+    """Bandwidth resources (bytes/s) shared by transfers, on one Environment's calendar.
 
     A transfer alone on its resources whose last byte crosses before its
     ``not_before`` time gets a single calendar entry at ``not_before``; its
@@ -106,10 +104,11 @@ class FluidNetwork:
     one of its resources after its bytes are done.
     """
 
-    def __init__(self, env: simpy.Environment, capacities: Mapping[Hashable, float],
-                 calendar: Calendar | None = None):
+    def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
+        if not isinstance(env, Environment):
+            raise TypeError("a FluidNetwork runs on sim.engine.calendar.Environment (a SimPy "
+                            f"Environment with a calendar of callbacks), not {type(env).__name__}")
         self.env = env
-        self.calendar = calendar or Calendar(env)
         self.capacity: dict[Hashable, float] = {}
         self._users: dict[Hashable, list[Flow]] = {}
         self._multi: dict[Hashable, int] = {}
@@ -128,8 +127,25 @@ class FluidNetwork:
         every resource, or at ``not_before`` if that is later. ``weights`` (one
         per resource) make the flow a batch of equal transfers in lockstep: it
         uses weight x its rate on that resource."""
+        now = self.env._now
+        if weights is None and len(resources) == 1 and size > 0:
+            resource = resources[0]
+            flows = self._users[resource]
+            flow = Flow(size, resources, on_done, now, not_before, tag)
+            flows.append(flow)
+            if len(flows) > 1:
+                self._rebalance(flow.resources)
+                return flow
+            # alone on its resource: full bandwidth, one calendar entry
+            rate = flow.rate = self.capacity[resource]
+            bytes_end = flow.bytes_end_s = now + size / rate
+            if bytes_end < not_before:
+                flow.lazy = True
+                flow.entry = self.env.at(not_before, self._finish, flow)
+            else:
+                flow.entry = self.env.at(bytes_end, self._finish, flow)
+            return flow
         resources = tuple(resources)
-        now = self.env.now
         if weights is not None and all(w == 1 for w in weights):
             weights = None
         flow = Flow(float(size), resources, on_done, now, not_before, tag,
@@ -137,34 +153,13 @@ class FluidNetwork:
         if size <= 0 or not resources:
             flow.bytes_end_s = now
             flow.drained = True
-            flow.entry = self.calendar.at(max(now, not_before), self._finish, flow)
-            return flow
-        users = self._users
-        if len(resources) == 1 and flow.weights is None:
-            resource = resources[0]
-            flows = users[resource]
-            flows.append(flow)
-            if len(flows) == 1:
-                self._rate_alone(flow, self.capacity[resource], now)
-            else:
-                self._rebalance(resources)
+            flow.entry = self.env.at(max(now, not_before), self._finish, flow)
             return flow
         for resource in resources:
-            users[resource].append(flow)
+            self._users[resource].append(flow)
             self._multi[resource] += 1
         self._rebalance(resources)
         return flow
-
-    def _rate_alone(self, flow: Flow, rate: float, now: float) -> None:
-        """Fast path: a flow that is the only user of its single resource."""
-        flow.rate = rate
-        bytes_end = now + flow.remaining / rate
-        flow.bytes_end_s = bytes_end
-        if bytes_end < flow.not_before:
-            flow.lazy = True
-            flow.entry = self.calendar.at(flow.not_before, self._finish, flow)
-        else:
-            flow.entry = self.calendar.at(bytes_end, self._finish, flow)
 
     def transfer(self, size: float, resources: Sequence[Hashable], tag: object = None,
                  weights: Sequence[float] | None = None) -> simpy.Event:
@@ -222,7 +217,7 @@ class FluidNetwork:
             rates = max_min_rates([f.resources for f in flows], self.capacity,
                                   [f.weights for f in flows])
         now = self.env.now
-        at = self.calendar.at
+        at = self.env.at
         alone = len(flows) == 1
         for flow, rate in zip(flows, rates):
             if rate == flow.rate and not (flow.lazy and not alone):
@@ -238,17 +233,26 @@ class FluidNetwork:
             flow.entry = at(flow.not_before if flow.lazy else bytes_end, self._finish, flow)
 
     def _finish(self, flow: Flow) -> None:
-        now = self.env.now
+        now = self.env._now
         if not flow.drained:
             if not flow.lazy:
                 flow.bytes_end_s = now
             flow.lazy = False
-            self._remove(flow)
-            if len(flow.resources) > 1 or self._users[flow.resources[0]] or flow.weights:
-                self._rebalance(flow.resources)
+            resources = flow.resources
+            if len(resources) == 1 and flow.weights is None:
+                others = self._users[resources[0]]
+                others.remove(flow)
+                flow.drained = True
+                flow.remaining = 0.0
+                if others:
+                    self._rebalance(resources)
+            else:
+                self._remove(flow)
+                self._rebalance(resources)
             if flow.not_before > now:
-                flow.entry = self.calendar.at(flow.not_before, self._finish, flow)
+                flow.entry = self.env.at(flow.not_before, self._finish, flow)
                 return
+        flow.entry = None
         flow.end_s = now
         flow.on_done(flow)
 
@@ -299,8 +303,7 @@ class VectorFluidNetwork(FluidNetwork):
     changed are re-scheduled. ``not_before`` is not supported here.
     """
 
-    def __init__(self, env: simpy.Environment, capacities: Mapping[Hashable, float],
-                 calendar: Calendar | None = None):
+    def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
         import numpy as np
 
         self._np = np
@@ -308,7 +311,7 @@ class VectorFluidNetwork(FluidNetwork):
         self._cap = np.zeros(0)
         self._count = np.zeros(0, dtype=np.int64)
         self._active: list[Flow] = []
-        super().__init__(env, {}, calendar)
+        super().__init__(env, {})
         self.add_resources(capacities)
 
     def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
@@ -341,7 +344,7 @@ class VectorFluidNetwork(FluidNetwork):
         if size <= 0 or not resources:
             flow.bytes_end_s = now
             flow.drained = True
-            flow.entry = self.calendar.at(now, self._finish, flow)
+            flow.entry = self.env.at(now, self._finish, flow)
             return flow
         idx, w, alone = arrays if arrays is not None else self.arrays(resources, weights)
         flow.idx, flow.w, flow.alone = idx, w, alone
@@ -364,7 +367,7 @@ class VectorFluidNetwork(FluidNetwork):
         else:
             end = now + (flow.remaining if flow.remaining > 0 else 0.0) / rate
         flow.bytes_end_s = end
-        flow.entry = self.calendar.at(end, self._finish, flow)
+        flow.entry = self.env.at(end, self._finish, flow)
 
     def _rebalance_all(self) -> None:
         np = self._np

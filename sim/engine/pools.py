@@ -14,8 +14,9 @@ class UnitPool:
     A kernel asks for the units it can use and is granted what is free (at
     least one), as a GPU's block scheduler fills the SMs left by kernels
     already running; when none is free it waits in FIFO order.
-    ``try_acquire`` grants at once or returns 0; ``wait`` registers a callback
-    for when units free up; ``request`` is the same as a SimPy event.
+    ``try_acquire`` grants at once or returns 0; ``acquire`` calls
+    ``callback(arg, granted)`` now or once units free up; ``request`` is the
+    same as a SimPy event.
     """
 
     def __init__(self, env: simpy.Environment, name: str, capacity: int):
@@ -25,7 +26,7 @@ class UnitPool:
         self.name = name
         self.capacity = capacity
         self.free = capacity
-        self._waiting: deque[tuple[int, Callable[[int], None]]] = deque()
+        self._waiting: deque[tuple[int, Callable[[object, int], None], object]] = deque()
 
     def try_acquire(self, wanted: int) -> int:
         """Units granted now (0 if the caller must wait)."""
@@ -35,25 +36,29 @@ class UnitPool:
             return granted
         return 0
 
-    def wait(self, wanted: int, callback: Callable[[int], None]) -> None:
-        """Call ``callback(granted)`` once units are free, in FIFO order."""
-        self._waiting.append((wanted, callback))
-        self._serve()
+    def acquire(self, wanted: int, callback: Callable[[object, int], None], arg: object = None) -> None:
+        """Call ``callback(arg, granted)`` as soon as units are free, in FIFO order
+        (at once when some are free and nobody waits)."""
+        free = self.free
+        if free and not self._waiting:
+            granted = wanted if wanted < free else free
+            self.free = free - granted
+            callback(arg, granted)
+        else:
+            self._waiting.append((wanted, callback, arg))
 
     def request(self, wanted: int) -> simpy.Event:
         """An event whose value is the number of units granted."""
         event = self.env.event()
-        self.wait(wanted, event.succeed)
+        self.acquire(wanted, lambda _, granted: event.succeed(granted))
         return event
 
     def release(self, count: int) -> None:
+        """Return ``count`` units and grant them to the callers waiting, in order."""
         self.free += count
-        if self._waiting:
-            self._serve()
-
-    def _serve(self) -> None:
-        while self._waiting and self.free:
-            wanted, callback = self._waiting.popleft()
-            granted = min(wanted, self.free)
+        waiting = self._waiting
+        while waiting and self.free:
+            wanted, callback, arg = waiting.popleft()
+            granted = wanted if wanted < self.free else self.free
             self.free -= granted
-            callback(granted)
+            callback(arg, granted)

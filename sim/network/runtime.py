@@ -25,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import simpy
 
+from sim.engine.calendar import Environment
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.network.collectives import (BUSBW_FACTOR, NCCL_ALGORITHMS, CollectiveError, Schedule, Step,
                                      algorithms_for, build_schedule, normalize_algorithm,
@@ -49,7 +49,7 @@ class StepPattern:
 class NetworkRuntime:
     """The links of one cluster as shared bandwidth, and collective execution."""
 
-    def __init__(self, env: simpy.Environment, cluster: Cluster, fluid: FluidNetwork | None = None,
+    def __init__(self, env: Environment, cluster: Cluster, fluid: FluidNetwork | None = None,
                  ecmp: bool = False, gamma_s_per_byte: float = 0.0, record: bool = True):
         self.env = env
         self.cluster = cluster
@@ -172,7 +172,7 @@ class _CollectiveRun:
         pattern = self.pattern = net.pattern(step)
         self.step_start_s = net.env.now
         if pattern.latency_s > 0:
-            net.fluid.calendar.at(net.env.now + pattern.latency_s * step.repeat, self._move_bytes)
+            net.env.at(net.env.now + pattern.latency_s * step.repeat, self._move_bytes)
         else:
             self._move_bytes()
 
@@ -191,7 +191,7 @@ class _CollectiveRun:
         net = self.net
         step = self.schedule.steps[self.index]
         if net.gamma_s_per_byte and step.reduce_bytes:
-            net.fluid.calendar.at(net.env.now + net.gamma_s_per_byte * step.reduce_bytes * step.repeat,
+            net.env.at(net.env.now + net.gamma_s_per_byte * step.reduce_bytes * step.repeat,
                                   self._step_done)
         else:
             self._step_done()
@@ -245,13 +245,13 @@ def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Se
                          candidates: Sequence[str] | None = None) -> list[CollectiveResult]:
     """Run collectives (op, algorithm, ranks, bytes) concurrently from time 0
     on an otherwise idle cluster; one result per request."""
-    env = simpy.Environment()
+    env = Environment()
     network = NetworkRuntime(env, cluster, ecmp=ecmp, gamma_s_per_byte=gamma_s_per_byte, record=record)
     schedules = [network.schedule(op, algo, ranks, nbytes, candidates)
                  for op, algo, ranks, nbytes in requests]
     processes = [env.process(network.run(s, op_id=i)) for i, s in enumerate(schedules)]
     env.run()
-    events = next(env._eid)  # SimPy's running event id: events scheduled so far
+    events = env.scheduled()
     if on_network is not None:
         on_network(network)
     return [CollectiveResult(s.op, s.algorithm, len(s.ranks), s.nbytes, p.value[1] - p.value[0],

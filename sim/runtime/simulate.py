@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import simpy
 
-from sim.engine.device import UNIT_NAMES, BoundOp, DeviceRuntime, bind_op
+from sim.engine.calendar import Environment
+from sim.engine.device import UNIT_NAMES, BoundOp, DeviceRuntime, OpTimes, bind_op
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
@@ -77,36 +77,41 @@ class Simulation:
     def __init__(self, scenario: Scenario, progress: ProgressFn | None = None,
                  progress_every: int = 10000):
         self.scenario = scenario
-        self.env = simpy.Environment()
+        self.env = Environment()
         trace = scenario.trace
         ops = trace.ops
         cluster = scenario.cluster
-        calendar_owner = FluidNetwork(self.env, {})
         self.network = None
         if cluster is not None:
             from sim.network.runtime import NetworkRuntime
             self.network = NetworkRuntime(self.env, cluster,
-                                          VectorFluidNetwork(self.env, {}, calendar_owner.calendar),
+                                          VectorFluidNetwork(self.env, {}),
                                           record=scenario.record_links)
         self.devices: dict[int, DeviceRuntime] = {}
+        self.bound: list[BoundOp | Schedule] = []  # filled once the devices exist
+        self.times = OpTimes(len(ops))
         for rank in trace.ranks or [0]:
             if cluster is not None and not 0 <= rank < cluster.size:
                 raise TraceError(f"{trace.path}: ops run on rank {rank}, but {cluster.name} has ranks "
                                  f"0..{cluster.size - 1}")
             name = cluster.ranks[rank] if cluster is not None else scenario.device_name
-            memory = FluidNetwork(self.env, {}, calendar_owner.calendar)
-            self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), memory,
+            memory = FluidNetwork(self.env, {})
+            self.devices[rank] = DeviceRuntime(self.env, name, scenario.device_for(rank), self.bound,
+                                               self.times, self._on_done, memory,
                                                strict_memory=not scenario.continue_on_oom)
         self._schedules: dict[tuple, Schedule] = {}
         self._templates: dict[tuple, BoundOp] = {}
-        self.bound: list[BoundOp | Schedule] = [self._bind(op) for op in ops]
+        self.bound.extend(self._bind(op) for op in ops)
+        self._starters: list[Callable[[int, Any], None]] = [
+            self.devices[op.rank].start if isinstance(bound, BoundOp) else self._start_collective
+            for op, bound in zip(ops, self.bound)]
         self.successors: list[list[int]] = [[] for _ in ops]
         src, dst = trace.edge_indices()
         successors = self.successors
         for a, b in zip(src.tolist(), dst.tolist()):
             successors[a].append(b)
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
-        self.start_s: dict[int, float] = {}
+        self.start_s: dict[int, float] = {}  # by op id, once the run is over
         self.end_s: dict[int, float] = {}
         self.comm_rows: list[tuple] = []
         self._takes_time: dict[int, bool] = {}
@@ -143,11 +148,7 @@ class Simulation:
             cache[key] = schedule
         return schedule
 
-    def _start(self, index: int) -> None:
-        bound = self.bound[index]
-        if isinstance(bound, BoundOp):
-            self.devices[bound.op.rank].start(index, bound, self._on_done)
-            return
+    def _start_collective(self, index: int, bound: Schedule) -> None:
         op = self.scenario.trace.ops[index]
         held = []
         takes_time = self._takes_time.get(id(bound))
@@ -169,8 +170,8 @@ class Simulation:
         for pool, granted in held:
             pool.release(granted)
         op = self.scenario.trace.ops[index]
-        self.start_s[op.id] = start
-        self.end_s[op.id] = end
+        self.times.start_s[index] = start
+        self.times.end_s[index] = end
         schedule = self.bound[index]
         context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
         for rank in op.group:
@@ -186,9 +187,10 @@ class Simulation:
             self.progress(self.completed, len(self.bound))
         waiting = self.waiting
         for nxt in self.successors[index]:
-            waiting[nxt] -= 1
-            if not waiting[nxt]:
-                self._start(nxt)
+            left = waiting[nxt] - 1
+            waiting[nxt] = left
+            if not left:
+                self._starters[nxt](nxt, self.bound[nxt])
 
     def run(self) -> Result:
         wall_start = time.perf_counter()
@@ -200,15 +202,15 @@ class Simulation:
                 device.ledger.allocate(tensor, tier, nbytes, 0.0, f"{tensor} of rank {rank}")
         for index, count in enumerate(self.waiting):
             if count == 0:
-                self._start(index)
+                self._starters[index](index, self.bound[index])
         self.env.run()
         wall_s = time.perf_counter() - wall_start
-        for device in self.devices.values():
-            for _, bound, start, end, _, _ in device.finished:
-                self.start_s[bound.op.id] = start
-                self.end_s[bound.op.id] = end
-        if len(self.end_s) != len(self.bound):
-            raise RuntimeError(f"{len(self.bound) - len(self.end_s)} ops never ran: the run deadlocked")
+        never_ran = sum(1 for end in self.times.end_s if end != end)
+        if never_ran:
+            raise RuntimeError(f"{never_ran} ops never ran: the run deadlocked")
+        ids = [op.id for op in self.scenario.trace.ops]
+        self.start_s = dict(zip(ids, self.times.start_s))
+        self.end_s = dict(zip(ids, self.times.end_s))
         return self._result(wall_s)
 
     def _blockers(self) -> tuple[dict[int, float], dict[int, int]]:
@@ -216,7 +218,7 @@ class Simulation:
         trace = self.scenario.trace
         ops = trace.ops
         src, dst = trace.edge_indices()
-        ends = np.array([self.end_s[op.id] for op in ops])
+        ends = np.array(self.times.end_s)
         ready = np.zeros(len(ops))
         np.maximum.at(ready, dst, ends[src])
         # the predecessor that finished last (the last edge in trace order on ties)
@@ -266,7 +268,7 @@ class Simulation:
         bubble_s: dict[str, float] = {}
         for cause, duration in zip(bubbles["cause"].to_pylist(), bubbles["duration_s"].to_pylist()):
             bubble_s[cause] = bubble_s.get(cause, 0.0) + duration
-        events = next(self.env._eid)  # SimPy's running event id: events scheduled so far
+        events = self.env.scheduled()
         first = next(iter(self.devices.values()))
         return {
             "scenario": scenario.name,
@@ -280,7 +282,7 @@ class Simulation:
             "achieved_flops_per_s": total_flops / makespan if makespan > 0 else 0.0,
             "mfu": total_flops / (makespan * peak) if makespan > 0 and peak > 0 else 0.0,
             "events": events,
-            "calendar_callbacks": first.calendar.fired,
+            "calendar_callbacks": self.env.fired,
             "wall_s": wall_s,
             "ops_per_wall_s": len(ops) / wall_s if wall_s > 0 else 0.0,
             "peak_memory_bytes": {d.name: dict(d.ledger.peak) for d in self.devices.values()},
