@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pytest
 
@@ -33,6 +34,14 @@ def test_quickstart_is_a_3d_parallel_training_run(tmp_path):
     timeline = read_arrow(out / "timeline.arrow")
     assert {"compute", "memory", "comm"} <= set(timeline["category"].to_pylist())
     assert any("->" in unit for unit in timeline["unit"].to_pylist())
+    # SM arrays and two memory tiers: each microbatch's batch comes from host memory
+    assert {"sm", "hbm", "host"} <= set(timeline["unit"].to_pylist())
+    loads = timeline.filter(pc.equal(timeline["unit"], "host")).to_pylist()
+    tokens = 2 * 2048  # microbatch 2 x sequence 2048 (scenarios/quickstart.yaml)
+    assert sorted({row["name"].split(".")[-1] for row in loads}) == ["load_inputs", "load_targets"]
+    assert {row["bytes"] for row in loads} == {16.0 * tokens, 12.0 * tokens}
+    for row in loads:  # alone on PCIe at 32 GB/s
+        assert row["end_s"] - row["start_s"] == pytest.approx(row["bytes"] / 32e9, rel=1e-6)
     bubbles = read_arrow(out / "bubbles.arrow")
     assert "pipeline_fill" in bubbles["cause"].to_pylist()
 

@@ -9,7 +9,9 @@ through the simulator. Per stage and per (microbatch, chunk) of its schedule
   by the tensor-parallel all-reduce of its output (Megatron-LM SC'21 Sec. 3.2;
   with sequence parallelism an all-gather before and a reduce-scatter after,
   Korthikanti et al.); embedding lookup on the first stage, LM head and loss
-  on the last;
+  on the last; before them, the copy of the microbatch's batch from host
+  memory (first stage: token and position ids; last stage: labels and loss
+  mask), as Megatron-LM's ``get_batch`` does on the compute stream;
 - backward: per layer, in reverse, the input-gradient (dgrad) and the
   weight-gradient (wgrad) GEMMs as separate ops, the TP all-reduce of the
   input gradient overlapping the wgrad GEMMs as Megatron does; with full
@@ -52,6 +54,10 @@ from sim.workload.transformer import ModelConfig, OpBuilder
 FIDELITIES = ("folded", "full")
 OPTIMIZER_FLOPS_PER_PARAM = 10.0
 OPTIMIZER_BYTES_PER_PARAM = 28.0  # Adam: read bf16 grad, fp32 master/m/v; write those and bf16 weights
+# Bytes per token of a microbatch's batch copied from host memory, as Megatron-LM's
+# get_batch (pretrain_gpt.py) hands them to the stages that use them: the first stage
+# token ids and position ids (int64 each), the last stage labels (int64) and loss mask (fp32).
+BATCH_BYTES_PER_TOKEN = {"inputs": 8 + 8, "targets": 8 + 4}
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,20 @@ class _TraceBuilder:
         self.last_compute[rank] = op_id
         return op_id
 
+    def load_batch(self, rank: int, spec: DeviceSpec, name: str, nbytes: float, deps, **extra) -> int | None:
+        """Copy ``nbytes`` of a microbatch's batch from the host tier to the
+        device's default tier, on the compute stream. None if the device has
+        no host memory tier."""
+        host = next((t.name for t in spec.memory if t.kind in ("host", "ddr")), None)
+        if host is None:
+            return None
+        op_id = self.new_id()
+        self.ops.append(Op(id=op_id, name=name, op="copy", flops=0.0, bytes_read=nbytes,
+                           bytes_written=nbytes, src_tier=host, dst_tier=spec.default_tier,
+                           rank=rank, stream=0, deps=tuple(deps), phase="fwd", **extra))
+        self.last_compute[rank] = op_id
+        return op_id
+
     def collective(self, kind: str, name: str, nbytes: float, group, mirror_groups, deps, stream: int,
                    phase: str, algorithm: str = "nccl", op_id: int | None = None, **extra) -> int:
         op_id = self.new_id() if op_id is None else op_id
@@ -291,6 +311,14 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
                     if sync and t > 1:
                         tp_collective("reduce_scatter" if plan.sequence_parallel else "allreduce", label)
 
+                def load_batch(label: str, bytes_per_token: int) -> None:
+                    """Ordered on the compute stream only: the copy does not wait for the
+                    activations the unit receives, which the first layer waits for."""
+                    tokens = plan.microbatch_size * cfg.seq_len
+                    for j in tps:
+                        bld.load_batch(ranks[j], spec_of_rank(ranks[j]), f"{prefix}.{label}",
+                                       float(tokens * bytes_per_token), (), **tag)
+
                 def run_overlapped(seg_name: str, label: str, **extra) -> None:
                     """Weight-gradient GEMMs run while the TP collective before them is in flight."""
                     pending = {j: waits[j] for j in tps}
@@ -305,6 +333,10 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
                 holds = {"tensor": f"act.m{m}.c{c}", "alloc_bytes": alloc}
                 frees = {"frees": (f"act.m{m}.c{c}",)}
                 if kind == "F":
+                    if s == 0 and c == 0 and cfg.vocab:
+                        load_batch("load_inputs", BATCH_BYTES_PER_TOKEN["inputs"])
+                    if s == pp - 1 and c == v - 1 and cfg.vocab:
+                        load_batch("load_targets", BATCH_BYTES_PER_TOKEN["targets"])
                     if s == 0 and c == 0 and cfg.vocab:
                         run("fwd.embed", "embed", "fwd", **holds)
                         holds = {}
