@@ -1,12 +1,13 @@
-"""The simulation driver: one SimPy Environment per run.
+"""The simulation driver: one SimPy Environment (sim.engine.calendar) per run.
 
 An op starts when all its predecessors have finished: the ops it lists in
 ``deps`` and the op before it on its (rank, stream). The driver counts
 unfinished predecessors per op and starts an op the moment its count reaches
 zero, from the completion callback of the last one: a compute or memory op on
 its rank's device (sim.engine.device), a collective on the network
-(sim.network.runtime), both driven by callbacks on one calendar whose next
-instant is always one armed SimPy timeout. Time is simulated seconds (float64). Nothing
+(sim.network.runtime), both driven by callbacks on the environment's calendar.
+Each op's start, end and units held are written into ``OpTimes`` columns
+indexed by the op's position in the trace. Time is simulated seconds (float64). Nothing
 here reads the wall clock except to report ``wall_s``, and every collection
 that orders events is ordered (lists, insertion-ordered dicts, a heap with
 sequence numbers), so the same inputs produce byte-identical Arrow files.
