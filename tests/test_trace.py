@@ -50,7 +50,9 @@ def test_each_validation_error_is_one_clear_line(tmp_path, bad, pattern):
 def test_cycle_names_the_ops_on_it(tmp_path):
     path = write_jsonl(tmp_path, [rec(1, deps=[3], stream=0), rec(2, deps=[1], stream=1),
                                   rec(3, deps=[2], stream=2), rec(4)])
-    with pytest.raises(TraceError, match=r"dependency cycle .*: (1 -> 2 -> 3 -> 1|2 -> 3 -> 1 -> 2|3 -> 1 -> 2 -> 3)"):
+    with pytest.raises(TraceError, match=r"dependency cycle .*: (1 \(op1\) -> 2 \(op2\) -> 3 \(op3\) -> 1 \(op1\)"
+                                         r"|2 \(op2\) -> 3 \(op3\) -> 1 \(op1\) -> 2 \(op2\)"
+                                         r"|3 \(op3\) -> 1 \(op1\) -> 2 \(op2\) -> 3 \(op3\))"):
         load_trace(path)
 
 

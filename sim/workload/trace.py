@@ -317,7 +317,7 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
     src, dst = trace.edge_indices()
     if not _acyclic(len(ops), src, dst):
         cycle = _find_cycle(ops)
-        names = " -> ".join(str(i) for i in cycle)
+        names = " -> ".join(f"{i} ({seen[i].name})" for i in cycle)
         raise _fail(path, f"op {cycle[0]}", f"dependency cycle (counting stream order): {names}")
     return trace
 
