@@ -218,7 +218,8 @@ def cmd_trace_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['file']}: {info['ops']} ops on {info['streams']} streams")
+    streams = info["streams"]
+    print(f"{info['file']}: {info['ops']} ops on {streams} stream{'s' if streams != 1 else ''}")
     print("  ops by type: " + ", ".join(f"{k} {v}" for k, v in info["op_counts"].items()))
     print(f"  total: {_format_si(info['total_flops'], 'FLOP')}, read {format_bytes(info['total_bytes_read'])}, "
           f"written {format_bytes(info['total_bytes_written'])}")
