@@ -252,7 +252,7 @@ class FluidNetwork:
             if flow.not_before > now:
                 flow.entry = self.env.at(flow.not_before, self._finish, flow)
                 return
-        flow.entry = None
+        flow.entry = None  # the entry holds the flow: drop the cycle so refcounting frees both
         flow.end_s = now
         flow.on_done(flow)
 
@@ -395,5 +395,6 @@ class VectorFluidNetwork(FluidNetwork):
             self._count[flow.idx] -= 1
             if (self._count[flow.idx] > 0).any():
                 self._rebalance_all()
+        flow.entry = None
         flow.end_s = now
         flow.on_done(flow)
