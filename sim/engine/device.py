@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-
 from sim.engine.calendar import Environment
 from sim.engine.fluid import Flow, FluidNetwork
 from sim.engine.memory import MemoryLedger

@@ -25,7 +25,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-
 from sim.engine.calendar import Environment
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.network.collectives import (BUSBW_FACTOR, NCCL_ALGORITHMS, CollectiveError, Schedule, Step,
