@@ -3,7 +3,7 @@
 import pytest
 
 import sim
-from sim.errors import CapacityError, TraceError
+from sim.errors import CapacityError, SpecError, TraceError
 from sim.hardware.specs import device_spec_from_dict
 from sim.runtime.scenario import Scenario
 from sim.workload.trace import Op, validate_ops
@@ -28,6 +28,28 @@ def test_single_gemm_takes_its_wave_quantized_time():
     result = run_ops([gemm(0, 256, 256, 512)], gpu_spec_dict())
     expected = 4 * 2 * 64 * 64 * 512 / 1e12
     assert result.summary["makespan_s"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_matrix_efficiency_stretches_gemms_but_not_the_peak_mfu_is_measured_against():
+    spec = gpu_spec_dict()
+    spec["sm_array"] = {**spec["sm_array"], "matrix_efficiency": 0.5}
+    result = run_ops([gemm(0, 256, 256, 512)], spec)
+    quantized = 4 * 2 * 64 * 64 * 512 / 1e12  # as in the test above, at the datasheet peak
+    assert result.summary["makespan_s"] == pytest.approx(quantized / 0.5, rel=1e-12)
+    row = next(r for r in result.utilization.to_pylist() if r["unit"] == "sm")
+    assert row["peak_flops_per_s"] == 4e12
+    assert result.summary["mfu"] == pytest.approx(2 * 256 * 256 * 512 / (4e12 * quantized / 0.5))
+    # pointwise ops on the CUDA cores are not GEMMs: untouched
+    op = Op(id=0, name="act", op="elementwise", flops=4e9, bytes_read=0.0, bytes_written=0.0)
+    assert run_ops([op], spec).summary["makespan_s"] == pytest.approx(4e9 / 4e11)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.2, "high"])
+def test_matrix_efficiency_must_be_a_fraction(value):
+    spec = gpu_spec_dict()
+    spec["sm_array"] = {**spec["sm_array"], "matrix_efficiency": value}
+    with pytest.raises(SpecError, match=r"sm_array\.matrix_efficiency"):
+        device_spec_from_dict(spec)
 
 
 def test_memory_bound_op_follows_the_roofline():

@@ -114,7 +114,7 @@ def compute_model(bound: BoundOp, spec: DeviceSpec):
     if bound.unit == "sm_array":
         sm = spec.sm_array
         if op.op in MATRIX_OPS:
-            peak = sm.matrix_per_sm(bound.dtype)
+            peak = sm.sustained_matrix_per_sm(bound.dtype)
             if shaped:
                 wanted = cost.sm_gemm_sms_wanted(op.m, op.n, sm.count, sm.tile_m, sm.tile_n, op.batch)
                 return wanted, lambda g: cost.sm_gemm_compute_s(

@@ -50,8 +50,13 @@ class SmArraySpec:
     used by non-matrix kernels. Each SM has 1/count of either.
     ``comm_sms``: SMs a communication kernel occupies while a collective runs
     (NCCL runs one thread block per channel), taken from the same pool as
-    compute kernels so that overlapped communication slows compute. GEMMs are cut into ``tile_m`` x ``tile_n`` output tiles
-    (one thread block each), scheduled in waves over the SMs a kernel holds.
+    compute kernels so that overlapped communication slows compute. GEMMs are
+    cut into ``tile_m`` x ``tile_n`` output tiles (one thread block each),
+    scheduled in waves over the SMs a kernel holds.
+    ``matrix_efficiency``: the fraction of the matrix peak a GEMM sustains on
+    the SMs it holds, beyond tile and wave quantization (1.0: the datasheet
+    peak). It is a calibration against a published end-to-end figure, cited
+    in the device file; peaks, MFU and HFU stay relative to the datasheet.
     """
 
     count: int
@@ -60,9 +65,15 @@ class SmArraySpec:
     tile_m: int = 128
     tile_n: int = 128
     comm_sms: int = 0
+    matrix_efficiency: float = 1.0
 
     def matrix_per_sm(self, dtype: str) -> float:
+        """Datasheet matrix peak of one SM (FLOP/s)."""
         return self.matrix_flops_per_s[dtype] / self.count
+
+    def sustained_matrix_per_sm(self, dtype: str) -> float:
+        """Matrix FLOP/s one SM sustains in a GEMM: the peak x ``matrix_efficiency``."""
+        return self.matrix_per_sm(dtype) * self.matrix_efficiency
 
     def vector_per_sm(self, dtype: str) -> float:
         return self.vector_flops_per_s[dtype] / self.count
@@ -179,6 +190,13 @@ def _integer(value: Any, where: str) -> int:
     return int(number)
 
 
+def _fraction(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if number > 1:
+        raise SpecError(f"{where}: expected a fraction in (0, 1], got {value!r}")
+    return number
+
+
 def _dtype_map(value: Any, where: str) -> dict[str, float]:
     if not isinstance(value, Mapping) or not value:
         raise SpecError(f"{where}: expected a mapping of dtype to FLOP/s, got {value!r}")
@@ -243,7 +261,8 @@ def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> Devi
             vector_flops_per_s=_dtype_map(r["vector_flops_per_s"], f"{where}.sm_array.vector_flops_per_s"),
             tile_m=_integer(r.get("tile_m", 128), f"{where}.sm_array.tile_m"),
             tile_n=_integer(r.get("tile_n", 128), f"{where}.sm_array.tile_n"),
-            comm_sms=int(_number(r.get("comm_sms", 0), f"{where}.sm_array.comm_sms", positive=False)))
+            comm_sms=int(_number(r.get("comm_sms", 0), f"{where}.sm_array.comm_sms", positive=False)),
+            matrix_efficiency=_fraction(r.get("matrix_efficiency", 1.0), f"{where}.sm_array.matrix_efficiency"))
     if raw.get("systolic_array") is not None:
         r = _check_keys(raw["systolic_array"], SystolicArraySpec, f"{where}.systolic_array")
         dataflow = str(r.get("dataflow", "ws")).lower()
