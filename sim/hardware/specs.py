@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from sim.errors import SpecError
+from sim.paths import topologies_dir
 from sim.units import parse_bytes
 
 DTYPE_BYTES: Mapping[str, int] = {
@@ -300,14 +301,6 @@ def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> Devi
     return DeviceSpec(name=str(raw["name"]), memory=memory, default_tier=default_tier,
                       source=str(raw.get("source", "")), sm_array=sm, systolic_array=sa,
                       vector=vec, pim=pim, default_dtype=default_dtype)
-
-
-def topologies_dir() -> Path:
-    """The catalog folder: $ACCSIM_TOPOLOGIES, else ``topologies/`` beside the package."""
-    env = os.environ.get("ACCSIM_TOPOLOGIES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "topologies"
 
 
 def device_catalog() -> dict[str, Path]:

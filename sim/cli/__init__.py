@@ -1,0 +1,92 @@
+"""The ``accsim`` command line: one module per command under ``sim/cli/``.
+
+    accsim run SCENARIO --out DIR [--set key.path=value ...]
+    accsim trace validate FILE
+    accsim trace info FILE [--device NAME] [--json]
+    accsim collective --topology TOPO --op OP --algorithm ALGO --bytes SIZE [...]
+    accsim perfetto RUN_DIR -o FILE [--format pftrace|json] [--devices GLOB] [--start S --end S]
+    accsim sweep SWEEP.yaml --out DIR [--workers N] [--scheduler ADDRESS] [--timeout S] [--keep-timelines]
+    accsim devices
+
+Each command module has ``register(subparsers)``, which adds its parser and
+sets ``func``; ``COMMANDS`` lists them in ``--help`` order. Command modules
+import heavy libraries inside their functions, so ``accsim --help`` stays fast.
+
+Exit status: 0 success; 2 an input error (one line, ``accsim: error: ...``, on
+stderr, nothing written); 3 an internal error (one line naming a saved
+traceback file; please report it); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import Sequence
+
+from sim.errors import AccsimError
+
+COMMANDS = ("run", "trace", "collective", "perfetto", "sweep", "devices", "validate")
+
+
+def _version() -> str:
+    from sim import __version__
+    return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="accsim", description="Discrete-event simulator of accelerator clusters.",
+        epilog="Errors in inputs exit with status 2 and write nothing. See README.md.")
+    parser.add_argument("--version", action="version", version=f"accsim {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"sim.cli.{name}").register(sub)
+    return parser
+
+
+def _save_traceback(exc: BaseException) -> str:
+    """Write the traceback of an unexpected exception to a file; return its path."""
+    name = f"accsim-internal-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path = os.path.join(tempfile.gettempdir(), name)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"accsim {_version()}\nargv: {sys.argv!r}\n\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except OSError:
+        return "(could not be saved)"
+    return path
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AccsimError as exc:
+        print(f"accsim: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("accsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed by a pager (accsim ... | head): not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:  # the last line of defence: never a traceback on the terminal
+        path = _save_traceback(exc)
+        print(f"accsim: internal error: {type(exc).__name__}: {_one_line(exc, 200)} "
+              f"(traceback saved to {path}; please report it)", file=sys.stderr)
+        return 3

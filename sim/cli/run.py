@@ -1,0 +1,142 @@
+"""``accsim run``: simulate a scenario, write its outputs, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sim.cli.format import format_bytes, format_seconds, format_si
+from sim.cli.format import progress_printer
+
+
+def _utilization_lines(utilization) -> list[str]:
+    """Per unit, one row per device for up to 4 devices, else means over devices;
+    network links summarized in one line."""
+    rows = utilization.to_pylist()
+    devices = sorted({r["device"] for r in rows if r["device"] != "network"})
+    lines = [f"{'device':<14} {'unit':<11} {'ops':>7} {'busy':>11} {'util':>7} {'achieved':>16}"]
+
+    def rate(row_or_rows, category):
+        key = "achieved_flops_per_s" if category == "compute" else "achieved_bytes_per_s"
+        unit = "FLOP/s" if category == "compute" else "B/s"
+        values = [r[key] for r in row_or_rows]
+        return format_si(sum(values) / len(values), unit)
+
+    device_rows = [r for r in rows if r["device"] != "network"]
+    if len(devices) <= 4:
+        for r in device_rows:
+            lines.append(f"{r['device']:<14} {r['unit']:<11} {r['ops']:>7} {format_seconds(r['busy_s']):>11} "
+                         f"{100 * r['utilization']:>6.1f}% {rate([r], r['category']):>16}")
+    else:
+        units: dict[str, list] = {}
+        for r in device_rows:
+            units.setdefault(r["unit"], []).append(r)
+        for unit, group in units.items():
+            mean_busy = sum(r["busy_s"] for r in group) / len(group)
+            mean_util = sum(r["utilization"] for r in group) / len(group)
+            lines.append(f"{f'mean of {len(group)}':<14} {unit:<11} {sum(r['ops'] for r in group):>7} "
+                         f"{format_seconds(mean_busy):>11} {100 * mean_util:>6.1f}% "
+                         f"{rate(group, group[0]['category']):>16}")
+    links = [r for r in rows if r["device"] == "network"]
+    if links:
+        busiest = max(links, key=lambda r: r["utilization"])
+        mean = sum(r["utilization"] for r in links) / len(links)
+        lines.append(f"network: {len(links)} directed links used, mean utilization {100 * mean:.1f}%, "
+                     f"busiest {busiest['unit']} at {100 * busiest['utilization']:.1f}%")
+    return lines
+
+
+def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.stdout) -> None:
+    """A short human-readable report of a run."""
+    lines = []
+    if "iteration_time_s" in summary:
+        p = summary["parallel"]
+        mem = summary["memory_per_gpu"]
+        exposed = summary["exposed_comm_s"]
+        lines += [
+            f"scenario   {summary['scenario']}: {summary['model']} on {summary['gpus']} x {summary['device']} "
+            f"(tp {p['tp']}, pp {p['pp']}, dp {p['dp']}; {p['schedule']}"
+            + (f" x{p['virtual_stages']}" if p["virtual_stages"] > 1 else "")
+            + f", {p['microbatches']} microbatches of {p['microbatch_size']}, recompute {p['recompute']})",
+            f"iteration  {format_seconds(summary['iteration_time_s'])}   "
+            f"{format_si(summary['tokens_per_s'], 'tokens/s')}   "
+            f"{format_si(summary['model_flops_per_gpu_per_s'], 'FLOP/s')} per GPU   "
+            f"MFU {100 * summary['mfu']:.1f}%   HFU {100 * summary['hfu']:.1f}%",
+            f"bubbles    {100 * summary['bubble_fraction']:.1f}% of the iteration per stage (mean): "
+            + ", ".join(f"{cause} {format_seconds(sec)}" for cause, sec in summary["bubble_s_by_cause"].items()),
+            f"exposed communication per GPU: TP {format_seconds(exposed['tp'])}, "
+            f"PP {format_seconds(exposed['pp'])}, DP {format_seconds(exposed['dp'])}",
+            f"memory per GPU (worst: stage {mem['worst_stage']}): {format_bytes(mem['peak_bytes'])} = weights "
+            f"{format_bytes(mem['weights_bytes'])} + gradients {format_bytes(mem['gradients_bytes'])} + "
+            f"optimizer {format_bytes(mem['optimizer_bytes'])} + activations {format_bytes(mem['activations_bytes'])}",
+            f"simulated  {summary['devices']} devices ({summary['fidelity']}), {summary['ops']} ops, "
+            f"{summary['events']} events, {summary['wall_s']:.2f} s wall",
+        ]
+    else:
+        lines += [
+            f"scenario   {summary['scenario']}  on  {summary['device']}",
+            f"makespan   {format_seconds(summary['makespan_s'])}",
+            f"work       {format_si(summary['total_flops'], 'FLOP')} in {summary['ops']} ops "
+            f"({summary['events']} events, {summary['wall_s']:.3f} s wall)",
+            f"achieved   {format_si(summary['achieved_flops_per_s'], 'FLOP/s')} of "
+            f"{format_si(summary['peak_flops_per_s'], 'FLOP/s')} peak  (MFU {100 * summary['mfu']:.1f}%)",
+        ]
+        for device, tiers in summary["peak_memory_bytes"].items():
+            peaks = ", ".join(f"{tier} {format_bytes(n)} of {format_bytes(summary['capacity_bytes'][device][tier])}"
+                              for tier, n in tiers.items())
+            lines.append(f"peak memory {device}: {peaks}")
+        bubbles = summary.get("bubble_s_by_cause") or {}
+        if bubbles:
+            lines.append("idle (bubbles): " + ", ".join(f"{cause} {format_seconds(sec)}"
+                                                        for cause, sec in bubbles.items()))
+    lines.append("")
+    lines += _utilization_lines(utilization)
+    if out_dir:
+        lines.append("")
+        lines.append(f"wrote {out_dir}/timeline.arrow, bubbles.arrow, utilization.arrow, "
+                     f"memory.arrow, summary.json")
+    stream.write("\n".join(lines) + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import sim
+    overrides = list(args.set or [])
+    if args.fidelity:
+        overrides.append(f"training.fidelity={args.fidelity}")
+    scenario = sim.load_scenario(args.scenario, overrides)
+    progress = None if args.quiet else progress_printer()
+    result = sim.run(scenario, progress=progress)
+    result.write(args.out)
+    if args.write_trace:
+        from sim.workload.trace import write_trace
+        write_trace(scenario.trace.ops, Path(args.out) / "trace.arrow")
+    if args.perfetto:
+        from sim.reports.perfetto import export
+        export(args.out, Path(args.out) / "trace.pftrace")
+    if not args.quiet:
+        print_summary(result.summary, result.utilization, args.out)
+        if args.perfetto:
+            print(f"wrote {args.out}/trace.pftrace (open it at https://ui.perfetto.dev)")
+    return 0
+
+
+def register(sub) -> None:
+    run = sub.add_parser("run", help="simulate a scenario and write Arrow timelines",
+                         description="Simulate a scenario YAML and write DIR/timeline.arrow, "
+                                     "bubbles.arrow, utilization.arrow, memory.arrow and summary.json.")
+    run.add_argument("scenario", help="scenario YAML file (e.g. scenarios/quickstart.yaml)")
+    run.add_argument("--out", required=True, metavar="DIR", help="output directory (created if absent)")
+    run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                     help="override a scenario key before validation; repeatable "
+                          "(e.g. --set device_overrides.pim.mode=blocked)")
+    run.add_argument("--fidelity", choices=["folded", "full"],
+                     help="training scenarios: simulate one rank per pipeline stage (folded, default) "
+                          "or every rank (full)")
+    run.add_argument("--perfetto", action="store_true",
+                     help="also write DIR/trace.pftrace for ui.perfetto.dev")
+    run.add_argument("--write-trace", action="store_true",
+                     help="also write the operator trace that was simulated (generated for training "
+                          "scenarios) as DIR/trace.arrow; a scenario with cluster: and trace: replays it")
+    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+    run.set_defaults(func=cmd_run)

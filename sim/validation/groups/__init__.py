@@ -1,0 +1,1 @@
+"""Validation groups, one module each (see sim.validation.GROUP_MODULES)."""
