@@ -92,6 +92,15 @@ def systolic_gemm_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow:
     ``systolic_fold_cycles``. With several arrays the folds of all ``batch``
     GEMMs are spread over them in waves, the scale-out partitioning of the
     same paper: cycles = ceil(batch * folds / arrays) * fold_cycles.
+
+    This is a count of cycles, equal to the rows of SCALE-Sim 3's demand
+    matrices (one row per cycle). SCALE-Sim's report prints one less as
+    "Compute cycles": it reports the largest serviced cycle *index*, numbered
+    from 0 (``max(ofmap_serviced_cycles)`` in
+    scalesim/memory/double_buffered_scratchpad_mem.py), so a GEMM of F folds
+    of P cycles each, with no memory stalls, prints F * P - 1. accsim counts
+    the F * P cycles the array is busy, so that time = cycles / clock;
+    tests/test_scalesim_oracle.py checks both numbers against SCALE-Sim.
     """
     if m == 0 or n == 0 or k == 0:
         return 0
