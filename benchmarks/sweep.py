@@ -36,7 +36,7 @@ def main() -> None:
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                           host="127.0.0.1", silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
-            client.run(lambda: __import__("sim.parallel.expand"))  # warm the workers' imports
+            client.run(lambda: __import__("sim.parallel.emit"))  # warm the workers' imports
             with tempfile.TemporaryDirectory() as out:
                 start = time.perf_counter()
                 table = sim.sweep(SWEEP, out=out, client=client, progress=False)

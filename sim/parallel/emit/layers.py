@@ -1,0 +1,76 @@
+"""A model chunk's forward and backward on one stage: the transformer's
+structure, with the segments of ``layer_segments``.
+
+Forward: on the first stage the embedding, per layer the attention block and
+the MLP block (each a tensor-parallel region), on the last stage the LM head
+and loss. The first op of the unit allocates the microbatch's activations of
+the chunk (sim.parallel.memory.chunk_activation_bytes) and the unit's last
+backward op frees them.
+
+Backward, per layer in reverse: with full recomputation the layer's forward
+first (with its TP collectives; Korthikanti et al. MLSys 2023); the MLP's
+input-gradient (dgrad) segment, then its weight-gradient (wgrad) segment
+overlapping the TP collective; with selective recomputation the attention
+core before the attention's dgrad; the attention's dgrad and wgrad. After the
+last backward of each chunk a layer's gradients are ready for data-parallel
+synchronisation.
+"""
+
+from __future__ import annotations
+
+from sim.parallel.emit import data, tensor
+from sim.parallel.emit.builder import Stage
+from sim.parallel.memory import chunk_activation_bytes
+
+
+def _ends(stage: Stage, c: int) -> tuple[bool, bool]:
+    """(the unit holds the embedding, the unit holds the LM head)."""
+    it = stage.it
+    vocab = bool(it.cfg.vocab)
+    first = stage.s == 0 and c == 0 and vocab
+    last = stage.s == it.plan.pp - 1 and c == it.plan.virtual_stages - 1 and vocab
+    return first, last
+
+
+def forward(stage: Stage, m: int, c: int) -> None:
+    it = stage.it
+    first, last = _ends(stage, c)
+    holds = {"tensor": f"act.m{m}.c{c}", "alloc_bytes": chunk_activation_bytes(it.cfg, it.plan)}
+    data.load_inputs(stage, c)
+    if first:
+        tensor.run(stage, "fwd.embed", "embed", "fwd", **holds)
+        holds = {}
+    for layer in it.chunk_layers(stage.s, c):
+        tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **holds)
+        holds = {}
+        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer)
+    if last:
+        tensor.run(stage, "fwd.head", "head", "fwd")
+
+
+def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
+    """``last_microbatch``: this is the chunk's last backward, after which its
+    layers' gradients are complete."""
+    it = stage.it
+    first, last = _ends(stage, c)
+    frees = {"frees": (f"act.m{m}.c{c}",)}
+    recompute = it.plan.recompute
+    if last:
+        tensor.run(stage, "bwd.head", "head.bwd", "bwd")
+    layers = it.chunk_layers(stage.s, c)
+    for layer in reversed(layers):
+        if recompute == "full":
+            tensor.run(stage, "fwd.attn", f"L{layer}.recompute.attn", "recompute", sync=True, layer=layer)
+            tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
+        tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
+        tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer)
+        if recompute == "selective":
+            tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
+        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer)
+        last_of_unit = layer == layers[0] and not first
+        tensor.run_overlapped(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", layer=layer,
+                              **(frees if last_of_unit else {}))
+        if last_microbatch:
+            data.gradients_ready(stage, layer)
+    if first:
+        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **frees)

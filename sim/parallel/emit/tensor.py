@@ -1,0 +1,55 @@
+"""Tensor parallelism (Megatron-LM, Shoeybi et al. 2019; Narayanan et al.
+SC'21 Sec. 3.2).
+
+Each layer's attention and MLP blocks split their GEMMs over the t ranks of
+the TP group (the shapes are in ``layer_segments``) and end with an
+all-reduce of the block's output, b s h bytes in the model's dtype, on
+stream 3; with sequence parallelism an all-gather before and a
+reduce-scatter after (sim.parallel.emit.sequence). In backward the
+all-reduce of a block's input gradient follows its dgrad GEMMs and the
+wgrad GEMMs run while it is in flight, as Megatron overlaps them.
+"""
+
+from __future__ import annotations
+
+from sim.parallel.emit.builder import Stage
+from sim.parallel.emit.sequence import tp_collectives
+
+TP_STREAM = 3
+
+
+def activation_bytes(stage: Stage) -> float:
+    """A microbatch's hidden states, b s h elements of the model's dtype."""
+    cfg, plan = stage.it.cfg, stage.it.plan
+    return float(plan.microbatch_size * cfg.seq_len * cfg.hidden * cfg.dtype_bytes)
+
+
+def collective(stage: Stage, kind: str, label: str) -> None:
+    """A TP collective of the unit's activations after every simulated rank's
+    pending work; the ranks' next compute waits for it."""
+    plan = stage.it.plan
+    op_id = stage.bld.collective(kind, f"{stage.prefix}.{label}.{kind}", activation_bytes(stage),
+                                 stage.tp_group, stage.tp_mirrors, stage.last_ops(), TP_STREAM, "tp",
+                                 plan.tp_algorithm, **stage.tag)
+    stage.set_waits(op_id)
+
+
+def run(stage: Stage, seg_name: str, label: str, phase: str, sync: bool = False, **extra) -> None:
+    """A segment; with ``sync`` a tensor-parallel region, wrapped in its collectives."""
+    before, after = tp_collectives(stage.it.plan)
+    parallel = sync and stage.it.plan.tp > 1
+    if parallel and before:
+        collective(stage, before, label)
+    stage.compute(seg_name, label, phase, **extra)
+    if parallel:
+        collective(stage, after, label)
+
+
+def run_overlapped(stage: Stage, seg_name: str, label: str, **extra) -> None:
+    """Weight-gradient GEMMs: they do not wait for the TP collective in flight
+    before them; the next segment still does."""
+    pending = dict(stage.waits)
+    for j in stage.waits:
+        stage.waits[j] = []
+    run(stage, seg_name, label, "bwd", **extra)
+    stage.waits.update(pending)
