@@ -37,6 +37,16 @@ def rec(i, **kw):
     (rec(3, op="allreduce"), r"op 3: allreduce ops need 'group'"),
     (rec(3, op="allreduce", group=[0, 1], mirror_groups=[[2]]), r"op 3: field 'mirror_groups'"),
     ({"name": "x"}, r"line 1: missing required field 'id'"),
+    (rec(3, op="host"), r"op 3: host ops need 'duration_s'"),
+    (rec(3, op="conv2d", ifmap_h=8, ifmap_w=8, filter_h=3), r"op 3: conv2d ops need 'filter_w', 'channels', 'filters'"),
+    (rec(3, op="conv2d", ifmap_h=8, ifmap_w=8, filter_h=3, filter_w=3, channels=4, filters=6, m=4),
+     r"op 3: conv2d ops take their GEMM shape from the ifmap and filter fields"),
+    (rec(3, op="conv2d", ifmap_h=8, ifmap_w=8, filter_h=9, filter_w=3, channels=4, filters=6),
+     r"op 3: filter 9x3 is larger than the ifmap 8x8"),
+    (rec(3, op="conv2d", ifmap_h=8, ifmap_w=8, filter_h=3, filter_w=3, channels=4, filters=6, groups=4),
+     r"op 3: groups 4 must divide channels \(4\) and filters \(6\)"),
+    (rec(3, op="conv2d", ifmap_h=8, ifmap_w=8, filter_h=3, filter_w=3, channels=4, filters=6, stride_h=0),
+     r"op 3: field 'stride_h': expected a positive integer"),
     (rec(True), r"field 'id': expected an integer"),
 ])
 def test_each_validation_error_is_one_clear_line(tmp_path, bad, pattern):
@@ -92,8 +102,12 @@ def test_critical_path_in_ops_and_flops():
 op_strategy = st.builds(
     lambda i, kind, flops, rd, wr, stream, m, layer: Op(
         id=i, name=f"op{i}", op=kind, flops=flops, bytes_read=rd, bytes_written=wr, stream=stream,
-        m=m, n=m, k=m, layer=layer, dtype="bf16",
+        m=None if kind == "conv2d" else m, n=None if kind == "conv2d" else m,
+        k=None if kind == "conv2d" else m, layer=layer, dtype="bf16",
         dst_tier="hbm" if kind == "copy" else None,
+        duration_s=1e-6 if kind == "host" else None,
+        **(dict(ifmap_h=56, ifmap_w=56, filter_h=3, filter_w=3, channels=64, filters=128, stride_h=1)
+           if kind == "conv2d" else {}),
         group=(0, 1) if kind in COMM_OPS else (), mirror_groups=((2, 3),) if kind in COMM_OPS else (),
         rank=stream, stage=layer, phase="fwd" if layer else None),
     st.just(0), st.sampled_from(OP_TYPES), st.floats(0, 1e15), st.floats(0, 1e12),

@@ -7,6 +7,7 @@
     accsim perfetto RUN_DIR -o FILE [--format pftrace|json] [--devices GLOB] [--start S --end S]
     accsim sweep SWEEP.yaml --out DIR [--workers N] [--scheduler ADDRESS] [--timeout S] [--keep-timelines]
     accsim devices
+    accsim import chakra|kineto|scalesim INPUT... --out TRACE.arrow
 
 Each command module has ``register(subparsers)``, which adds its parser and
 sets ``func``; ``COMMANDS`` lists them in ``--help`` order. Command modules
@@ -30,7 +31,7 @@ from typing import Sequence
 
 from sim.errors import AccsimError
 
-COMMANDS = ("run", "trace", "collective", "perfetto", "sweep", "devices", "validate")
+COMMANDS = ("run", "trace", "collective", "perfetto", "sweep", "devices", "validate", "importer")
 
 
 def _version() -> str:

@@ -24,9 +24,11 @@ from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
 from sim.hardware import cost
 from sim.hardware.specs import DTYPE_BYTES, DeviceSpec
-from sim.workload.trace import MATRIX_OPS, Op
+from sim.workload.conv import matrix_shape
+from sim.workload.trace import HOST_OPS, MATRIX_OPS, Op
 
 UNIT_NAMES = {"sm_array": "sm", "systolic_array": "mxu", "vector": "vector", "pim": "pim"}
+HOST_UNIT = "cpu"  # the pseudo-unit of host ops: time on the issuing CPU thread, no device resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
     dtype = op.dtype or spec.default_dtype
     if dtype not in DTYPE_BYTES:
         raise TraceError(f"{where}: unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
+    if op.op in HOST_OPS:
+        return BoundOp(op, HOST_UNIT, spec.default_tier, spec.default_tier, dtype, 0, op.duration_s,
+                       lambda granted: op.duration_s)
     if op.op == "copy":
         src = op.src_tier or op.tier or spec.default_tier
         for role, tier in (("src_tier", src), ("dst_tier", op.dst_tier)):
@@ -110,25 +115,26 @@ def compute_model(bound: BoundOp, spec: DeviceSpec):
     """(units wanted, function: units granted -> compute seconds) of a bound
     compute op, from the unit's cost model in sim.hardware.cost."""
     op = bound.op
-    shaped = op.m is not None and op.n is not None and op.k is not None
+    shape = matrix_shape(op)  # a conv2d is priced as its im2col / implicit GEMM
+    shaped = shape is not None
+    m, n, k, batch = shape or (0, 0, 0, 1)
     if bound.unit == "sm_array":
         sm = spec.sm_array
         if op.op in MATRIX_OPS:
             peak = sm.sustained_matrix_per_sm(bound.dtype)
             if shaped:
-                wanted = cost.sm_gemm_sms_wanted(op.m, op.n, sm.count, sm.tile_m, sm.tile_n, op.batch)
+                wanted = cost.sm_gemm_sms_wanted(m, n, sm.count, sm.tile_m, sm.tile_n, batch)
                 return wanted, lambda g: cost.sm_gemm_compute_s(
-                    op.m, op.n, op.k, g, peak, sm.tile_m, sm.tile_n, op.batch)
+                    m, n, k, g, peak, sm.tile_m, sm.tile_n, batch)
             return sm.count, lambda g: op.flops / (g * peak)
         peak = sm.vector_per_sm(bound.dtype)
         return sm.count, lambda g: op.flops / (g * peak)
     if bound.unit == "systolic_array":
         sa = spec.systolic_array
         if shaped:
-            wanted = cost.systolic_arrays_wanted(op.m, op.n, op.k, sa.rows, sa.cols,
-                                                 sa.dataflow, sa.count, op.batch)
+            wanted = cost.systolic_arrays_wanted(m, n, k, sa.rows, sa.cols, sa.dataflow, sa.count, batch)
             return wanted, lambda g: cost.systolic_gemm_cycles(
-                op.m, op.n, op.k, sa.rows, sa.cols, sa.dataflow, g, op.batch) / sa.clock_hz
+                m, n, k, sa.rows, sa.cols, sa.dataflow, g, batch) / sa.clock_hz
         per_array = 2.0 * sa.rows * sa.cols * sa.clock_hz
         return sa.count, lambda g: op.flops / (g * per_array)
     if bound.unit == "vector":
@@ -148,7 +154,7 @@ def isolated_seconds(bound: BoundOp, spec: DeviceSpec) -> float:
                         spec.tier(bound.dst_tier).bandwidth_bytes_per_s)
         return op.bytes_read / bandwidth
     compute = bound.compute_s
-    if bound.unit == "pim":
+    if bound.unit in ("pim", HOST_UNIT):
         return compute
     return max(compute, (op.bytes_read + op.bytes_written) / spec.tier(bound.tier).bandwidth_bytes_per_s)
 
@@ -211,6 +217,10 @@ class DeviceRuntime:
             size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
             self.ledger.allocate(op.tensor, bound.dst_tier, int(size), self.env.now,
                                  context=f"op {op.id} ({op.name}), tensor {op.tensor}")
+        if bound.unit == HOST_UNIT:
+            self.times.start_s[index] = self.env.now
+            self.env.at(self.env.now + bound.compute_s, self._finish, index)
+            return
         if bound.unit is None:
             self.times.start_s[index] = self.env.now
             resources = self._tier_keys[bound.tier]
@@ -274,7 +284,9 @@ class DeviceRuntime:
             op = bound.op
             start, end = times.start_s[index], times.end_s[index]
             mem_end, granted = times.mem_end_s[index], times.granted[index]
-            if bound.unit is not None:
+            if bound.unit == HOST_UNIT:
+                rows.append((op, HOST_UNIT, "host", start, end, 0.0, 0.0, 0))
+            elif bound.unit is not None:
                 nbytes = op.bytes_read + op.bytes_written
                 rows.append((op, UNIT_NAMES[bound.unit], "compute", start, end, op.flops, nbytes, granted))
                 if mem_end is not None:

@@ -47,7 +47,8 @@ MEMORY_SCHEMA = pa.schema([
     pa.field("capacity_bytes", pa.int64(), nullable=False),
 ])
 
-WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "comm_wait"}
+WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "comm_wait",
+              "host": "host_wait"}  # host: the device waited for its host thread to issue the work
 
 
 def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

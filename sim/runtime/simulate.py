@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.engine.calendar import Environment
-from sim.engine.device import UNIT_NAMES, BoundOp, DeviceRuntime, OpTimes, bind_op
+from sim.engine.device import HOST_UNIT, UNIT_NAMES, BoundOp, DeviceRuntime, OpTimes, bind_op
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
@@ -251,6 +251,8 @@ class Simulation:
             units += [(d.name, UNIT_NAMES[k], "compute", d.spec.unit_peak_flops_per_s(k), None)
                       for k in d.spec.unit_kinds]
             units += [(d.name, t.name, "memory", None, t.bandwidth_bytes_per_s) for t in d.spec.memory]
+            if any(self.bound[i].unit == HOST_UNIT for i in d.finished):
+                units.append((d.name, HOST_UNIT, "host", None, None))
             if self.network is not None:
                 units.append((d.name, "comm", "comm", None, None))
         if self.network is not None and self.network.record:

@@ -39,7 +39,21 @@ mirror_groups   list[list]  collective ops: symmetric copies running at the
 algorithm       str         collective ops: ring, mst, ... or auto
 stage, microbatch, chunk    int   pipeline position, for reports
 phase           str         fwd, bwd, recompute, optimizer, comm kind ...
+ifmap_h, ifmap_w            int   conv2d: input feature map height and width
+                                  (padding included, as in SCALE-Sim)
+filter_h, filter_w          int   conv2d: filter height and width
+channels, filters           int   conv2d: input channels and output channels
+stride_h, stride_w          int   conv2d: strides (default 1; stride_w
+                                  defaults to stride_h)
+groups          int         conv2d: channel groups (default 1; depthwise
+                            convolution: groups = channels)
 ==============  ==========  =============================================
+
+A ``conv2d`` op is a convolution of ``batch`` images priced as the GEMM its
+im2col / implicit-GEMM lowering gives (sim.workload.conv). A ``host`` op is
+time the host thread that issues a device's work spends (framework and
+Python overhead, kernel launches) before the next op it issues can start: it
+takes ``duration_s`` and no device unit or memory (imported profiles use it).
 
 Collective ops (``allreduce``, ``reduce_scatter``, ``allgather``,
 ``broadcast``, ``reduce``, ``scatter``, ``gather``, ``alltoall``,
@@ -67,12 +81,15 @@ import pyarrow.ipc as ipc
 
 from sim.errors import TraceError
 
-COMPUTE_OPS = ("gemm", "gemv", "attention", "elementwise", "softmax", "norm", "reduction")
+COMPUTE_OPS = ("gemm", "gemv", "attention", "elementwise", "softmax", "norm", "reduction", "conv2d")
 MEMORY_OPS = ("copy",)
 COMM_OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "scatter", "gather",
             "alltoall", "sendrecv")
-OP_TYPES = COMPUTE_OPS + MEMORY_OPS + COMM_OPS
-MATRIX_OPS = ("gemm", "gemv", "attention")
+HOST_OPS = ("host",)
+OP_TYPES = COMPUTE_OPS + MEMORY_OPS + COMM_OPS + HOST_OPS
+MATRIX_OPS = ("gemm", "gemv", "attention", "conv2d")
+CONV_FIELDS = ("ifmap_h", "ifmap_w", "filter_h", "filter_w", "channels", "filters", "stride_h",
+               "stride_w", "groups")
 UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
 
 
@@ -110,11 +127,22 @@ class Op:
     chunk: int | None = None
     phase: str | None = None
     alloc_bytes: float | None = None
+    ifmap_h: int | None = None
+    ifmap_w: int | None = None
+    filter_h: int | None = None
+    filter_w: int | None = None
+    channels: int | None = None
+    filters: int | None = None
+    stride_h: int | None = None
+    stride_w: int | None = None
+    groups: int | None = None
 
     @property
     def category(self) -> str:
         if self.op in COMM_OPS:
             return "comm"
+        if self.op in HOST_OPS:
+            return "host"
         return "memory" if self.op in MEMORY_OPS else "compute"
 
     def to_record(self) -> dict[str, Any]:
@@ -123,7 +151,7 @@ class Op:
                   "deps": list(self.deps), "stream": self.stream}
         for key in ("m", "n", "k", "dtype", "unit", "tier", "src_tier", "dst_tier",
                     "tensor", "layer", "duration_s", "algorithm", "stage", "microbatch", "chunk",
-                    "phase", "alloc_bytes"):
+                    "phase", "alloc_bytes") + CONV_FIELDS:
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
@@ -152,10 +180,12 @@ TRACE_SCHEMA = pa.schema([
     ("mirror_groups", pa.list_(pa.list_(pa.int64()))), ("algorithm", pa.string()),
     ("stage", pa.int64()), ("microbatch", pa.int64()), ("chunk", pa.int64()), ("phase", pa.string()),
     ("alloc_bytes", pa.float64()),
+    *((name, pa.int64()) for name in CONV_FIELDS),
 ])
 
 _REQUIRED = ("id", "name", "op", "flops", "bytes_read", "bytes_written")
-_INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream", "rank", "stage", "microbatch", "chunk")
+_INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream", "rank", "stage", "microbatch", "chunk") + CONV_FIELDS
+_POSITIVE_FIELDS = ("batch",) + CONV_FIELDS
 _STR_FIELDS = ("dtype", "unit", "tier", "src_tier", "dst_tier", "tensor", "algorithm", "phase")
 
 
@@ -232,8 +262,8 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
                     value = int(value)
                 else:
                     raise _fail(path, where, f"field {key!r}: expected an integer, got {value!r}")
-            if value < (1 if key == "batch" else 0):
-                least = "a positive" if key == "batch" else "a non-negative"
+            if value < (1 if key in _POSITIVE_FIELDS else 0):
+                least = "a positive" if key in _POSITIVE_FIELDS else "a non-negative"
                 raise _fail(path, where, f"field {key!r}: expected {least} integer, got {value!r}")
             return value
         if not isinstance(value, str) or not value:
@@ -279,6 +309,13 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
             or any(isinstance(r, bool) or not isinstance(r, int) for r in g) for g in mirrors):
         raise _fail(path, where, "field 'mirror_groups': expected a list of rank lists, each as long as 'group'")
     duration = number("duration_s") if record.get("duration_s") is not None else None
+    if kind in HOST_OPS and duration is None:
+        raise _fail(path, where, "host ops need 'duration_s', the seconds the host thread spends")
+    if kind == "conv2d":
+        from sim.workload.conv import check_conv2d
+        problem = check_conv2d(ints)
+        if problem:
+            raise _fail(path, where, problem)
     alloc = number("alloc_bytes") if record.get("alloc_bytes") is not None else None
     return Op(id=op_id, name=name, op=kind, flops=number("flops"), bytes_read=number("bytes_read"),
               bytes_written=number("bytes_written"), deps=int_list("deps"),
@@ -287,7 +324,7 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
               frees=str_list("frees"), rank=ints["rank"] or 0, duration_s=duration,
               group=group, mirror_groups=tuple(tuple(g) for g in mirrors),
               stage=ints["stage"], microbatch=ints["microbatch"], chunk=ints["chunk"],
-              alloc_bytes=alloc, **strs)
+              alloc_bytes=alloc, **strs, **{key: ints[key] for key in CONV_FIELDS})
 
 
 def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str) -> Trace:
