@@ -75,6 +75,7 @@ def cases() -> dict[str, dict]:
 
 def fingerprint(raw: dict) -> str:
     import sim
+    from sim.workload.trace import CONV_FIELDS
     from sim.parallel.expand import layer_segments
 
     scenario = sim.load_scenario_dict(raw)
@@ -86,6 +87,9 @@ def fingerprint(raw: dict) -> str:
     digest = hashlib.sha256()
     for op in training.expansion.ops:
         record = dataclasses.asdict(op)
+        for name in CONV_FIELDS:  # optional fields added after the fingerprints were taken
+            if record[name] is None:
+                del record[name]
         segment = keys.get((op.flops, op.bytes_read, op.bytes_written, op.duration_s))
         if segment is not None and not op.group:
             for field in ("flops", "bytes_read", "bytes_written", "duration_s"):
