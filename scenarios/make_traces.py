@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sim.memory.workloads import layer_training_ops  # noqa: E402
 from sim.workload.trace import write_trace  # noqa: E402
 from sim.workload.transformer import ModelConfig, decode_step_ops, training_ops  # noqa: E402
 
@@ -31,6 +32,9 @@ def build() -> dict[str, list]:
     return {
         "gpt_layer_fwd_bwd": training_ops(GPT_LAYER, microbatch=1, layers=1),
         "llm_decode_step": decode_step_ops(DECODE_MODEL, batch=32, context_len=1024, layers=4),
+        # Two 1024-hidden layers (GPT-2 medium widths), batch 2 x 256 tokens, forward and backward
+        # with true data dependencies: the scratchpad-management example (scenarios/npu_scratchpad.yaml).
+        "npu_layer_fwd_bwd": layer_training_ops(layers=2, hidden=1024, heads=16, seq_len=256, batch=2),
     }
 
 

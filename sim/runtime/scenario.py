@@ -15,6 +15,7 @@ Two kinds. A trace scenario names a ``device`` (or a ``cluster``) and a
     trace: ../traces/x.jsonl         # path, relative to this file or the cwd
     memory:
       resident_bytes: {hbm: 8GiB}    # optional, allocated before the first op
+      scratchpad: {policy: belady}   # optional: a managed scratchpad (sim.memory.config)
 
     cluster: a100_1024               # topology: catalog name, path, ring:N ... ideal:N, or
                                      # ideal (sized dp x tp x pp): no communication time
@@ -75,6 +76,7 @@ class Scenario:
     training: Training | None = None
     record_links: bool = False
     continue_on_oom: bool = False
+    memory_plan: Any = None          # sim.memory.manager.MemoryPlan when memory.scratchpad is set
 
     def device_for(self, rank: int) -> DeviceSpec:
         return self.rank_specs.get(rank, self.device)
@@ -202,6 +204,10 @@ def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: 
                                                      continue_on_oom, where)
     else:
         trace = load_trace(_resolve(str(raw["trace"]), base))
+    memory_plan = None
+    if memory.get("scratchpad") is not None:
+        from sim.memory.manager import manage_scratchpad
+        trace, memory_plan = manage_scratchpad(trace, spec_of_rank, memory["scratchpad"], where)
     outputs = raw.get("outputs") or {}
     link_rows = outputs.get("link_rows", "auto") if isinstance(outputs, Mapping) else "auto"
     record_links = (cluster is not None and cluster.size <= 64) if link_rows == "auto" else bool(link_rows)
@@ -210,7 +216,8 @@ def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: 
                     device_name=str(raw.get("device_name") or "dev0"), trace=trace,
                     resident_bytes=resident, raw=dict(raw), path=where, cluster=cluster,
                     rank_specs=rank_specs, resident_by_rank=resident_by_rank, training=training,
-                    record_links=record_links, continue_on_oom=continue_on_oom)
+                    record_links=record_links, continue_on_oom=continue_on_oom,
+                    memory_plan=memory_plan)
 
 
 def _expand(raw, cluster, spec_of_rank, training_raw, continue_on_oom, where):

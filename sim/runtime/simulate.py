@@ -273,7 +273,7 @@ class Simulation:
             bubble_s[cause] = bubble_s.get(cause, 0.0) + duration
         events = self.env.scheduled()
         first = next(iter(self.devices.values()))
-        return {
+        summary = {
             "scenario": scenario.name,
             "device": first.spec.name,
             "devices": len(self.devices),
@@ -292,6 +292,9 @@ class Simulation:
             "capacity_bytes": {d.name: dict(d.ledger.capacity) for d in self.devices.values()},
             "bubble_s_by_cause": dict(sorted(bubble_s.items())),
         }
+        if scenario.memory_plan is not None:
+            summary["scratchpad"] = scenario.memory_plan.summary()
+        return summary
 
 
 
