@@ -1,0 +1,87 @@
+"""The energy model: dynamic energy per FLOP and per byte, static power.
+
+Energy of an op (exactly, no other term)::
+
+    E_op = flops x e_flop(unit, dtype) + sum over tiers (bytes on tier x e_byte(tier))
+
+and of a transfer over network links: bytes x e_byte(link kind) per link
+crossed. A device also draws static (idle and leakage) power for the whole
+run::
+
+    E_static = P_static x makespan
+
+Units in the spec: picojoules (``_pj``) per FLOP or per byte, watts (``_w``)
+for power; results in joules (``_j``).
+
+The figures per device live in its spec's ``energy`` section (see
+docs/architecture.md, "Energy model"), each with its source. Reference
+points for the orders of magnitude (M. Horowitz, "Computing's energy
+problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V): 16-bit
+floating-point multiply 1.1 pJ and add 0.4 pJ, 32-bit FP multiply 3.7 pJ and
+add 0.9 pJ; reading 64 bits from an 8 KB SRAM 10 pJ (~1.25 pJ/byte) and
+from DRAM 1.3-2.6 nJ (~20-40 pJ/byte).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from pydantic import Field
+
+from sim.hardware.specs import DTYPE_BYTES
+from sim.schema import NonNegativeFloat, StrictModel
+
+PJ = 1e-12
+UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
+
+
+class EnergySpec(StrictModel):
+    """A device's energy figures (all optional; a missing figure is 0 J, and
+    reports say which figures a device lacks).
+
+    ``flop_pj``: unit kind -> dtype -> pJ per FLOP (a MAC is 2 FLOPs);
+    ``byte_pj``: memory tier name -> pJ per byte moved on that tier;
+    ``static_w``: static power of the whole device (W);
+    ``source``: where the figures come from.
+    """
+
+    flop_pj: dict[str, dict[str, NonNegativeFloat]] = Field(default_factory=dict)
+    byte_pj: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    static_w: NonNegativeFloat = 0.0
+    source: str = ""
+
+    def e_flop_pj(self, unit: str, dtype: str) -> float:
+        """pJ per FLOP of ``unit`` in ``dtype``; a dtype the table lacks is priced
+        as the nearest wider one it lists (more bits never cost less)."""
+        table = self.flop_pj.get(unit) or {}
+        if dtype in table:
+            return table[dtype]
+        width = DTYPE_BYTES.get(dtype, 2)
+        wider = sorted((DTYPE_BYTES.get(d, 99), d) for d in table if DTYPE_BYTES.get(d, 99) >= width)
+        if wider:
+            return table[wider[0][1]]
+        return max(table.values(), default=0.0)
+
+    def e_byte_pj(self, tier: str) -> float:
+        return self.byte_pj.get(tier, 0.0)
+
+
+class LinkEnergySpec(StrictModel):
+    """pJ per byte for each link kind of a cluster (``nvlink``, ``pcie``, ``ib`` ...)."""
+
+    byte_pj: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    source: str = ""
+
+
+def op_energy_j(flops: float, e_flop_pj: float, bytes_by_tier: Mapping[str, float],
+                e_byte_pj: Mapping[str, float]) -> float:
+    """E = flops x e_flop + sum(bytes x e_byte), in joules."""
+    dynamic_pj = flops * e_flop_pj
+    for tier, nbytes in bytes_by_tier.items():
+        dynamic_pj += nbytes * e_byte_pj.get(tier, 0.0)
+    return dynamic_pj * PJ
+
+
+def static_energy_j(static_w: float, makespan_s: float) -> float:
+    """E_static = P_static x makespan."""
+    return static_w * makespan_s

@@ -1,0 +1,88 @@
+"""The energy model: closed form per op, breakdown per device, power curve."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.energy.account import energy_report, power_curve, row_energy_j
+from sim.energy.model import EnergySpec, LinkEnergySpec, op_energy_j
+from sim.engine.recorder import TIMELINE_SCHEMA
+
+SPEC = EnergySpec(flop_pj={"systolic_array": {"bf16": 0.5, "fp32": 2.0}, "vector": {"fp32": 3.0}},
+                  byte_pj={"scratchpad": 1.5, "hbm": 30.0}, static_w=50.0)
+
+
+def _timeline(rows):
+    columns = {f.name: [] for f in TIMELINE_SCHEMA}
+    for device, unit, op_id, category, start, end, flops, nbytes in rows:
+        for key, value in zip(("device", "unit", "op_id", "name", "category", "start_s", "end_s",
+                               "flops", "bytes", "stream", "units_held"),
+                              (device, unit, op_id, f"op{op_id}", category, start, end, flops,
+                               nbytes, 0, 1)):
+            columns[key].append(value)
+        for key in ("layer", "stage", "microbatch", "phase", "detail"):
+            columns[key].append(None)
+    return pa.table(columns, schema=TIMELINE_SCHEMA)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**15), st.integers(0, 10**11), st.integers(0, 10**11),
+       st.sampled_from(["bf16", "fp32"]))
+def test_op_energy_is_flops_times_e_flop_plus_bytes_times_e_byte(flops, on_chip, off_chip, dtype):
+    """A GEMM on the systolic arrays reading its operands from the scratchpad,
+    and a copy of its weights from HBM: each op's energy (the sum of its
+    timeline rows) equals the closed form exactly."""
+    timeline = _timeline([("npu0", "mxu", 1, "compute", 0.0, 1.0, flops, on_chip),
+                          ("npu0", "scratchpad", 1, "memory", 0.0, 1.0, 0.0, on_chip),
+                          ("npu0", "hbm", 2, "memory", 0.0, 2.0, 0.0, off_chip),
+                          ("npu0", "scratchpad", 2, "memory", 0.0, 2.0, 0.0, off_chip)])
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda device, op: dtype)
+    e_flop = SPEC.e_flop_pj("systolic_array", dtype)
+    assert energy[0] + energy[1] == pytest.approx(
+        op_energy_j(flops, e_flop, {"scratchpad": on_chip}, SPEC.byte_pj), rel=1e-14, abs=0)
+    assert energy[0] + energy[1] == pytest.approx((flops * e_flop + on_chip * 1.5) * 1e-12, rel=1e-12, abs=0)
+    assert energy[2] + energy[3] == pytest.approx(off_chip * (30.0 + 1.5) * 1e-12, rel=1e-12, abs=0)
+
+
+def test_missing_dtype_is_priced_as_the_next_wider_one():
+    assert SPEC.e_flop_pj("systolic_array", "fp8") == 0.5
+    assert SPEC.e_flop_pj("vector", "bf16") == 3.0
+    assert SPEC.e_flop_pj("pim", "bf16") == 0.0
+
+
+def test_breakdown_static_links_and_power():
+    timeline = _timeline([("npu0", "mxu", 1, "compute", 0.0, 2.0, 4e12, 0.0),       # 2 J over 2 s
+                          ("npu0", "hbm", 2, "memory", 1.0, 2.0, 0.0, 1e10),       # 0.3 J over 1 s
+                          ("network", "a->b", 3, "comm", 0.0, 1.0, 0.0, 1e9)])     # 0.01 J over 1 s
+    links = LinkEnergySpec(byte_pj={"nvlink": 10.0})
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: "nvlink", links)
+    assert energy.tolist() == pytest.approx([2.0, 0.3, 0.01])
+    report = energy_report(timeline, energy, 4.0, {"npu0": 50.0})
+    device = report.by_device["npu0"]
+    assert device["compute_j"] == pytest.approx(2.0) and device["hbm_j"] == pytest.approx(0.3)
+    assert device["static_j"] == pytest.approx(200.0)
+    assert report.links_j == pytest.approx(0.01)
+    assert report.total_j == pytest.approx(202.31)
+    assert report.average_power_w == pytest.approx(202.31 / 4.0)
+    assert report.peak_power_w == pytest.approx(50.0 + 1.0 + 0.3)        # 1 s..2 s: GEMM + copy
+    summary = report.summary({"token": 100})
+    assert summary["j_per_token"] == pytest.approx(2.0231)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**4), st.integers(0, 10**4), st.floats(0, 100)), min_size=1, max_size=20),
+       st.floats(0, 500))
+def test_power_curve_integrates_to_the_energy(rows, static_w):
+    import numpy as np
+    starts = np.array([min(a, b) / 1e3 for a, b, _ in rows])
+    ends = np.array([max(a, b) / 1e3 for a, b, _ in rows])
+    energy = np.array([e for _, _, e in rows])
+    makespan = float(ends.max()) + 1.0
+    times, power = power_curve(starts, ends, energy, static_w, makespan)
+    assert np.isfinite(power).all() and (power >= 0).all()
+    integral = float(np.sum(power[:-1] * np.diff(times)))
+    expected = float(energy[ends > starts].sum()) + static_w * makespan
+    assert integral == pytest.approx(expected, rel=1e-9, abs=1e-9)
