@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sim.memory.offload import coe_switching_ops, zero_offload_ops  # noqa: E402
 from sim.memory.workloads import layer_training_ops  # noqa: E402
 from sim.workload.trace import write_trace  # noqa: E402
 from sim.workload.transformer import ModelConfig, decode_step_ops, training_ops  # noqa: E402
@@ -27,6 +28,9 @@ GPT_LAYER = ModelConfig(name="gpt3-2.7b", layers=32, hidden=2560, heads=32, seq_
 DECODE_MODEL = ModelConfig(name="gpt2-medium", layers=24, hidden=1024, heads=16, seq_len=1024,
                            vocab=50257)
 
+# The experts the router sends 12 requests to, in arrival order.
+COE_REQUESTS = [0, 1, 0, 2, 3, 1, 4, 0, 5, 2, 1, 0]
+
 
 def build() -> dict[str, list]:
     return {
@@ -35,6 +39,15 @@ def build() -> dict[str, list]:
         # Two 1024-hidden layers (GPT-2 medium widths), batch 2 x 256 tokens, forward and backward
         # with true data dependencies: the scratchpad-management example (scenarios/npu_scratchpad.yaml).
         "npu_layer_fwd_bwd": layer_training_ops(layers=2, hidden=1024, heads=16, seq_len=256, batch=2),
+        # Samba-CoE-like model switching: 7B-parameter experts (Llama-2-7B size) in DDR, 3 cached in
+        # HBM, 12 requests of 16 decode tokens at batch 8; with and without prefetching the next expert.
+        "coe_switching": coe_switching_ops(COE_REQUESTS, 6.74e9, 16, 8, hbm_slots=3, prefetch=True),
+        "coe_switching_on_demand": coe_switching_ops(COE_REQUESTS, 6.74e9, 16, 8, hbm_slots=3,
+                                                     prefetch=False),
+        # ZeRO-Offload-like iteration of 24 GPT layers of hidden 2048 (GPT-3 1.3B shapes), sequence
+        # 2048, microbatch 1: gradients, optimizer and parameters offloaded; with activations offloaded too.
+        "zero_offload_step": zero_offload_ops(24, 2048, 2048, 1, offload_activations=False),
+        "zero_offload_step_act": zero_offload_ops(24, 2048, 2048, 1, offload_activations=True),
     }
 
 
