@@ -257,3 +257,16 @@ def test_copies_into_a_managed_scratchpad_are_refused():
     with pytest.raises(ScenarioError, match="copies to or from the managed tier"):
         manage_scratchpad(trace, lambda rank: spec, {"policy": "lru"}, "")
     assert validate_ops(list(trace.ops), "x")
+
+
+def test_sweep_script_writes_parquet_rows(tmp_path):
+    import pyarrow.parquet as pq
+    result = subprocess.run([sys.executable, str(ROOT / "scenarios" / "scratchpad_sweep.py"), "--out",
+                             str(tmp_path), "--sizes", "16,64", "--policies", "lru,belady"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert [(r["capacity_mib"], r["policy"]) for r in rows] == [(16, "lru"), (16, "belady"),
+                                                                 (64, "lru"), (64, "belady")]
+    assert rows[2]["non_compulsory_bytes"] == rows[3]["non_compulsory_bytes"] == 0
+    assert rows[0]["offchip_bytes"] > rows[2]["offchip_bytes"]
