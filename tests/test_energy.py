@@ -86,3 +86,73 @@ def test_power_curve_integrates_to_the_energy(rows, static_w):
     integral = float(np.sum(power[:-1] * np.diff(times)))
     expected = float(energy[ends > starts].sum()) + static_w * makespan
     assert integral == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def _with_energy(scenario, energy):
+    """The scenario with its device spec carrying ``energy`` figures."""
+    import dataclasses
+    from typing import Any
+
+    from sim.hardware.specs import DeviceSpec
+
+    @dataclasses.dataclass(frozen=True)
+    class WithEnergy(DeviceSpec):
+        energy: Any = None
+
+    fields = {f.name: getattr(scenario.device, f.name) for f in dataclasses.fields(DeviceSpec)}
+    return dataclasses.replace(scenario, device=WithEnergy(**fields, energy=energy))
+
+
+def test_a_run_reports_energy_per_op_device_and_total(tmp_path):
+    """A run whose device has energy figures: every op's energy_j is the closed
+    form, utilization and the summary add up, Perfetto gets a power counter and
+    the printed summary a breakdown."""
+    import io
+    from pathlib import Path
+
+    import sim
+    from sim.cli.run import print_summary
+    from sim.reports.perfetto import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    spec = EnergySpec(flop_pj={"systolic_array": {"bf16": 0.4}, "vector": {"bf16": 1.2}},
+                      byte_pj={"scratchpad": 1.0, "hbm": 25.0}, static_w=40.0)
+    scenario = _with_energy(sim.load_scenario(root / "scenarios" / "npu_scratchpad.yaml"), spec)
+    result = sim.run(scenario)
+    rows = result.timeline.to_pylist()
+    ops = {op.id: op for op in scenario.trace.ops}
+    per_op: dict[int, float] = {}
+    for r in rows:
+        per_op[r["op_id"]] = per_op.get(r["op_id"], 0.0) + r["energy_j"]
+    for op_id, energy in per_op.items():
+        op = ops[op_id]
+        if op.op == "copy":
+            expected = op.bytes_read * (25.0 + 1.0) * 1e-12
+        else:
+            unit = "vector" if op.op not in ("gemm", "gemv", "attention") else "systolic_array"
+            expected = (op.flops * spec.e_flop_pj(unit, "bf16") + (op.bytes_read + op.bytes_written) * 1.0) * 1e-12
+        assert energy == pytest.approx(expected, rel=1e-12)
+    summary = result.summary["energy"]
+    makespan = result.summary["makespan_s"]
+    device = summary["by_device"]["npu0"]
+    assert device["static_j"] == pytest.approx(40.0 * makespan)
+    assert summary["total_j"] == pytest.approx(sum(per_op.values()) + 40.0 * makespan)
+    assert summary["average_power_w"] == pytest.approx(summary["total_j"] / makespan)
+    assert summary["peak_power_w"] >= summary["average_power_w"]
+    util = {r["unit"]: r["energy_j"] for r in result.utilization.to_pylist()}
+    assert util["hbm"] == pytest.approx(device["hbm_j"]) and util["mxu"] + util["vector"] == pytest.approx(device["compute_j"])
+    out = io.StringIO()
+    print_summary(result.summary, result.utilization, None, out)
+    assert "energy" in out.getvalue() and "static" in out.getvalue()
+    result.write(tmp_path)
+    model = build_model(tmp_path)
+    assert any(t.name == "dynamic power (W)" for t in model.tracks)
+
+
+def test_runs_without_energy_figures_are_unchanged():
+    from pathlib import Path
+
+    import sim
+    root = Path(__file__).resolve().parents[1]
+    result = sim.run(root / "scenarios" / "npu_pim_decode.yaml")
+    assert "energy_j" not in result.timeline.column_names and "energy" not in result.summary

@@ -266,11 +266,16 @@ def _step_counter(times_and_deltas: list[tuple[int, float]]) -> list[tuple[int, 
 def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, keep_device, next_uuid) -> None:
     flops: dict[str, list] = {}
     link_rates: dict[str, list] = {}
+    power: dict[str, list] = {}
+    energy = rows.get("energy_j")
     for i in range(len(starts_ns)):
         duration = (rows["end_s"][i] - rows["start_s"][i])
         if duration <= 0:
             continue
         device = rows["device"][i]
+        if energy is not None and energy[i]:
+            rate = energy[i] / duration       # sim.energy: a row's energy spread over its interval
+            power.setdefault(device, []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
         if rows["category"][i] == "compute" and rows["flops"][i]:
             rate = rows["flops"][i] / duration
             flops.setdefault(device, []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
@@ -279,6 +284,10 @@ def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, 
             link_rates.setdefault(rows["unit"][i], []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
     for device, changes in sorted(flops.items()):
         track = Track(next(next_uuid), "achieved FLOP/s", parent=groups[device].uuid, counter=True)
+        model.tracks.append(track)
+        model.counters[track.uuid] = _step_counter(changes)
+    for device, changes in sorted(power.items()):
+        track = Track(next(next_uuid), "dynamic power (W)", parent=groups[device].uuid, counter=True)
         model.tracks.append(track)
         model.counters[track.uuid] = _step_counter(changes)
     for unit, changes in sorted(link_rates.items()):

@@ -310,8 +310,11 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
     elif isinstance(scenario, Mapping):
         from sim.runtime.scenario import apply_overrides
         scenario = scenario_from_dict(apply_overrides(dict(scenario), overrides))
-    result = Simulation(scenario, progress=progress).run()
+    simulation = Simulation(scenario, progress=progress)
+    result = simulation.run()
     if scenario.training is not None:
         from sim.parallel.metrics import training_summary
         result.summary.update(training_summary(scenario, result))
+    from sim.energy.run import attach_energy
+    attach_energy(result, scenario, {d.name: d.spec for d in simulation.devices.values()})
     return result
