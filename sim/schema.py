@@ -16,7 +16,12 @@ Field types carry their units and bounds, so a model states its schema:
 ``Seconds``   a time: ``1e-6``, ``500ns``, ``2ms`` (>= 0)
 ``Hertz``     a clock: ``1.41e9``, ``1410MHz`` (> 0)
 
-plus ``Positive*`` / ``NonNegative*`` variants and ``Fraction`` (0, 1].
+plus ``Positive*`` / ``NonNegative*`` variants, ``Fraction`` (0, 1],
+``int_range(low, high)`` (a bounded integer), ``choice(...)`` (one of a few
+words, case-insensitive), ``Name`` (a short non-empty label) and ``Text``.
+
+Python data handed to the API (``sim.run({...})``, ``--set`` values) goes
+through ``check_structure``, the same depth and size limits as YAML files.
 """
 
 from __future__ import annotations
@@ -114,8 +119,11 @@ def _unit_parser(parse):
 def _at_least(minimum: float, strict: bool):
     def check(value):
         if value < minimum or (strict and value == minimum):
-            raise _custom(f"expected a {'positive' if strict and minimum == 0 else 'non-negative' if minimum == 0 else f'value >= {minimum}'} "
-                          f"value, got {value!r}")
+            if minimum == 0:
+                wanted = "a positive value" if strict else "a non-negative value"
+            else:
+                wanted = f"more than {minimum}" if strict else f"at least {minimum}"
+            raise _custom(f"expected {wanted}, got {value!r}")
         return value
     return check
 
@@ -124,6 +132,50 @@ def _fraction(value: float) -> float:
     if not 0 < value <= 1:
         raise _custom(f"expected a fraction in (0, 1], got {value!r}")
     return value
+
+
+def _at_most(maximum: float):
+    def check(value):
+        if value > maximum:
+            raise _custom(f"expected at most {maximum}, got {value!r}")
+        return value
+    return check
+
+
+def int_range(low: int, high: int):
+    """An integer in [low, high] (a bound that keeps work and memory finite)."""
+    return Annotated[int, BeforeValidator(_to_int), AfterValidator(_at_least(low, False)),
+                     AfterValidator(_at_most(high))]
+
+
+def choice(*options: str):
+    """One of ``options``, compared case-insensitively; stored lower-case."""
+    allowed = tuple(o.lower() for o in options)
+
+    def check(value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in allowed:
+            return value.strip().lower()
+        raise _custom(f"expected one of {', '.join(allowed)}, got {_short_repr(value)}")
+    return Annotated[str, BeforeValidator(check)]
+
+
+MAX_NAME = 200        # characters of a name shown in outputs
+MAX_TEXT = 10_000     # characters of free text (descriptions, expressions)
+
+
+def _to_text(limit: int, allow_empty: bool, single_line: bool):
+    def convert(value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _custom(f"expected a string, got {_short_repr(value)}")
+        text = str(value)
+        if not text.strip() and not allow_empty:
+            raise _custom("expected a non-empty string")
+        if len(text) > limit:
+            raise _custom(f"expected at most {limit} characters, got {len(text)}")
+        if single_line and any(ch in text for ch in "\x00\r\n"):
+            raise _custom(f"expected a name on one line, got {_short_repr(text)}")
+        return text
+    return convert
 
 
 Bool = Annotated[bool, BeforeValidator(_to_bool)]
@@ -139,6 +191,8 @@ PositiveBytes = Annotated[int, BeforeValidator(_unit_parser(parse_bytes)), After
 Rate = Annotated[float, BeforeValidator(_unit_parser(parse_rate))]
 Seconds = Annotated[float, BeforeValidator(_unit_parser(parse_seconds))]
 Hertz = Annotated[float, BeforeValidator(_unit_parser(parse_frequency))]
+Name = Annotated[str, BeforeValidator(_to_text(MAX_NAME, False, True))]
+Text = Annotated[str, BeforeValidator(_to_text(MAX_TEXT, True, False))]
 
 
 # ---------------------------------------------------------------- errors
@@ -215,6 +269,36 @@ def validate(model: type[Model], raw: Any, where: str, error: type[AccsimError] 
         raise error(error_line(exc, where)) from None
     except RecursionError:
         raise error(f"{where}: nested too deeply") from None
+
+
+def check_structure(value: Any, where: str, error: type[AccsimError] = ScenarioError) -> Any:
+    """``value`` if it is plain data (mappings with string keys, lists, scalars)
+    within the YAML limits (depth, node count); else one ``error`` line.
+    For data that did not come through ``load_yaml``: API mappings, ``--set``."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    nodes = 0
+    while stack:
+        item, depth, path = stack.pop()
+        nodes += 1
+        if depth > MAX_YAML_DEPTH:
+            raise error(one_line(f"{join_location(where, path)}: nested deeper than {MAX_YAML_DEPTH} levels"))
+        if nodes > MAX_YAML_NODES:
+            raise error(one_line(f"{where}: more than {MAX_YAML_NODES} values"))
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise error(one_line(f"{join_location(where, path)}: keys must be strings, "
+                                         f"got {_short_repr(key)}"))
+                stack.append((child, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(item, (list, tuple)):
+            for index, child in enumerate(item):
+                stack.append((child, depth + 1, f"{path}[{index}]"))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise error(one_line(f"{join_location(where, path)}: expected a finite number, got {item!r}"))
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
+            raise error(one_line(f"{join_location(where, path)}: expected plain data (a mapping, list, "
+                                 f"string or number), got {type(item).__name__}"))
+    return value
 
 
 # ---------------------------------------------------------------- YAML

@@ -183,7 +183,7 @@ def test_exposed_comm_split_and_tp_collectives_per_layer():
     # per layer and microbatch: 2 forward + 2 recompute + 2 backward all-reduces
     assert len(tp_ops) == 4 * 2 * 6
     summary = sim.run(scenario).summary
-    assert set(summary["exposed_comm_s"]) == {"tp", "pp", "dp"}
+    assert set(summary["exposed_comm_s"]) == {"tp", "pp", "dp", "embedding_sync"}
     assert summary["exposed_comm_s"]["tp"] > 0 and summary["exposed_comm_s"]["pp"] == 0
     assert 0 < summary["mfu"] < summary["hfu"] < 1
 
@@ -198,6 +198,12 @@ def test_generated_iteration_replays_from_its_trace_file(tmp_path):
     replay = sim.run({"cluster": "a100_2node", "trace": str(out / "trace.arrow")}, [])
     assert replay.summary["makespan_s"] == pytest.approx(summary["iteration_time_s"], rel=1e-12)
     assert replay.summary["ops"] == summary["ops"]
+    # what differs, as docs/architecture.md says: no training metrics, end bubbles named otherwise
+    assert "hfu" not in replay.summary and "exposed_comm_s" not in replay.summary
+    causes = replay.summary["bubble_s_by_cause"]
+    assert "pipeline_fill" in summary["bubble_s_by_cause"] and "pipeline_fill" not in causes
+    assert causes["no_work"] == pytest.approx(summary["bubble_s_by_cause"]["pipeline_drain"])
+    assert sum(causes.values()) == pytest.approx(sum(summary["bubble_s_by_cause"].values()), rel=1e-9)
 
 
 def test_optimizer_step_is_adam_traffic_over_hbm_bandwidth():
@@ -236,3 +242,19 @@ def test_fused_segment_time_is_the_sum_of_its_ops_alone():
     expected = sum(isolated_seconds(bind_op(op, spec, "t"), spec) for op in g.ops)
     assert seg.duration_s == pytest.approx(expected, rel=1e-12)
     assert seg.matrix_flops == pytest.approx(2 * 2 * 2 * 1024 * cfg.hidden * cfg.ffn // 2, rel=1e-12)
+
+
+def test_embedding_sync_is_its_own_kind_and_dp_1_reports_no_dp_time():
+    """The tied embedding's gradient all-reduce between the first and last stage is
+    'embedding_sync', not DP: a dp = 1 plan has no DP time."""
+    raw = {"cluster": "cluster:1x4", "device": "a100_sxm4_80gb",
+           "model": {"layers": 4, "hidden": 1024, "heads": 16, "seq_len": 512, "vocab": 32000},
+           "parallel": {"dp": 1, "tp": 2, "pp": 2, "microbatches": 2}}
+    summary = sim.run(raw).summary
+    assert summary["exposed_comm_s"]["dp"] == 0.0
+    assert summary["exposed_comm_s"]["embedding_sync"] > 0
+    with_dp = sim.run(raw, {"parallel.dp": 2, "parallel.tp": 1}).summary
+    assert with_dp["exposed_comm_s"]["dp"] > 0
+    assert with_dp["bubble_aggregation"]["bubble_s_by_cause_per_device"].endswith("/ 2 simulated devices")
+    per_device = with_dp["bubble_s_by_cause_per_device"]
+    assert per_device == pytest.approx({k: v / 2 for k, v in with_dp["bubble_s_by_cause"].items()})

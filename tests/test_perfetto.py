@@ -82,6 +82,8 @@ def test_pftrace_round_trip(run_dir):
                      "hbm memory (bytes)"):
         assert expected in names
     assert any(name.endswith("bytes/s") and "->" in name for name in names)
+    link_counters = [d for d in tracks.values() if d.name.endswith("bytes/s")]
+    assert link_counters and all(d.counter.unit_name == "bytes/s" for d in link_counters)
 
 
 def test_memory_counter_matches_the_ledger(run_dir):

@@ -104,9 +104,94 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path):
 
 def test_failing_points_are_recorded_and_the_rest_complete(tmp_path):
     sweep = {"scenario": PIPELINE,
-             "grid": {"parallel.microbatches": [4, 8, 60000], "parallel.pp": [4, 3]}}
+             "grid": {"parallel.microbatches": [4, 8, 15000], "parallel.pp": [4, 3]}}
     table = sim.sweep(sweep, out=tmp_path, workers=2, timeout_s=4.0, progress=False)
     rows = {(r["parallel.microbatches"], r["parallel.pp"]): r for r in table.to_pylist()}
     assert rows[(4, 4)]["status"] == rows[(8, 4)]["status"] == "ok"
-    assert rows[(60000, 4)]["status"] == "error" and "timed out" in rows[(60000, 4)]["error"]
+    assert rows[(15000, 4)]["status"] == "error" and "timed out" in rows[(15000, 4)]["error"]
     assert rows[(4, 3)]["status"] == "invalid" and "do not divide" in rows[(4, 3)]["error"]
+
+
+@pytest.mark.parametrize("where, words", [
+    ("9**9**9 > 0", "an exponent of 387420489; at most 64"),
+    ("().__class__.__bases__[0].__subclasses__()", "the only functions are"),
+    ("__import__('os').system('true')", "the only functions are"),
+    ("p.x.__class__ == 1", "'p.x.__class__' is not an axis"),
+    ("[x for x in (1, 2)]", "is not allowed"),
+    ("'a' * 10**9", "'*' needs numbers"),
+    ("p.x / 0 > 1", "division by zero"),
+    ("p.x < 'b'", "cannot compare"),
+    ("(" * 300 + "1" + ")" * 300, "nested too deeply|not an expression|more than"),
+    ("p.x +", "not an expression"),
+])
+def test_where_is_a_safe_expression_language(where, words):
+    with pytest.raises(ScenarioError, match=words):
+        expand_points({"grid": {"p.x": [1, 2]}, "where": where})
+
+
+def test_where_supports_the_documented_operators():
+    points, filtered = expand_points({"grid": {"p.x": [1, 2, 3, 4], "p.s": ["a", "b"]},
+                                      "where": "(p.x ** 2 >= 4 and p.s in ['a']) or not p.x % 2 == 1 and min(p.x, 3) == 3"})
+    assert sorted((p["p.x"], p["p.s"]) for p in points) == [(2, "a"), (3, "a"), (4, "a"), (4, "b")]
+    assert filtered == 4
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"grid": {"status": [1, 2]}}, "'status' is the name of a results column"),
+    ({"grid": {"point_id": [1]}}, "'point_id' is the name of a results column"),
+    ({"grid": {f"p.a{i}": list(range(10)) for i in range(6)}}, "the axes make 1,000,000 points; at most 100,000"),
+    ({"random": {"n": 10**9, "params": {"p.x": {"low": 0, "high": 1}}}}, "random.n: expected at most 100000"),
+    ({"random": {"n": 2, "params": {"p.x": {"low": 2, "high": 1}}}}, "low 2 is above high 1"),
+    ({"grid": {"p.x": []}}, "expected a non-empty list"),
+    ({"grid": {"p.x": [1]}, "zip": {"p.x": [2]}}, "appears in more than one"),
+    ({"grid": {"p.x": [1]}, "where": "q.y > 1"}, "'q.y' is not an axis"),
+])
+def test_sweep_axes_are_checked_before_anything_runs(raw, words):
+    with pytest.raises(ScenarioError, match=words):
+        expand_points(raw)
+
+
+def test_a_typo_in_an_axis_fails_when_the_sweep_loads():
+    with pytest.raises(ScenarioError, match=r"parallel: unknown key 'microbatchs'"):
+        load_sweep({"scenario": PIPELINE, "grid": {"parallel.microbatchs": [4, 8]}})
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"workers": -2}, "--workers: expected an integer from 1 to 4096"),
+    ({"workers": 0}, "--workers"), ({"timeout_s": float("nan")}, "--timeout"),
+    ({"scheduler": "localhost"}, "--scheduler: expected an address"),
+])
+def test_sweep_options_are_checked(tmp_path, options, words):
+    with pytest.raises(ScenarioError, match=words):
+        sim.sweep({"scenario": PIPELINE, "grid": {"parallel.pp": [2]}}, out=tmp_path / "o", progress=False,
+                  **options)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_results_directory_belongs_to_one_sweep(two_workers, tmp_path):
+    _, out = two_workers
+    assert '"sweep_id"' in (out / "sweep.json").read_text()
+    other = {"scenario": PIPELINE, "grid": {"parallel.pp": [2]}}
+    with pytest.raises(ScenarioError, match="holds the results of another sweep"):
+        sim.sweep(other, out=out, workers=1, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ScenarioError, match="not empty and not a sweep's results directory"):
+        sim.sweep(other, out=tmp_path, workers=1, progress=False)
+    schema = pq.read_schema(next((out / "results").glob("*.parquet")))
+    assert schema.metadata[b"accsim.sweep_id"] == load_sweep(GRID).sweep_id.encode()
+
+
+def test_a_sweep_whose_points_all_fail_exits_2_and_plain_scripts_work(tmp_path):
+    sweep_file = tmp_path / "bad.yaml"
+    sweep_file.write_text(f"scenario: {PIPELINE}\ngrid:\n  parallel.pp: [3, 5]\n")
+    proc = subprocess.run([sys.executable, "-m", "sim", "sweep", str(sweep_file), "--out", str(tmp_path / "o"),
+                           "--workers", "1", "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "no point of the sweep ran" in proc.stderr
+    script = tmp_path / "plain.py"        # no if __name__ == "__main__": guard
+    script.write_text("import sim\n"
+                      f"table = sim.sweep({{'scenario': {PIPELINE!r}, 'grid': {{'parallel.pp': [2, 4]}}}},\n"
+                      f"                  out={str(tmp_path / 'plain')!r}, workers=2, progress=False)\n"
+                      "print('rows', table.num_rows)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "rows 2", proc.stderr[-2000:]

@@ -101,7 +101,8 @@ def test_critical_path_in_ops_and_flops():
 
 op_strategy = st.builds(
     lambda i, kind, flops, rd, wr, stream, m, layer: Op(
-        id=i, name=f"op{i}", op=kind, flops=flops, bytes_read=rd, bytes_written=wr, stream=stream,
+        id=i, name=f"op{i}", op=kind, flops=2.0 * m**3 if kind in ("gemm", "gemv") and m else flops,
+        bytes_read=rd, bytes_written=wr, stream=stream,
         m=None if kind == "conv2d" else m, n=None if kind == "conv2d" else m,
         k=None if kind == "conv2d" else m, layer=layer, dtype="bf16",
         dst_tier="hbm" if kind == "copy" else None,
@@ -127,3 +128,85 @@ def test_jsonl_and_arrow_round_trip_to_the_same_ops(tmp_path_factory, ops, data)
         path = folder / f"trace{suffix}"
         write_trace(ops, path)
         assert load_trace(path).ops == tuple(ops)
+
+
+@pytest.mark.parametrize("bad,pattern", [
+    (rec(2**63), r"field 'id': expected an integer in \[-9223372036854775808, 9223372036854775807\]"),
+    (rec(3, deps=[2**64]), r"op 3: field 'deps': expected an integer in"),
+    (rec(3, flops=1e300), r"op 3: field 'flops': expected at most 1e\+30"),
+    (rec(3, bytes_read=2.0**70), r"op 3: field 'bytes_read': expected at most"),
+    (rec(3, m=4, n=4), r"op 3: give all of m, n and k"),
+    (rec(3, m=4, n=4, k=4, flops=10.0), r"op 3: field 'flops': 10 disagrees with 2 m n k batch = 2 x 4 x 4 x 4 x 1 = 128"),
+    (rec(3, m=2**40, n=2**40, k=2**40), r"op 3: the shape .* FLOPs; at most 1e\+30"),
+    (rec(3, op="allreduce", group=[0, 0]), r"op 3: field 'group': a rank appears twice"),
+    (rec(3, op="allreduce", group=[0, 1], tensor="t"), r"op 3: a allreduce op cannot allocate or free tensors"),
+    (rec(3, alloc_bytes=4), r"op 3: field 'alloc_bytes': needs 'tensor'"),
+    (rec(3, dep=[1]), r"op 3: unknown field 'dep'"),
+    (rec(3, rank=2**30), r"op 3: field 'rank': expected an integer in \[0, 1048576\]"),
+    (rec(3, frees=["a", "a"]), r"op 3: field 'frees': a tensor is listed twice"),
+    (rec(3, duration_s=float("inf")), r"op 3: field 'duration_s': expected a finite number"),
+])
+def test_scalars_are_bounded_and_shapes_agree_with_flops(tmp_path, bad, pattern):
+    with pytest.raises(TraceError, match=pattern) as info:
+        load_trace(write_jsonl(tmp_path, [bad]))
+    assert "\n" not in str(info.value)
+
+
+def test_gemm_flops_are_derived_from_the_shape_and_own_fields_are_kept_out(tmp_path):
+    record = {k: v for k, v in rec(0, m=8, n=4, k=2, batch=3, x_source="profiler").items() if k != "flops"}
+    (op,) = load_trace(write_jsonl(tmp_path, [record])).ops
+    assert op.flops == 2 * 8 * 4 * 2 * 3
+
+
+def tensor_ops(*specs):
+    return [rec(i, **kw) for i, kw in enumerate(specs)]
+
+
+@pytest.mark.parametrize("ops,pattern", [
+    (tensor_ops({"tensor": "a"}, {"frees": ["a"], "deps": [0]}, {"frees": ["a"], "deps": [1]}),
+     r"op 2: frees tensor 'a', which op 1 frees already"),
+    (tensor_ops({"tensor": "a", "stream": 1}, {"frees": ["a"], "stream": 2}),
+     r"op 1: frees tensor 'a' before it exists: no op producing it \(0\) comes before it"),
+    (tensor_ops({"frees": ["a"]}, {"tensor": "a"}),
+     r"op 0: frees tensor 'a' before it exists"),
+    (tensor_ops({"tensor": "a", "rank": 0}, {"frees": ["a"], "rank": 1, "deps": [0]}),
+     r"op 1: frees tensor 'a' that no op produces on rank 1"),
+])
+def test_each_tensor_is_freed_once_and_only_after_it_exists(tmp_path, ops, pattern):
+    with pytest.raises(TraceError, match=pattern):
+        load_trace(write_jsonl(tmp_path, ops))
+
+
+def test_frees_after_a_path_through_other_streams_are_fine(tmp_path):
+    ops = tensor_ops({"tensor": "a", "stream": 1}, {"stream": 2, "deps": [0]}, {"stream": 3, "frees": ["a"], "deps": [1]},
+                     {"stream": 1, "tensor": "a", "deps": [2]}, {"stream": 1, "frees": []})
+    assert len(load_trace(write_jsonl(tmp_path, ops)).ops) == 5
+
+
+def test_files_that_are_not_utf8_json_or_arrow_are_one_line(tmp_path):
+    cases = {
+        "bad.jsonl": b'{"id": 0, "name": "\xff"}\n',
+        "deep.jsonl": b"[" * 100000 + b"]" * 100000 + b"\n",
+        "digits.jsonl": b'{"id": ' + b"9" * 5000 + b"}\n",
+        "garbage.arrow": b"ARROW1\x00\x00" + bytes(range(256)) * 4,
+        "empty.arrow": b"",
+    }
+    good = tmp_path / "good.arrow"
+    write_trace([Op(id=i, name=f"op{i}", op="elementwise", flops=1.0, bytes_read=1.0, bytes_written=1.0)
+                 for i in range(50)], good)
+    data = good.read_bytes()
+    cases["truncated.arrow"] = data[: len(data) // 2]
+    flipped = bytearray(data)
+    for index in range(64, len(flipped), 97):
+        flipped[index] ^= 0xFF
+    cases["flipped.arrow"] = bytes(flipped)
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        try:
+            load_trace(path)
+        except TraceError as exc:
+            message = str(exc)
+            assert message.startswith(str(path)) and "\n" not in message and len(message) < 400, message
+        else:
+            assert name == "flipped.arrow", name    # a flip may land in padding only

@@ -1,6 +1,6 @@
 """The ``accsim`` command line: one module per command under ``sim/cli/``.
 
-    accsim run SCENARIO --out DIR [--set key.path=value ...]
+    accsim run SCENARIO --out DIR [--set key.path=value ...] [--overwrite] [--format arrow|parquet]
     accsim trace validate FILE
     accsim trace info FILE [--device NAME] [--json]
     accsim collective --topology TOPO --op OP --algorithm ALGO --bytes SIZE [...]
@@ -39,12 +39,20 @@ def _version() -> str:
     return __version__
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``accsim: error: ...``), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"accsim: error: {self.prog}: {_one_line(_printable(message))} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="accsim", description="Discrete-event simulator of accelerator clusters.",
         epilog="Errors in inputs exit with status 2 and write nothing. See README.md.")
     parser.add_argument("--version", action="version", version=f"accsim {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
         importlib.import_module(f"sim.cli.{name}").register(sub)
     return parser
@@ -68,13 +76,23 @@ def _one_line(text: str, limit: int = 400) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _printable(text: str) -> str:
+    """``text`` with anything the terminal's encoding cannot show escaped
+    (file names that are not UTF-8 arrive as surrogates)."""
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    return str(text).encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit status (0, 2 input error, 3 internal error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:       # --help, --version, usage errors (printed already)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except AccsimError as exc:
-        print(f"accsim: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"accsim: error: {_one_line(_printable(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("accsim: interrupted", file=sys.stderr)
@@ -88,6 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # the last line of defence: never a traceback on the terminal
         path = _save_traceback(exc)
-        print(f"accsim: internal error: {type(exc).__name__}: {_one_line(exc, 200)} "
+        print(f"accsim: internal error: {type(exc).__name__}: {_one_line(_printable(exc), 200)} "
               f"(traceback saved to {path}; please report it)", file=sys.stderr)
         return 3

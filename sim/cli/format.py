@@ -1,33 +1,8 @@
-"""Formatting and progress helpers shared by the command modules."""
+"""Formatting helpers shared by the command modules (progress: sim.progress)."""
 
 from __future__ import annotations
 
-import sys
-
 from sim.units import format_bytes  # noqa: F401  (re-exported for command modules)
-
-
-def progress_printer(stream=sys.stderr):
-    """Progress of long runs on stderr: a line rewritten in place on a terminal,
-    one line per 10% otherwise."""
-    tty = stream.isatty()
-    state = {"decile": 0}
-
-    def report(done: int, total: int) -> None:
-        if total < 20000:
-            return
-        if tty:
-            stream.write(f"\r  simulated {done}/{total} ops ({100.0 * done / total:.0f}%)")
-            if done >= total:
-                stream.write("\n")
-        else:
-            decile = int(10 * done / total)
-            if decile <= state["decile"]:
-                return
-            state["decile"] = decile
-            stream.write(f"  simulated {done}/{total} ops ({10 * decile}%)\n")
-        stream.flush()
-    return report
 
 
 def format_si(value: float, unit: str) -> str:

@@ -6,9 +6,13 @@ import argparse
 
 
 def cmd_perfetto(args: argparse.Namespace) -> int:
+    from sim.progress import Progress
     from sim.reports.perfetto import export
-    model = export(args.run_dir, args.output, args.format, args.devices, args.start, args.end,
-                   args.max_slices)
+    with Progress(enabled=not args.quiet).stage(f"writing {args.output}"):
+        model = export(args.run_dir, args.output, args.format, args.devices, args.start, args.end,
+                       args.max_slices)
+    if args.quiet:
+        return 0
     print(f"wrote {args.output}: {len(model.slices)} slices on {len(model.tracks)} tracks "
           f"(open it at https://ui.perfetto.dev)")
     return 0
@@ -18,7 +22,7 @@ def register(sub) -> None:
     perf = sub.add_parser("perfetto", help="convert a run's timeline to a Perfetto trace",
                           description="Write a run directory's timeline, bubbles, memory and link "
                                       "activity as a native Perfetto trace (.pftrace) or Chrome JSON.")
-    perf.add_argument("run_dir", metavar="RUN_DIR", help="directory written by accsim run")
+    perf.add_argument("run_dir", metavar="RUN_DIR", help="directory written by accsim run (Arrow or Parquet tables)")
     perf.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
     perf.add_argument("--format", choices=["pftrace", "json"],
                       help="default: json for a .json file, else pftrace")
@@ -26,4 +30,5 @@ def register(sub) -> None:
     perf.add_argument("--start", type=float, metavar="S", help="only slices ending after S seconds")
     perf.add_argument("--end", type=float, metavar="S", help="only slices starting before S seconds")
     perf.add_argument("--max-slices", type=int, metavar="N", help="keep the first N slices (warns on stderr)")
+    perf.add_argument("--quiet", action="store_true", help="print nothing on success")
     perf.set_defaults(func=cmd_perfetto)

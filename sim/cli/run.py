@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from sim.cli.format import format_bytes, format_seconds, format_si
-from sim.cli.format import progress_printer
+
+
+COMM_LABELS = {"tp": "TP", "pp": "PP", "dp": "DP", "embedding_sync": "embedding sync"}
 
 
 def _utilization_lines(utilization) -> list[str]:
@@ -67,7 +69,8 @@ def energy_lines(energy: dict) -> list[str]:
     return lines
 
 
-def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.stdout) -> None:
+def print_summary(summary: dict, utilization, out_dir: str | None, fmt: str = "arrow",
+                  stream=sys.stdout) -> None:
     """A short human-readable report of a run."""
     lines = []
     if "iteration_time_s" in summary:
@@ -83,10 +86,12 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.st
             f"{format_si(summary['tokens_per_s'], 'tokens/s')}   "
             f"{format_si(summary['model_flops_per_gpu_per_s'], 'FLOP/s')} per GPU   "
             f"MFU {100 * summary['mfu']:.1f}%   HFU {100 * summary['hfu']:.1f}%",
-            f"bubbles    {100 * summary['bubble_fraction']:.1f}% of the iteration per stage (mean): "
-            + ", ".join(f"{cause} {format_seconds(sec)}" for cause, sec in summary["bubble_s_by_cause"].items()),
-            f"exposed communication per GPU: TP {format_seconds(exposed['tp'])}, "
-            f"PP {format_seconds(exposed['pp'])}, DP {format_seconds(exposed['dp'])}",
+            f"bubbles    {100 * summary['bubble_fraction']:.1f}% of the iteration (mean over stages); "
+            f"idle per GPU (mean of the {summary['devices']} simulated): "
+            + ", ".join(f"{cause} {format_seconds(sec)}"
+                        for cause, sec in summary["bubble_s_by_cause_per_device"].items()),
+            "exposed communication per GPU (mean): "
+            + ", ".join(f"{COMM_LABELS.get(kind, kind)} {format_seconds(sec)}" for kind, sec in exposed.items()),
             f"memory per GPU (worst: stage {mem['worst_stage']}): {format_bytes(mem['peak_bytes'])} = weights "
             f"{format_bytes(mem['weights_bytes'])} + gradients {format_bytes(mem['gradients_bytes'])} + "
             f"optimizer {format_bytes(mem['optimizer_bytes'])} + activations {format_bytes(mem['activations_bytes'])}",
@@ -108,8 +113,9 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.st
             lines.append(f"peak memory {device}: {peaks}")
         bubbles = summary.get("bubble_s_by_cause") or {}
         if bubbles:
-            lines.append("idle (bubbles): " + ", ".join(f"{cause} {format_seconds(sec)}"
-                                                        for cause, sec in bubbles.items()))
+            devices = summary["devices"]
+            lines.append(f"idle (bubbles, summed over {devices} device{'s' if devices != 1 else ''}): "
+                         + ", ".join(f"{cause} {format_seconds(sec)}" for cause, sec in bubbles.items()))
     lines.append("")
     lines += _utilization_lines(utilization)
     if summary.get("energy"):
@@ -117,28 +123,40 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=sys.st
         lines += energy_lines(summary["energy"])
     if out_dir:
         lines.append("")
-        lines.append(f"wrote {out_dir}/timeline.arrow, bubbles.arrow, utilization.arrow, "
-                     f"memory.arrow, summary.json")
+        lines.append(f"wrote {out_dir}/timeline.{fmt}, bubbles.{fmt}, utilization.{fmt}, "
+                     f"memory.{fmt}, summary.json")
     stream.write("\n".join(lines) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import sim
+    from sim.progress import Progress
+    from sim.reports.writer import prepare_output
+    prepare_output(args.out, args.overwrite)          # before any simulating
     overrides = list(args.set or [])
     if args.fidelity:
         overrides.append(f"training.fidelity={args.fidelity}")
-    scenario = sim.load_scenario(args.scenario, overrides)
-    progress = None if args.quiet else progress_printer()
+    progress = Progress(enabled=not args.quiet)
+    with progress.stage(f"loading {args.scenario}"):
+        scenario = sim.load_scenario(args.scenario, overrides)
     result = sim.run(scenario, progress=progress)
-    result.write(args.out)
+    extras = []
     if args.write_trace:
         from sim.workload.trace import write_trace
-        write_trace(scenario.trace.ops, Path(args.out) / "trace.arrow")
+        extras.append(lambda folder: write_trace(scenario.trace.ops, folder / "trace.arrow"))
     if args.perfetto:
         from sim.reports.perfetto import export
-        export(args.out, Path(args.out) / "trace.pftrace")
+
+        def perfetto(folder: Path) -> None:
+            with progress.stage("writing the Perfetto trace"):
+                export(folder, folder / "trace.pftrace")
+        extras.append(perfetto)
+    with progress.stage(f"writing {args.out}"):
+        result.write(args.out, overwrite=args.overwrite, format=args.format, extras=extras)
     if not args.quiet:
-        print_summary(result.summary, result.utilization, args.out)
+        print_summary(result.summary, result.utilization, args.out, args.format)
+        if args.write_trace:
+            print(f"wrote {args.out}/trace.arrow (replay it with cluster: and trace: in a scenario)")
         if args.perfetto:
             print(f"wrote {args.out}/trace.pftrace (open it at https://ui.perfetto.dev)")
     return 0
@@ -147,9 +165,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     run = sub.add_parser("run", help="simulate a scenario and write Arrow timelines",
                          description="Simulate a scenario YAML and write DIR/timeline.arrow, "
-                                     "bubbles.arrow, utilization.arrow, memory.arrow and summary.json.")
-    run.add_argument("scenario", help="scenario YAML file (e.g. scenarios/quickstart.yaml)")
-    run.add_argument("--out", required=True, metavar="DIR", help="output directory (created if absent)")
+                                     "bubbles.arrow, utilization.arrow, memory.arrow and summary.json "
+                                     "(whole or not at all).",
+                         epilog="Examples: accsim run scenarios/quickstart.yaml --out runs/quickstart; "
+                                "accsim run quickstart --out runs/q --set parallel.pp=4 --set parallel.dp=1")
+    run.add_argument("scenario", help="scenario YAML file (e.g. scenarios/quickstart.yaml), or the name "
+                                      "of a shipped scenario (quickstart)")
+    run.add_argument("--out", required=True, metavar="DIR",
+                     help="output directory: created; if it exists it must be empty (see --overwrite)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in DIR (only a run's own files: *.arrow, *.parquet, "
+                          "summary.json, trace.pftrace)")
+    run.add_argument("--format", choices=["arrow", "parquet"], default="arrow",
+                     help="table files: Arrow IPC (default) or Parquet (DuckDB and Spark read it directly)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                      help="override a scenario key before validation; repeatable "
                           "(e.g. --set device_overrides.pim.mode=blocked)")
@@ -160,6 +188,7 @@ def register(sub) -> None:
                      help="also write DIR/trace.pftrace for ui.perfetto.dev")
     run.add_argument("--write-trace", action="store_true",
                      help="also write the operator trace that was simulated (generated for training "
-                          "scenarios) as DIR/trace.arrow; a scenario with cluster: and trace: replays it")
-    run.add_argument("--quiet", action="store_true", help="print nothing on success")
+                          "scenarios) as DIR/trace.arrow; a scenario with cluster: and trace: replays it "
+                          "(docs/trace-format.md says which metrics can differ)")
+    run.add_argument("--quiet", action="store_true", help="print nothing on success (no progress either)")
     run.set_defaults(func=cmd_run)

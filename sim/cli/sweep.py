@@ -9,16 +9,26 @@ import sys
 def cmd_sweep(args: argparse.Namespace) -> int:
     from collections import Counter as Tally
 
+    from sim.errors import AccsimError
     from sim.sweeps.points import load_sweep
-    from sim.sweeps.runner import sweep
+    from sim.sweeps.runner import check_options, sweep
+    check_options(args.workers, args.timeout, args.scheduler)
+    if not args.quiet:
+        print(f"  sweep: loading {args.sweep} and checking every point...", file=sys.stderr, flush=True)
     spec = load_sweep(args.sweep)
-    print(f"sweep {spec.name}: {len(spec.points)} points over {', '.join(spec.params)}"
-          + (f" ({spec.filtered} filtered out by where)" if spec.filtered else ""), file=sys.stderr)
+    if not args.quiet:
+        print(f"sweep {spec.name}: {len(spec.points)} points over {', '.join(spec.params)}"
+              + (f" ({spec.filtered} filtered out by where)" if spec.filtered else ""), file=sys.stderr)
     table = sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout_s=args.timeout,
                   keep_timelines=args.keep_timelines, progress=not args.quiet)
-    counts = Tally(table["status"].to_pylist())
-    print(f"wrote {args.out}/results/ ({table.num_rows} points: "
-          + ", ".join(f"{counts[s]} {s}" for s in ("ok", "invalid", "error") if counts[s]) + ")")
+    statuses = table["status"].to_pylist()
+    counts = Tally(statuses)
+    if not args.quiet:
+        print(f"wrote {args.out}/results/ ({table.num_rows} points: "
+              + ", ".join(f"{counts[s]} {s}" for s in ("ok", "invalid", "error") if counts[s]) + ")")
+    if table.num_rows and not counts["ok"]:
+        first = next(e for s, e in zip(statuses, table["error"].to_pylist()) if s != "ok")
+        raise AccsimError(f"no point of the sweep ran; the first error: {first}")
     return 0
 
 

@@ -13,9 +13,18 @@ Definitions:
 - ``mfu`` = model_flops / (time x GPUs x peak); ``hfu`` the same with hardware_flops.
 - ``bubble_fraction``: per stage, the time its compute unit is idle over the
   iteration time; the summary gives the mean over stages and each stage.
-- ``exposed_comm_s``: per device, the time a collective of that kind (tp, pp,
-  dp) is in flight while the device computes nothing; mean over the
-  simulated devices.
+- ``exposed_comm_s``: per device, the time a collective of that kind is in
+  flight while the device computes nothing; mean over the simulated devices.
+  Kinds are the phases the expansion gives collectives: ``tp`` (tensor
+  parallel), ``pp`` (pipeline sends), ``dp`` (data-parallel gradient
+  reduction and ZeRO parameter all-gather) and ``embedding_sync`` (the
+  all-reduce of the tied embedding's gradient between the first and last
+  stage, present with pp > 1 even when dp = 1). A kind the plan does not
+  issue is 0.
+- ``bubble_s_by_cause_per_device``: each device's idle time on its compute
+  units by cause, averaged over the simulated devices (the run summary's
+  ``bubble_s_by_cause`` is the sum over them); ``bubble_aggregation`` says so
+  in the summary itself.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ import pyarrow.compute as pc
 
 from sim.reports.tables import merge_intervals, unit_codes
 from sim.workload.transformer import ModelConfig
+
+# Kinds of collective a training iteration issues (the ``phase`` of its ops).
+COMM_KINDS = ("tp", "pp", "dp", "embedding_sync")
 
 
 def forward_flops(cfg: ModelConfig, tokens: int, sequences: int) -> tuple[float, float, float]:
@@ -94,12 +106,13 @@ def training_summary(scenario, result) -> dict[str, Any]:
     comm = timeline.filter(pc.and_(pc.equal(category, "comm"), pc.equal(timeline["unit"], "comm")))
     compute_codes = unit_codes(compute.set_column(1, "unit", pa.array(["compute"] * compute.num_rows)), keys)
     comm_codes = unit_codes(comm, keys)
-    kinds = np.array([{"tp": 0, "pp": 1, "dp": 2, "embedding_sync": 2}.get(trace.op(op_id).phase, 3)
+    code = {kind: index for index, kind in enumerate(COMM_KINDS)}
+    kinds = np.array([code.get(trace.op(op_id).phase, len(COMM_KINDS))
                       for op_id in comm["op_id"].to_pylist()], dtype=np.int64)
     c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
     m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
     per_stage: dict[int, list[float]] = {}
-    exposed = {"tp": 0.0, "pp": 0.0, "dp": 0.0}
+    exposed = {kind: 0.0 for kind in COMM_KINDS}
     for index, device in enumerate(simulated):
         mask = compute_codes == index
         busy = _union(c_start[mask], c_end[mask])
@@ -107,8 +120,8 @@ def training_summary(scenario, result) -> dict[str, Any]:
         stage = stage_of[simulated_ranks[index]]
         per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
         mine = comm_codes == len(simulated) + index
-        for code, kind in enumerate(("tp", "pp", "dp")):
-            sel = mine & (kinds == code)
+        for index, kind in enumerate(COMM_KINDS):
+            sel = mine & (kinds == index)
             exposed[kind] += _uncovered(_union(m_start[sel], m_end[sel]), busy)
     for kind in exposed:
         exposed[kind] /= max(len(simulated), 1)
@@ -133,6 +146,14 @@ def training_summary(scenario, result) -> dict[str, Any]:
         "hfu": hardware_flops / (T * gpus * peak) if T > 0 else 0.0,
         "bubble_fraction": float(np.mean(stage_bubbles)) if stage_bubbles else 0.0,
         "bubble_fraction_per_stage": stage_bubbles,
+        "bubble_s_by_cause_per_device": {cause: seconds / max(len(simulated), 1) for cause, seconds
+                                         in result.summary["bubble_s_by_cause"].items()},
+        "bubble_aggregation": {
+            "bubble_fraction": "mean over pipeline stages of the fraction of the iteration a stage's "
+                               "compute units are idle (each stage: mean over its simulated devices)",
+            "bubble_fraction_per_stage": "per stage, mean over its simulated devices",
+            "bubble_s_by_cause": f"sum over the {len(simulated)} simulated devices and their compute units",
+            "bubble_s_by_cause_per_device": f"bubble_s_by_cause / {len(simulated)} simulated devices"},
         "exposed_comm_s": exposed,
         "memory_per_gpu": {"peak_bytes": worst.total_bytes, "worst_stage": worst.stage,
                            "weights_bytes": worst.weights_bytes, "gradients_bytes": worst.gradients_bytes,

@@ -10,16 +10,18 @@ Sec. 3.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping, Optional
 
-from sim.errors import ScenarioError, check_keys
-from sim.units import parse_bytes
+from pydantic import BeforeValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from sim.errors import ScenarioError
+from sim.hardware.specs import DTYPE_BYTES
+from sim.schema import (Bool, Name, PositiveBytes, StrictModel, choice, int_range, join_location,
+                        validate)
 from sim.workload.transformer import RECOMPUTE_MODES, ModelConfig
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
-PLAN_KEYS = ("dp", "tp", "pp", "virtual_stages", "microbatch_size", "global_batch", "microbatches",
-             "schedule", "sequence_parallel", "zero", "recompute", "mapping", "dp_bucket_bytes",
-             "tp_algorithm", "dp_algorithm")
 
 
 @dataclass(frozen=True)
@@ -67,88 +69,141 @@ class ParallelPlan:
         return rank
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int, where: str, minimum: int = 1) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ScenarioError(f"{where}.{key}: expected an integer >= {minimum}, got {value!r}")
-    return value
+# Bounds that keep a generated iteration finite in memory and time (far above
+# any published model or plan; the op-count estimate in sim.runtime.scenario
+# bounds their product).
+MAX_RANKS = 2**20
+MAX_LAYERS = 100_000
+MAX_MICROBATCHES = 2**20
+
+
+def _algorithm(value: Any) -> str:
+    from sim.network.collectives import CollectiveError, normalize_algorithm
+    if not isinstance(value, str):
+        raise PydanticCustomError("accsim", f"expected a collective algorithm name, got {value!r}")
+    try:
+        return normalize_algorithm(value)
+    except CollectiveError as exc:
+        raise PydanticCustomError("accsim", str(exc)) from None
+
+
+def _mapping(value: Any) -> tuple[str, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or any(not isinstance(p, str) for p in parts) \
+            or sorted(p.strip() for p in parts) != ["dp", "pp", "tp"]:
+        raise PydanticCustomError("accsim", f"expected an order of tp, pp, dp such as 'tp,pp,dp', got {value!r}")
+    return tuple(p.strip() for p in parts)
+
+
+Algorithm = Annotated[str, BeforeValidator(_algorithm)]
+Mapping3 = Annotated[tuple[str, ...], BeforeValidator(_mapping)]
+
+
+class ParallelSchema(StrictModel):
+    """The ``parallel:`` block of a training scenario (see ParallelPlan)."""
+
+    dp: int_range(1, MAX_RANKS) = 1
+    tp: int_range(1, MAX_RANKS) = 1
+    pp: int_range(1, MAX_RANKS) = 1
+    virtual_stages: int_range(1, 1024) = 1
+    microbatch_size: int_range(1, 2**20) = 1
+    global_batch: Optional[int_range(1, 2**40)] = None
+    microbatches: Optional[int_range(1, MAX_MICROBATCHES)] = None
+    schedule: choice(*SCHEDULES) = "1f1b"
+    sequence_parallel: Bool = False
+    zero: int_range(0, 1) = 0
+    recompute: choice(*RECOMPUTE_MODES) = "none"
+    mapping: Mapping3 = ("tp", "pp", "dp")
+    dp_bucket_bytes: PositiveBytes = 25 * 2**20
+    tp_algorithm: Algorithm = "nccl"
+    dp_algorithm: Algorithm = "nccl"
+
+
+class ModelSchema(StrictModel):
+    """The ``model:`` block of a training scenario: one field per field of
+    ModelConfig (sim.workload.transformer), which it builds. A new model
+    option is a field here and there (tests/test_parallel.py checks both
+    agree)."""
+
+    name: Name = "model"
+    layers: int_range(1, MAX_LAYERS)
+    hidden: int_range(1, 2**20)
+    heads: int_range(1, 2**16)
+    seq_len: int_range(1, 2**24)
+    vocab: int_range(0, 2**24) = 0
+    kv_heads: Optional[int_range(1, 2**16)] = None
+    ffn_hidden: Optional[int_range(1, 2**22)] = None
+    gated_mlp: Bool = False
+    dtype: choice(*DTYPE_BYTES) = "bf16"
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "ModelSchema":
+        if self.hidden % self.heads:
+            raise PydanticCustomError("accsim", f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise PydanticCustomError("accsim", f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
+        return self
+
+
+def _fail(where: str, key: str, message: str) -> ScenarioError:
+    return ScenarioError(f"{join_location(where, key)}: {message}" if key else f"{where}: {message}")
+
+
+def _check_algorithms(plan: ParallelPlan, where: str) -> None:
+    """Each algorithm must implement the collectives the plan issues with it."""
+    from sim.network.collectives import algorithms_for
+    used = {"tp_algorithm": (plan.tp_algorithm, plan.tp > 1,
+                             ("reduce_scatter", "allgather") if plan.sequence_parallel else ("allreduce",)),
+            "dp_algorithm": (plan.dp_algorithm, plan.dp > 1,
+                             ("reduce_scatter", "allgather") if plan.zero else ("allreduce",))}
+    for key, (algorithm, active, ops) in used.items():
+        if not active or algorithm in ("auto", "nccl"):
+            continue
+        for op in ops:
+            if algorithm not in algorithms_for(op):
+                raise _fail(where, key, f"{algorithm} does not implement {op}, which this plan issues; "
+                                        f"expected one of {['auto', 'nccl'] + algorithms_for(op)}")
 
 
 def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                    where: str = "parallel") -> ParallelPlan:
     """Validate a ``parallel:`` block against the model and the cluster size."""
-    check_keys(raw, PLAN_KEYS, where)
-    dp, tp, pp = (_int(raw, k, 1, where) for k in ("dp", "tp", "pp"))
-    v = _int(raw, "virtual_stages", 1, where)
-    mbs = _int(raw, "microbatch_size", 1, where)
-    schedule = str(raw.get("schedule", "1f1b")).lower()
-    if schedule not in SCHEDULES:
-        raise ScenarioError(f"{where}.schedule: expected one of {list(SCHEDULES)}, got {schedule!r}")
-    if schedule != "interleaved" and v != 1:
-        raise ScenarioError(f"{where}.virtual_stages: {v} virtual stages need schedule: interleaved")
+    p = validate(ParallelSchema, raw, where)
+    dp, tp, pp, v, mbs = p.dp, p.tp, p.pp, p.virtual_stages, p.microbatch_size
+    if p.schedule != "interleaved" and v != 1:
+        raise _fail(where, "virtual_stages", f"{v} virtual stages need schedule: interleaved")
     if dp * tp * pp != world:
-        raise ScenarioError(f"{where}: dp x tp x pp = {dp} x {tp} x {pp} = {dp * tp * pp} does not "
-                            f"match the cluster's {world} devices")
+        raise _fail(where, "", f"dp x tp x pp = {dp} x {tp} x {pp} = {dp * tp * pp} does not "
+                               f"match the cluster's {world} devices")
     if model.layers % (pp * v):
-        raise ScenarioError(f"{where}: {model.layers} layers do not divide into pp x virtual_stages = "
-                            f"{pp} x {v} = {pp * v} stages")
+        raise _fail(where, "", f"{model.layers} layers do not divide into pp x virtual_stages = "
+                               f"{pp} x {v} = {pp * v} stages")
     if model.heads % tp or model.ffn % tp or (model.kv_heads or model.heads) % tp:
-        raise ScenarioError(f"{where}.tp: {tp} does not divide the model's heads ({model.heads}), "
-                            f"KV heads ({model.kv_heads or model.heads}) and FFN size ({model.ffn})")
-    if "microbatches" in raw and "global_batch" in raw:
-        raise ScenarioError(f"{where}: give either microbatches or global_batch, not both")
-    if "global_batch" in raw:
-        batch = _int(raw, "global_batch", 1, where)
-        if batch % (dp * mbs):
-            raise ScenarioError(f"{where}.global_batch: {batch} is not a multiple of dp x "
-                                f"microbatch_size = {dp * mbs}")
-        m = batch // (dp * mbs)
+        raise _fail(where, "tp", f"{tp} does not divide the model's heads ({model.heads}), "
+                                 f"KV heads ({model.kv_heads or model.heads}) and FFN size ({model.ffn})")
+    if p.microbatches is not None and p.global_batch is not None:
+        raise _fail(where, "", "give either microbatches or global_batch, not both")
+    if p.global_batch is not None:
+        if p.global_batch % (dp * mbs):
+            raise _fail(where, "global_batch", f"{p.global_batch} is not a multiple of dp x "
+                                               f"microbatch_size = {dp * mbs}")
+        m = p.global_batch // (dp * mbs)
+        if m > MAX_MICROBATCHES:
+            raise _fail(where, "global_batch", f"{m} microbatches per pipeline; at most {MAX_MICROBATCHES}")
     else:
-        m = _int(raw, "microbatches", 1, where)
-    if schedule == "interleaved" and m % pp:
-        raise ScenarioError(f"{where}.microbatches: the interleaved schedule needs a multiple of "
-                            f"pp = {pp} microbatches per pipeline, got {m}")
-    zero = raw.get("zero", 0)
-    if zero not in (0, 1):
-        raise ScenarioError(f"{where}.zero: expected 0 or 1, got {zero!r}")
-    recompute = str(raw.get("recompute", "none")).lower()
-    if recompute not in RECOMPUTE_MODES:
-        raise ScenarioError(f"{where}.recompute: expected one of {list(RECOMPUTE_MODES)}, got {recompute!r}")
-    mapping = raw.get("mapping", "tp,pp,dp")
-    mapping = tuple(x.strip() for x in (mapping.split(",") if isinstance(mapping, str) else mapping))
-    if sorted(mapping) != ["dp", "pp", "tp"]:
-        raise ScenarioError(f"{where}.mapping: expected an order of tp, pp, dp such as 'tp,pp,dp', got {raw.get('mapping')!r}")
-    try:
-        bucket = parse_bytes(raw.get("dp_bucket_bytes", 25 * 2**20), f"{where}.dp_bucket_bytes")
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
-    return ParallelPlan(dp=dp, tp=tp, pp=pp, virtual_stages=v, microbatch_size=mbs, microbatches=m,
-                        schedule=schedule, sequence_parallel=bool(raw.get("sequence_parallel", False)),
-                        zero=int(zero), recompute=recompute, mapping=mapping,  # type: ignore[arg-type]
-                        dp_bucket_bytes=max(1, bucket),
-                        tp_algorithm=str(raw.get("tp_algorithm", "nccl")),
-                        dp_algorithm=str(raw.get("dp_algorithm", "nccl")))
-
-
-MODEL_KEYS = ("name", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "gated_mlp", "seq_len",
-              "vocab", "dtype")
+        m = p.microbatches or 1
+    if p.schedule == "interleaved" and m % pp:
+        raise _fail(where, "microbatches", f"the interleaved schedule needs a multiple of "
+                                           f"pp = {pp} microbatches per pipeline, got {m}")
+    plan = ParallelPlan(dp=dp, tp=tp, pp=pp, virtual_stages=v, microbatch_size=mbs, microbatches=m,
+                        schedule=p.schedule, sequence_parallel=p.sequence_parallel, zero=p.zero,
+                        recompute=p.recompute, mapping=p.mapping,  # type: ignore[arg-type]
+                        dp_bucket_bytes=p.dp_bucket_bytes, tp_algorithm=p.tp_algorithm,
+                        dp_algorithm=p.dp_algorithm)
+    _check_algorithms(plan, where)
+    return plan
 
 
 def model_from_dict(raw: Mapping[str, Any], where: str = "model") -> ModelConfig:
-    check_keys(raw, MODEL_KEYS, where)
-    for key in ("layers", "hidden", "heads", "seq_len"):
-        if key not in raw:
-            raise ScenarioError(f"{where}: missing required key {key!r}")
-    values = {k: _int(raw, k, 1, where) for k in ("layers", "hidden", "heads", "seq_len")}
-    values["vocab"] = _int(raw, "vocab", 0, where, minimum=0)
-    for key in ("kv_heads", "ffn_hidden"):
-        if raw.get(key) is not None:
-            values[key] = _int(raw, key, 1, where)
-    if values["hidden"] % values["heads"]:
-        raise ScenarioError(f"{where}: hidden {values['hidden']} is not a multiple of heads {values['heads']}")
-    from sim.hardware.specs import DTYPE_BYTES
-    dtype = str(raw.get("dtype", "bf16"))
-    if dtype not in DTYPE_BYTES:
-        raise ScenarioError(f"{where}.dtype: unknown dtype {dtype!r}")
-    return ModelConfig(name=str(raw.get("name", "model")), gated_mlp=bool(raw.get("gated_mlp", False)),
-                       dtype=dtype, **values)
+    """Validate a ``model:`` block (ModelSchema) and build the ModelConfig."""
+    return ModelConfig(**validate(ModelSchema, raw, where).model_dump())

@@ -42,9 +42,56 @@ def _ns(seconds: float) -> int:
     return int(round(seconds * NS))
 
 
-def read_table(path: Path) -> pa.Table:
-    with open(path, "rb") as fh:
-        return ipc.open_file(fh).read_all()
+# Columns (and Arrow types) accsim perfetto reads from each table of a run.
+REQUIRED_COLUMNS = {
+    "timeline": {"device": pa.string(), "unit": pa.string(), "op_id": pa.int64(), "name": pa.string(),
+                 "category": pa.string(), "start_s": pa.float64(), "end_s": pa.float64(),
+                 "flops": pa.float64(), "bytes": pa.float64(), "stream": pa.int64(),
+                 "units_held": pa.int64(), "layer": pa.int64(), "stage": pa.int64(),
+                 "microbatch": pa.int64(), "phase": pa.string(), "detail": pa.string()},
+    "bubbles": {"device": pa.string(), "unit": pa.string(), "start_s": pa.float64(), "end_s": pa.float64(),
+                "duration_s": pa.float64(), "cause": pa.string(), "next_op_id": pa.int64(),
+                "stage": pa.int64(), "microbatch": pa.int64()},
+    "memory": {"device": pa.string(), "tier": pa.string(), "time_s": pa.float64(), "used_bytes": pa.int64()},
+}
+
+
+def table_path(run_dir: Path, name: str) -> Path | None:
+    """``NAME.arrow`` or ``NAME.parquet`` in a run directory, if there."""
+    for suffix in (".arrow", ".parquet"):
+        path = Path(run_dir) / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_table(path: Path, name: str | None = None) -> pa.Table:
+    """A run's table (Arrow IPC or Parquet), checked: a corrupted file or one
+    without the columns accsim writes is one AccsimError line."""
+    path = Path(path)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            table = pq.read_table(path)
+        else:
+            with open(path, "rb") as fh:
+                table = ipc.open_file(fh).read_all()
+        table.validate(full=True)
+    except OSError as exc:
+        raise AccsimError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (pa.ArrowException, ValueError, TypeError, IndexError) as exc:
+        text = " ".join(str(exc).split())[:160]
+        raise AccsimError(f"{path}: not a readable table written by accsim run ({type(exc).__name__}: {text})") from None
+    for column, kind in REQUIRED_COLUMNS.get(name or path.stem, {}).items():
+        if column not in table.column_names or table.schema.field(column).type != kind:
+            raise AccsimError(f"{path}: not a table written by accsim run (column {column!r} of type {kind} "
+                              f"missing)")
+    for column in ("start_s", "end_s", "time_s"):
+        if column in table.column_names and len(table) and not pc.all(pc.is_finite(table[column])).as_py():
+            raise AccsimError(f"{path}: column {column!r} holds a value that is not a finite time")
+    if "start_s" in table.column_names and len(table) and pc.any(pc.less(table["end_s"], table["start_s"])).as_py():
+        raise AccsimError(f"{path}: a row ends before it starts; not a table written by accsim run")
+    return table
 
 
 @dataclass
@@ -65,6 +112,7 @@ class Track:
     parent: int | None = None
     pid: int | None = None
     counter: bool = False
+    unit: str | None = None        # counters: "bytes", or a unit name such as "FLOP/s"
 
 
 @dataclass
@@ -100,12 +148,15 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
                 end_s: float | None = None, max_slices: int | None = None) -> Model:
     """Read a run directory and lay its tables out as tracks, slices, flows and counters."""
     run_dir = Path(run_dir)
-    for name in ("timeline.arrow", "bubbles.arrow"):
-        if not (run_dir / name).is_file():
-            raise AccsimError(f"{run_dir}: not a run directory (missing {name}); run accsim run first")
-    timeline = read_table(run_dir / "timeline.arrow")
-    bubbles = read_table(run_dir / "bubbles.arrow")
-    memory = read_table(run_dir / "memory.arrow") if (run_dir / "memory.arrow").is_file() else None
+    if not run_dir.is_dir():
+        raise AccsimError(f"{run_dir}: not a run directory (not a directory); give the --out of accsim run")
+    paths = {name: table_path(run_dir, name) for name in ("timeline", "bubbles", "memory")}
+    for name in ("timeline", "bubbles"):
+        if paths[name] is None:
+            raise AccsimError(f"{run_dir}: not a run directory (missing {name}.arrow); run accsim run first")
+    timeline = read_table(paths["timeline"], "timeline")
+    bubbles = read_table(paths["bubbles"], "bubbles")
+    memory = read_table(paths["memory"], "memory") if paths["memory"] is not None else None
 
     def keep_device(name: str) -> bool:
         return devices is None or fnmatch.fnmatchcase(name, devices)
@@ -118,6 +169,11 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
             mask = pc.and_(mask, pc.less_equal(table["start_s"], end_s))
         return table.filter(mask)
 
+    latest = max([pc.max(t[c]).as_py() or 0.0 for t, c in ((timeline, "end_s"), (bubbles, "end_s"))
+                  if t.num_rows] + [0.0])
+    if latest * NS >= 2**63:
+        raise AccsimError(f"{run_dir}: the run spans {latest:.3g} s, beyond the ~292 years a Perfetto "
+                          f"trace can time in nanoseconds")
     timeline = window(timeline).sort_by([("start_s", "ascending"), ("end_s", "ascending")])
     bubbles = window(bubbles)
     model = Model(total=timeline.num_rows)
@@ -283,7 +339,8 @@ def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, 
             rate = rows["bytes"][i] / duration
             link_rates.setdefault(rows["unit"][i], []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
     for device, changes in sorted(flops.items()):
-        track = Track(next(next_uuid), "achieved FLOP/s", parent=groups[device].uuid, counter=True)
+        track = Track(next(next_uuid), "achieved FLOP/s", parent=groups[device].uuid, counter=True,
+                      unit="FLOP/s")
         model.tracks.append(track)
         model.counters[track.uuid] = _step_counter(changes)
     for device, changes in sorted(power.items()):
@@ -291,7 +348,8 @@ def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, 
         model.tracks.append(track)
         model.counters[track.uuid] = _step_counter(changes)
     for unit, changes in sorted(link_rates.items()):
-        track = Track(next(next_uuid), f"{unit} bytes/s", parent=groups["network"].uuid, counter=True)
+        track = Track(next(next_uuid), f"{unit} bytes/s", parent=groups["network"].uuid, counter=True,
+                      unit="bytes/s")
         model.tracks.append(track)
         model.counters[track.uuid] = _step_counter(changes)
     if memory is not None and memory.num_rows:
@@ -305,7 +363,8 @@ def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, 
                 else:
                     samples.append((_ns(t), float(used)))
         for (device, tier), samples in sorted(series.items()):
-            track = Track(next(next_uuid), f"{tier} memory (bytes)", parent=groups[device].uuid, counter=True)
+            track = Track(next(next_uuid), f"{tier} memory (bytes)", parent=groups[device].uuid, counter=True,
+                          unit="bytes")
             model.tracks.append(track)
             model.counters[track.uuid] = samples
 
@@ -340,27 +399,39 @@ def write_pftrace(model: Model, path: Path) -> None:
             if track.parent is not None:
                 p.track_descriptor.parent_uuid = track.parent
             if track.counter:
-                p.track_descriptor.counter.SetInParent()
-    events: list[tuple[int, int, int, object]] = []
+                counter = p.track_descriptor.counter
+                counter.SetInParent()
+                if track.unit == "bytes":
+                    counter.unit = pb.CounterDescriptor.UNIT_SIZE_BYTES
+                elif track.unit:
+                    counter.unit_name = track.unit
+    # At one timestamp: slices that end, then zero-duration slices (begin and
+    # end together), then slices that begin, then counter samples; so a slice
+    # never ends before it begins and back-to-back slices do not overlap.
+    events: list[tuple[int, int, int, int, object]] = []
     for order, item in enumerate(model.slices):
-        events.append((item.start_ns, 1, order, item))
-        events.append((item.end_ns, 0, order, item))
+        if item.end_ns == item.start_ns:
+            events.append((item.start_ns, 1, order, 0, item))
+            events.append((item.start_ns, 1, order, 1, item))
+        else:
+            events.append((item.start_ns, 2, order, 0, item))
+            events.append((item.end_ns, 0, order, 1, item))
     for uuid, samples in model.counters.items():
         for t, value in samples:
-            events.append((t, 2, uuid, value))
-    events.sort(key=lambda e: (e[0], e[1], e[2]))
+            events.append((t, 3, uuid, 0, value))
+    events.sort(key=lambda e: (e[0], e[1], e[2], e[3]))
     interned: dict[str, int] = {}
-    for t, kind, key, item in events:
+    for t, kind, key, end, item in events:
         p = packet()
         p.timestamp = t
         event = p.track_event
-        if kind == 2:
+        if kind == 3:
             event.type = pb.TrackEvent.TYPE_COUNTER
             event.track_uuid = key
             event.double_counter_value = float(item)
             continue
         event.track_uuid = item.track
-        if kind == 1:
+        if not end:
             event.type = pb.TrackEvent.TYPE_SLICE_BEGIN
             iid = interned.get(item.name)
             if iid is None:
@@ -423,15 +494,21 @@ def write_json(model: Model, path: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    from sim.reports.writer import atomic_write_bytes
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, data)
+
+
+def _check_window(start_s, end_s, max_slices) -> None:
+    import math
+    for flag, value in (("--start", start_s), ("--end", end_s)):
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise AccsimError(f"{flag}: expected a non-negative number of seconds, got {value!r}")
+    if start_s is not None and end_s is not None and end_s < start_s:
+        raise AccsimError(f"--end {end_s:g} is before --start {start_s:g}")
+    if max_slices is not None and max_slices < 0:
+        raise AccsimError(f"--max-slices: expected a number >= 0, got {max_slices}")
 
 
 def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | None = None,
@@ -442,6 +519,9 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
     fmt = fmt or ("json" if output.suffix == ".json" else "pftrace")
     if fmt not in ("pftrace", "json"):
         raise AccsimError(f"--format: expected pftrace or json, got {fmt!r}")
+    _check_window(start_s, end_s, max_slices)
+    if output.is_dir():
+        raise AccsimError(f"-o {output}: is a directory; give a file name such as {output / 'trace.pftrace'}")
     model = build_model(Path(run_dir), devices, start_s, end_s, max_slices)
     if model.dropped and warn is not None:
         warn.write(f"accsim: kept the first {model.total - model.dropped} of {model.total} slices "

@@ -7,6 +7,7 @@ documented in docs/architecture.md.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -182,7 +183,8 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
     """Per (device, unit): busy time, span, achieved and peak FLOP/s and bytes/s.
 
     ``units`` lists (device, unit, category, peak_flops_per_s, peak_bytes_per_s)
-    for every unit, used or not. ``busy_s`` is the union of the unit's
+    for every unit, used or not; a peak is null where there is none or it is
+    unbounded (ideal links). ``busy_s`` is the union of the unit's
     intervals; achieved rates are totals over the span [0, makespan].
     """
     count = len(units)
@@ -203,11 +205,17 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
         "busy_s": busy.tolist(), "span_s": [span] * count,
         "utilization": (busy / span if span > 0 else busy * 0.0).tolist(),
         "achieved_flops_per_s": per_s(flops).tolist(),
-        "peak_flops_per_s": [u[3] for u in units],
+        "peak_flops_per_s": [_finite_or_none(u[3]) for u in units],
         "achieved_bytes_per_s": per_s(nbytes).tolist(),
-        "peak_bytes_per_s": [u[4] for u in units],
+        "peak_bytes_per_s": [_finite_or_none(u[4]) for u in units],
     }
     return pa.table(columns, schema=UTILIZATION_SCHEMA)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """A peak rate, or None where there is none or it is unbounded (the links
+    of an ``ideal`` cluster): outputs never hold infinity."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def memory_table(ledgers: Sequence) -> pa.Table:

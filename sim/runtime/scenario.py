@@ -32,20 +32,77 @@ parsed as YAML (``--set memory.resident_bytes.hbm=4GiB``); ``null`` removes the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Optional, Sequence, Union
 
-import yaml
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
-from sim.errors import ScenarioError, check_keys
-from sim.hardware.specs import DeviceSpec, load_device_spec, read_yaml
-from sim.units import parse_bytes
+from sim.errors import AccsimError, ScenarioError, SpecError, TraceError
+from sim.hardware.specs import DeviceSpec, load_device_spec
+from sim.parallel.plan import ModelSchema, ParallelSchema
+from sim.schema import (MAX_NAME, Bool, Bytes, Name, StrictModel, Text, check_structure, choice,
+                        load_yaml, one_line, parse_yaml_text, validate)
 from sim.workload.trace import Trace, load_trace
 
-TOP_LEVEL_KEYS = ("name", "description", "device", "device_name", "device_overrides", "trace",
-                  "memory", "cluster", "cluster_options", "model", "parallel", "training", "outputs")
-TRAINING_KEYS = ("fidelity", "continue_on_oom", "optimizer_step")
+# A generated iteration larger than this many ops (estimated before expanding)
+# would take tens of GB: the scenario is refused with the estimate.
+MAX_GENERATED_OPS = 10_000_000
+# ``cluster: ideal`` builds one device per rank of the plan.
+MAX_IDEAL_RANKS = 2**16
+MAX_OVERRIDES = 1000
+
+
+def _link_rows(value: Any) -> Union[str, bool]:
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise PydanticCustomError("accsim", f"expected auto, true or false, got {value!r}")
+
+
+class MemoryBlock(StrictModel):
+    """``memory:``: bytes per tier already allocated before the first op, and
+    a managed scratchpad (validated by sim.memory.config.ScratchpadConfig)."""
+
+    resident_bytes: dict[Name, Bytes] = {}
+    scratchpad: Optional[dict[Name, Any]] = None
+
+
+class TrainingBlock(StrictModel):
+    """``training:`` options of a training scenario."""
+
+    fidelity: choice("folded", "full") = "folded"
+    continue_on_oom: Bool = False
+    optimizer_step: Bool = True
+
+
+class OutputsBlock(StrictModel):
+    """``outputs:``: what the run records."""
+
+    link_rows: Annotated[Union[str, bool], BeforeValidator(_link_rows)] = "auto"
+
+
+class ScenarioFile(StrictModel):
+    """The schema of a scenario file (module docstring). Structure only: names
+    of devices, clusters and traces are resolved by ``scenario_from_dict``;
+    ``device_overrides`` and ``cluster_options`` by the spec and topology
+    loaders, whose errors are reported under those keys."""
+
+    name: Optional[Name] = None
+    description: Optional[Text] = None
+    device: Optional[Name] = None
+    device_name: Optional[Name] = None
+    device_overrides: dict[Name, Any] = {}
+    trace: Optional[Text] = None
+    memory: MemoryBlock = MemoryBlock()
+    cluster: Optional[Name] = None
+    cluster_options: dict[Name, Any] = {}
+    model: Optional[ModelSchema] = None
+    parallel: Optional[ParallelSchema] = None
+    training: TrainingBlock = TrainingBlock()
+    outputs: OutputsBlock = OutputsBlock()
+
 
 
 @dataclass(frozen=True)
@@ -61,7 +118,8 @@ class Training:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A resolved scenario: specs and trace loaded and validated."""
+    """A resolved scenario: specs and trace loaded and validated. ``raw`` is
+    the scenario mapping after overrides, ``overrides`` what was applied."""
 
     name: str
     device: DeviceSpec
@@ -77,6 +135,8 @@ class Scenario:
     record_links: bool = False
     continue_on_oom: bool = False
     memory_plan: Any = None          # sim.memory.manager.MemoryPlan when memory.scratchpad is set
+    overrides: Any = ()
+    source_file: str | None = None
 
     def device_for(self, rank: int) -> DeviceSpec:
         return self.rank_specs.get(rank, self.device)
@@ -88,33 +148,63 @@ class Scenario:
     def pipeline(self) -> bool:
         return self.training is not None
 
+    def __repr__(self) -> str:
+        kind = f"training {self.training.model.name}" if self.training else f"trace {self.trace.path}"
+        return f"Scenario({self.name!r}, {kind}, {len(self.trace.ops)} ops, device {self.device.name})"
 
-def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
-    """Return a copy of ``raw`` with each ``key.path=value`` applied."""
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        if "=" not in item:
-            raise ScenarioError(f"--set {item!r}: expected key.path=value")
-        key, text = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ScenarioError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+
+Overrides = Union[Sequence[str], Mapping[str, Any], str]
+
+
+def override_items(overrides: Overrides) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, label for errors) of each override. ``overrides`` is
+    ``key.path=value`` strings (values parsed as YAML, as ``--set`` does), one
+    such string, or a mapping of dotted keys to values (used as they are)."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        items = []
+        for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise ScenarioError(f"overrides: keys must be dotted key paths (strings), got {key!r}")
+            check_structure(value, f"overrides[{key!r}]")
+            items.append((key, value, f"overrides[{key!r}]"))
+    elif isinstance(overrides, (list, tuple)):
+        items = []
+        for item in overrides:
+            if not isinstance(item, str) or "=" not in item:
+                raise ScenarioError(one_line(f"--set {item!r}: expected key.path=value"))
+            key, text = item.split("=", 1)
+            items.append((key, parse_yaml_text(text, f"--set {key.strip()}") if text.strip() else "",
+                          f"--set {item}"))
+    else:
+        raise ScenarioError(f"overrides: expected key.path=value strings or a mapping of dotted keys "
+                            f"to values, got {type(overrides).__name__}")
+    if len(items) > MAX_OVERRIDES:
+        raise ScenarioError(f"overrides: more than {MAX_OVERRIDES}")
+    return items
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Overrides) -> dict:
+    """Return a copy of ``raw`` with each override applied (see ``override_items``);
+    a value of null (None) removes the key."""
+    out = copy.deepcopy(dict(raw))
+    for key, value, label in override_items(overrides):
+        parts = key.strip().split(".")
+        if not key.strip() or any(not part.strip() for part in parts) or len(key) > MAX_NAME:
+            raise ScenarioError(one_line(f"{label}: expected a dotted key path such as parallel.pp"))
         node = out
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ScenarioError(f"--set {item!r}: {part!r} is not a mapping in the scenario")
+                raise ScenarioError(one_line(f"{label}: {part!r} is not a mapping in the scenario"))
             node = child
         if value is None:
             node.pop(parts[-1], None)
         else:
-            node[parts[-1]] = value
+            node[parts[-1]] = copy.deepcopy(value)
     return out
 
 
@@ -127,50 +217,63 @@ def _resolve(path_text: str, base: Path | None) -> Path:
     return path
 
 
+def _device_spec(name: str, base: Path | None, overrides: Mapping[str, Any], where: str) -> DeviceSpec:
+    """The device spec ``name`` with ``device_overrides``; an error the
+    overrides cause is reported under the scenario's ``device_overrides``."""
+    try:
+        return load_device_spec(name, base, overrides or None)
+    except SpecError as exc:
+        if not overrides:
+            raise
+        plain = load_device_spec(name, base)        # the spec alone is broken: its own error
+        message = str(exc)
+        for prefix in (plain.path, "device_overrides"):
+            if message.startswith(prefix):
+                message = message[len(prefix):].lstrip(".: ")
+        raise ScenarioError(one_line(f"{where}: device_overrides: {message}")) from None
+
+
+def _cluster(doc: ScenarioFile, base: Path | None, where: str):
+    from sim.network.topology import load_topology
+    name = doc.cluster
+    if name == "ideal":
+        plan = doc.parallel or ParallelSchema()
+        world = plan.dp * plan.tp * plan.pp
+        if world > MAX_IDEAL_RANKS:
+            raise ScenarioError(f"{where}: parallel: cluster: ideal is sized by dp x tp x pp = {world}; "
+                                f"at most {MAX_IDEAL_RANKS} devices")
+        name = f"ideal:{world}"
+    return load_topology(name, base, doc.cluster_options)
+
+
 def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",
-                       default_name: str = "scenario") -> Scenario:
-    check_keys(raw, TOP_LEVEL_KEYS, where)
-    training_mode = "model" in raw or "parallel" in raw
+                       default_name: str = "scenario", overrides: Overrides = ()) -> Scenario:
+    """Validate a scenario mapping (ScenarioFile), load its specs, cluster and
+    trace (or generate the training iteration), and check they agree."""
+    check_structure(raw, where)
+    doc = validate(ScenarioFile, raw, where)
+    training_mode = doc.model is not None or doc.parallel is not None
     if training_mode:
         for key in ("cluster", "model", "parallel"):
-            if not raw.get(key):
+            if getattr(doc, key) is None:
                 raise ScenarioError(f"{where}: a training scenario needs {key!r} (with model and parallel)")
-        if raw.get("trace"):
+        if doc.trace:
             raise ScenarioError(f"{where}: give either a trace or a model with a parallel plan, not both")
     else:
-        if not raw.get("trace"):
+        if not doc.trace:
             raise ScenarioError(f"{where}: missing required key 'trace' (or 'model' and 'parallel')")
-        if not raw.get("device") and not raw.get("cluster"):
+        if not doc.device and not doc.cluster:
             raise ScenarioError(f"{where}: missing required key 'device' (or 'cluster')")
-    device_overrides = raw.get("device_overrides") or {}
-    if not isinstance(device_overrides, Mapping):
-        raise ScenarioError(f"{where}: device_overrides: expected a mapping")
-
-    cluster = None
-    if raw.get("cluster"):
-        from sim.network.topology import load_topology
-        name = str(raw["cluster"])
-        if name == "ideal":
-            plan = raw.get("parallel") or {}
-            try:
-                world = int(plan.get("dp", 1)) * int(plan.get("tp", 1)) * int(plan.get("pp", 1))
-            except (TypeError, ValueError, AttributeError):
-                raise ScenarioError(f"{where}: cluster: ideal is sized by parallel.dp x tp x pp, "
-                                    f"which must be integers") from None
-            name = f"ideal:{max(world, 1)}"
-        options = raw.get("cluster_options") or {}
-        if not isinstance(options, Mapping):
-            raise ScenarioError(f"{where}: cluster_options: expected a mapping of generator options")
-        cluster = load_topology(name, base, options)
+    cluster = _cluster(doc, base, where) if doc.cluster else None
     specs: dict[str, DeviceSpec] = {}
 
     def spec_named(name: str) -> DeviceSpec:
         if name not in specs:
-            specs[name] = load_device_spec(name, base, device_overrides)
+            specs[name] = _device_spec(name, base, doc.device_overrides, where)
         return specs[name]
 
-    if raw.get("device"):
-        device = spec_named(str(raw["device"]))
+    if doc.device:
+        device = spec_named(doc.device)
         spec_of_rank = lambda rank: device  # noqa: E731
     else:
         names = {cluster.device_spec(r) for r in range(cluster.size)}
@@ -179,60 +282,76 @@ def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: 
                                 f"are; add device: NAME to the scenario")
         spec_of_rank = lambda rank: spec_named(cluster.device_spec(rank))  # noqa: E731
         device = spec_of_rank(0)
-
-    memory = raw.get("memory") or {}
-    if not isinstance(memory, Mapping):
-        raise ScenarioError(f"{where}: memory: expected a mapping")
-    resident: dict[str, int] = {}
-    for tier, size in (memory.get("resident_bytes") or {}).items():
+    resident = dict(doc.memory.resident_bytes)
+    for tier in resident:
         if tier not in device.tier_names:
             raise ScenarioError(f"{where}: memory.resident_bytes.{tier}: not a tier of {device.name}; "
                                 f"expected one of {list(device.tier_names)}")
-        try:
-            resident[tier] = parse_bytes(size, f"{where}: memory.resident_bytes.{tier}")
-        except ValueError as exc:
-            raise ScenarioError(str(exc)) from None
-
-    training_raw = raw.get("training") or {}
-    if not isinstance(training_raw, Mapping) or set(training_raw) - set(TRAINING_KEYS):
-        raise ScenarioError(f"{where}: training: expected a mapping with some of {list(TRAINING_KEYS)}")
-    continue_on_oom = bool(training_raw.get("continue_on_oom", False))
     training = None
     resident_by_rank: dict = {}
     if training_mode:
-        trace, training, resident_by_rank = _expand(raw, cluster, spec_of_rank, training_raw,
-                                                     continue_on_oom, where)
+        trace, training, resident_by_rank = _expand(doc, cluster, spec_of_rank, where)
     else:
-        trace = load_trace(_resolve(str(raw["trace"]), base))
+        trace = _load_trace(doc.trace, base, where, cluster)
     memory_plan = None
-    if memory.get("scratchpad") is not None:
+    if doc.memory.scratchpad is not None:
         from sim.memory.manager import manage_scratchpad
-        trace, memory_plan = manage_scratchpad(trace, spec_of_rank, memory["scratchpad"], where)
-    outputs = raw.get("outputs") or {}
-    link_rows = outputs.get("link_rows", "auto") if isinstance(outputs, Mapping) else "auto"
+        trace, memory_plan = manage_scratchpad(trace, spec_of_rank, doc.memory.scratchpad, where)
+    link_rows = doc.outputs.link_rows
     record_links = (cluster is not None and cluster.size <= 64) if link_rows == "auto" else bool(link_rows)
     rank_specs = {rank: spec_of_rank(rank) for rank in trace.ranks} if cluster is not None else {}
-    return Scenario(name=str(raw.get("name") or default_name), device=device,
-                    device_name=str(raw.get("device_name") or "dev0"), trace=trace,
+    return Scenario(name=doc.name or default_name, device=device,
+                    device_name=doc.device_name or "dev0", trace=trace,
                     resident_bytes=resident, raw=dict(raw), path=where, cluster=cluster,
                     rank_specs=rank_specs, resident_by_rank=resident_by_rank, training=training,
-                    record_links=record_links, continue_on_oom=continue_on_oom,
-                    memory_plan=memory_plan)
+                    record_links=record_links, continue_on_oom=doc.training.continue_on_oom,
+                    memory_plan=memory_plan, overrides=overrides)
 
 
-def _expand(raw, cluster, spec_of_rank, training_raw, continue_on_oom, where):
+def _load_trace(text: str, base: Path | None, where: str, cluster) -> Trace:
+    """The scenario's trace; without a cluster every op must be on rank 0."""
+    from sim.workload.trace import COMM_OPS
+    path = _resolve(text, base)
+    if not path.is_file():
+        raise ScenarioError(one_line(f"{where}: trace: {text!r} not found (relative paths are tried "
+                                     f"beside the scenario, then in the working directory)"))
+    trace = load_trace(path)
+    if cluster is None:
+        for op in trace.ops:
+            if op.rank != 0 or op.op in COMM_OPS:
+                what = f"a {op.op}" if op.op in COMM_OPS else f"on rank {op.rank}"
+                raise TraceError(f"{trace.path}: op {op.id} ({op.name}) is {what}; ranks and collectives "
+                                 f"need a cluster: in the scenario {where} (without one, every op runs on "
+                                 f"its single device)")
+    return trace
+
+
+def estimated_ops(model, plan, fidelity: str) -> int:
+    """An upper estimate of a generated iteration's op count: per simulated
+    rank, per microbatch forward and backward, a few ops per layer."""
+    ranks = plan.pp if fidelity == "folded" else plan.world
+    per_rank = 2 * plan.microbatches * (model.layers // plan.pp + 1) * 8
+    return ranks * per_rank
+
+
+def _expand(doc: ScenarioFile, cluster, spec_of_rank, where: str):
     """Generate a training scenario's trace and check its memory fits."""
-    from sim.parallel.expand import FIDELITIES, expand_training
+    from sim.parallel.expand import expand_training
     from sim.parallel.memory import stage_memory
     from sim.parallel.plan import model_from_dict, plan_from_dict
     from sim.units import format_bytes
     from sim.workload.trace import validate_ops
 
-    model = model_from_dict(raw["model"], f"{where}: model")
-    plan = plan_from_dict(raw["parallel"], model, cluster.size, f"{where}: parallel")
-    fidelity = str(training_raw.get("fidelity", "folded"))
-    if fidelity not in FIDELITIES:
-        raise ScenarioError(f"{where}: training.fidelity: expected one of {list(FIDELITIES)}, got {fidelity!r}")
+    model = model_from_dict(doc.model.model_dump(), f"{where}: model")
+    plan = plan_from_dict(doc.parallel.model_dump(), model, cluster.size, f"{where}: parallel")
+    fidelity = doc.training.fidelity
+    count = estimated_ops(model, plan, fidelity)
+    if count > MAX_GENERATED_OPS:
+        raise ScenarioError(f"{where}: the iteration would have about {count:,} ops (more than "
+                            f"{MAX_GENERATED_OPS:,}); use training.fidelity: folded, fewer microbatches "
+                            f"or fewer layers")
+    _check_dtype(model, plan, spec_of_rank, where)
+    continue_on_oom = doc.training.continue_on_oom
     memory = tuple(stage_memory(model, plan, s) for s in range(plan.pp))
     for stage in memory:
         rank = plan.rank(0, stage.stage, 0)
@@ -247,25 +366,70 @@ def _expand(raw, cluster, spec_of_rank, training_raw, continue_on_oom, where):
                 f"for {stage.in_flight} microbatches in flight) but {spec.name} has "
                 f"{format_bytes(capacity)} of {spec.default_tier}; set training.continue_on_oom: true to run anyway")
     expansion = expand_training(model, plan, spec_of_rank, fidelity,
-                                optimizer_step=bool(training_raw.get("optimizer_step", True)))
+                                optimizer_step=doc.training.optimizer_step)
     trace = validate_ops(expansion.ops, f"{where} (generated {model.name} iteration)")
     training = Training(model, plan, fidelity, expansion, memory)
     return trace, training, expansion.resident
 
 
-def load_scenario_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
-                       base: Path | None = None) -> Scenario:
+def _check_dtype(model, plan, spec_of_rank, where: str) -> None:
+    """Every unit the generated iteration runs on must list the model's dtype
+    (an SM array's matrix and vector peaks, a vector unit's peak)."""
+    seen = set()
+    for stage in range(plan.pp):
+        spec = spec_of_rank(plan.rank(0, stage, 0))
+        if spec.name in seen:
+            continue
+        seen.add(spec.name)
+        sm, vector = getattr(spec, "sm_array", None), getattr(spec, "vector", None)
+        tables = {"SM array matrix": getattr(sm, "matrix_flops_per_s", None),
+                  "SM array vector": getattr(sm, "vector_flops_per_s", None),
+                  "vector unit": getattr(vector, "flops_per_s", None)}
+        for label, table in tables.items():
+            if isinstance(table, Mapping) and model.dtype not in table:
+                raise ScenarioError(f"{where}: model.dtype: {spec.name}'s {label} has no {model.dtype} "
+                                    f"peak; it lists {sorted(table)}")
+
+
+def load_scenario_dict(raw: Mapping[str, Any], overrides: Overrides = (),
+                       base: Path | None = None, where: str = "scenario") -> Scenario:
     """Resolve a scenario given as a mapping (paths relative to ``base`` or the cwd)."""
-    return scenario_from_dict(apply_overrides(dict(raw), overrides), base=base)
+    if not isinstance(raw, Mapping):
+        raise ScenarioError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    check_structure(raw, where)
+    return scenario_from_dict(apply_overrides(raw, overrides), base=base, where=where,
+                              overrides=overrides)
 
 
-def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
-    """Read a scenario YAML, apply ``--set`` overrides, and resolve it."""
+def read_scenario_file(path: str | Path) -> dict:
+    """The mapping in a scenario file (bounded YAML), or one ScenarioError line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ScenarioError(f"{path}: scenario file not found")
-    raw = read_yaml(path, ScenarioError) or {}
+    raw = load_yaml(path, ScenarioError)
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping at the top level")
-    raw = apply_overrides(raw, overrides)
-    return scenario_from_dict(raw, base=path.parent, where=str(path), default_name=path.stem)
+        raise ScenarioError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def load_scenario(path: str | Path, overrides: Overrides = ()) -> Scenario:
+    """Read a scenario YAML, apply ``--set`` overrides, and resolve it. A path
+    that does not exist but names a shipped scenario (``quickstart``) is that."""
+    path = resolve_scenario_path(path)
+    raw = apply_overrides(read_scenario_file(path), overrides)
+    scenario = scenario_from_dict(raw, base=path.parent, where=str(path), default_name=path.stem,
+                                  overrides=overrides)
+    return dataclasses.replace(scenario, source_file=str(path))
+
+
+def resolve_scenario_path(path: str | Path) -> Path:
+    """``path`` if it exists, else the shipped scenario of that name
+    (``quickstart`` or ``quickstart.yaml``, sim.paths), else ``path``."""
+    from sim.paths import scenario_path
+    path = Path(path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = scenario_path(path.name)
+    return shipped if shipped.is_file() else path

@@ -15,8 +15,10 @@ sequence numbers), so the same inputs produce byte-identical Arrow files.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,20 +30,21 @@ from sim.engine.calendar import Environment
 from sim.engine.device import HOST_UNIT, UNIT_NAMES, BoundOp, DeviceRuntime, OpTimes, bind_op
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.engine.recorder import TimelineRecorder
-from sim.errors import TraceError
+from sim.errors import ScenarioError, TraceError
 from sim.network.collectives import CollectiveError, Schedule, Step
 from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, utilization_table
 from sim.reports.writer import write_run
-from sim.runtime.scenario import Scenario, load_scenario, scenario_from_dict
+from sim.runtime.scenario import Scenario, load_scenario, load_scenario_dict
 from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op
 
 ProgressFn = Callable[[int, int], None]
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
-    """What a run produces: the Arrow tables and the summary."""
+    """What a run produces: the Arrow tables, the summary, and the provenance
+    (accsim version, resolved scenario, overrides) that outputs carry."""
 
     timeline: pa.Table
     bubbles: pa.Table
@@ -54,9 +57,27 @@ class Result:
         return {"timeline": self.timeline, "bubbles": self.bubbles,
                 "utilization": self.utilization, "memory": self.memory, **self.extra_tables}
 
-    def write(self, out_dir: str | os.PathLike) -> Path:
-        """Write every table as ``NAME.arrow`` and ``summary.json`` into ``out_dir``."""
-        return write_run(out_dir, self.tables(), self.summary)
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.summary.get("provenance", {})
+
+    def write(self, out_dir: str | os.PathLike, overwrite: bool = False, format: str = "arrow",
+              extras: Sequence[Callable[[Path], None]] = ()) -> Path:
+        """Write every table as ``NAME.arrow`` (``format="parquet"``: ``NAME.parquet``)
+        and ``summary.json`` into ``out_dir``, whole or not at all. A non-empty
+        ``out_dir`` is refused unless ``overwrite`` (which replaces a run's own
+        files only). ``extras`` write more files into the directory before it
+        appears (the CLI's ``--perfetto`` and ``--write-trace``)."""
+        metadata = {"accsim.version": self.provenance.get("accsim_version", ""),
+                    "accsim.provenance": json.dumps(self.provenance, sort_keys=True, default=str)}
+        return write_run(out_dir, self.tables(), self.summary, overwrite=overwrite, fmt=format,
+                         metadata=metadata, extras=extras)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        time_s = s.get("iteration_time_s", s.get("makespan_s"))
+        return (f"<Result {s.get('scenario')!r}: {time_s!r} s simulated, {s.get('ops')} ops on "
+                f"{s.get('devices')} devices; tables {', '.join(f'{k} ({t.num_rows} rows)' for k, t in self.tables().items())}>")
 
 
 def _combine(schedules: Sequence[Schedule]) -> Schedule:
@@ -201,6 +222,8 @@ class Simulation:
         for rank, device in self.devices.items():
             for tensor, (tier, nbytes) in self.scenario.resident_tensors_for(rank).items():
                 device.ledger.allocate(tensor, tier, nbytes, 0.0, f"{tensor} of rank {rank}")
+        if self.progress is not None:
+            self.progress(0, len(self.bound))
         for index, count in enumerate(self.waiting):
             if count == 0:
                 self._starters[index](index, self.bound[index])
@@ -209,10 +232,14 @@ class Simulation:
         never_ran = sum(1 for end in self.times.end_s if end != end)
         if never_ran:
             raise RuntimeError(f"{never_ran} ops never ran: the run deadlocked")
+        if self.progress is not None:
+            self.progress(len(self.bound), len(self.bound))
         ids = [op.id for op in self.scenario.trace.ops]
         self.start_s = dict(zip(ids, self.times.start_s))
         self.end_s = dict(zip(ids, self.times.end_s))
-        return self._result(wall_s)
+        stage = getattr(self.progress, "stage", None)
+        with stage("building the timeline, bubble and utilization tables") if stage else nullcontext():
+            return self._result(wall_s)
 
     def _blockers(self) -> tuple[dict[int, float], dict[int, int]]:
         """When each op became ready, and the predecessor that finished last."""
@@ -291,6 +318,8 @@ class Simulation:
             "peak_memory_bytes": {d.name: dict(d.ledger.peak) for d in self.devices.values()},
             "capacity_bytes": {d.name: dict(d.ledger.capacity) for d in self.devices.values()},
             "bubble_s_by_cause": dict(sorted(bubble_s.items())),
+            "bubble_aggregation": {"bubble_s_by_cause": f"sum over the {len(self.devices)} simulated "
+                                                        f"devices and their compute units"},
         }
         if scenario.memory_plan is not None:
             summary["scratchpad"] = scenario.memory_plan.summary()
@@ -299,17 +328,19 @@ class Simulation:
 
 
 def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
-        overrides: Sequence[str] = (), progress: ProgressFn | None = None) -> Result:
-    """Simulate a scenario (object, mapping or YAML path) and return its Result.
+        overrides: Sequence[str] | Mapping[str, Any] = (), progress: ProgressFn | None = None) -> Result:
+    """Simulate a scenario and return its Result.
 
-    >>> result = sim.run("scenarios/quickstart.yaml")      # doctest: +SKIP
-    >>> result.summary["makespan_s"], result.timeline.num_rows
+    ``scenario``: a YAML path (or a shipped scenario's name, ``"quickstart"``),
+    a mapping with the same keys, or a loaded Scenario. ``overrides``: what
+    ``--set`` takes, as ``["parallel.pp=4", ...]`` strings or a mapping
+    ``{"parallel.pp": 4}``. Bad input raises an AccsimError subclass whose
+    message is one line.
+
+    >>> result = sim.run("scenarios/quickstart.yaml", overrides={"parallel.schedule": "gpipe"})  # doctest: +SKIP
+    >>> result.summary["iteration_time_s"], result.timeline.num_rows
     """
-    if isinstance(scenario, (str, os.PathLike)):
-        scenario = load_scenario(scenario, overrides)
-    elif isinstance(scenario, Mapping):
-        from sim.runtime.scenario import apply_overrides
-        scenario = scenario_from_dict(apply_overrides(dict(scenario), overrides))
+    scenario = resolve(scenario, overrides)
     simulation = Simulation(scenario, progress=progress)
     result = simulation.run()
     if scenario.training is not None:
@@ -317,4 +348,34 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
         result.summary.update(training_summary(scenario, result))
     from sim.energy.run import attach_energy
     attach_energy(result, scenario, {d.name: d.spec for d in simulation.devices.values()})
+    result.summary["provenance"] = provenance(scenario)
     return result
+
+
+def provenance(scenario: Scenario) -> dict[str, Any]:
+    """Where a run's outputs come from: the accsim version, the scenario file
+    (if any), the resolved scenario (after overrides), the overrides, and the
+    seed (null: a run draws no random numbers; sweeps record theirs)."""
+    from sim import __version__
+    overrides = scenario.overrides
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    return {"accsim_version": __version__, "scenario_file": scenario.source_file,
+            "scenario": scenario.raw,
+            "overrides": dict(overrides) if isinstance(overrides, Mapping) else list(overrides),
+            "seed": None}
+
+
+def resolve(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
+            overrides: Sequence[str] | Mapping[str, Any] = ()) -> Scenario:
+    """A Scenario from any of the forms ``run`` takes."""
+    if isinstance(scenario, Scenario):
+        if overrides:
+            raise ScenarioError("overrides apply to a scenario file or mapping, not to a loaded Scenario; "
+                                "pass them to sim.load_scenario instead")
+        return scenario
+    if isinstance(scenario, (str, os.PathLike)):
+        return load_scenario(scenario, overrides)
+    if isinstance(scenario, Mapping):
+        return load_scenario_dict(scenario, overrides)
+    raise ScenarioError(f"scenario: expected a YAML path, a mapping or a Scenario, got {type(scenario).__name__}")

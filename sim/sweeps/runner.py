@@ -18,6 +18,7 @@ whose worker died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -34,28 +35,9 @@ from typing import Any, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim.errors import AccsimError
-from sim.sweeps.points import SweepSpec, load_sweep, point_id, point_overrides
-
-METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("makespan_s", ("makespan_s",)),
-    ("total_flops", ("total_flops",)),
-    ("ops", ("ops",)),
-    ("events", ("events",)),
-    ("iteration_time_s", ("iteration_time_s",)),
-    ("tokens_per_s", ("tokens_per_s",)),
-    ("model_flops_per_gpu_per_s", ("model_flops_per_gpu_per_s",)),
-    ("mfu", ("mfu",)),
-    ("hfu", ("hfu",)),
-    ("bubble_fraction", ("bubble_fraction",)),
-    ("exposed_comm_tp_s", ("exposed_comm_s", "tp")),
-    ("exposed_comm_pp_s", ("exposed_comm_s", "pp")),
-    ("exposed_comm_dp_s", ("exposed_comm_s", "dp")),
-    ("peak_memory_per_gpu_bytes", ("memory_per_gpu", "peak_bytes")),
-)
-STATUS_FIELDS = (("point_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
-                 ("wall_s", pa.float64()))
-
+from sim.errors import AccsimError, ScenarioError
+from sim.sweeps.columns import METRICS, STATUS_FIELDS
+from sim.sweeps.points import SweepSpec, load_sweep, point_id
 
 def metrics_of(summary: Mapping[str, Any]) -> dict[str, float | None]:
     out = {}
@@ -67,14 +49,14 @@ def metrics_of(summary: Mapping[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def _simulate(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, Any],
+def _simulate(base: Mapping[str, Any], scenario_path: str, point: Mapping[str, Any],
               keep_dir: str | None, pid: str) -> dict:
     import sim
     from sim.runtime.scenario import load_scenario_dict
-    scenario = load_scenario_dict(base, point_overrides(point), base=Path(scenario_dir))
+    scenario = load_scenario_dict(base, point, base=Path(scenario_path).parent, where=scenario_path)
     result = sim.run(scenario)
     if keep_dir:
-        result.write(Path(keep_dir) / pid)
+        result.write(Path(keep_dir) / pid, overwrite=True)
     return result.summary
 
 
@@ -123,11 +105,11 @@ def _run_forked(args, timeout_s: float) -> tuple[str, Any]:
     return pickle.loads(b"".join(chunks))
 
 
-def run_point(base: Mapping[str, Any], scenario_dir: str, point: Mapping[str, Any], pid: str,
+def run_point(base: Mapping[str, Any], scenario_path: str, point: Mapping[str, Any], pid: str,
               timeout_s: float | None = None, keep_dir: str | None = None) -> dict:
     """Simulate one design point (a Dask task); returns its result row."""
     start = time.perf_counter()
-    args = (base, scenario_dir, point, keep_dir, pid)
+    args = (base, scenario_path, point, keep_dir, pid)
     status, payload = _outcome(args) if timeout_s is None else _run_forked(args, timeout_s)
     summary = payload if status == "ok" else {}
     error = None if status == "ok" else payload
@@ -152,7 +134,40 @@ def results_schema(spec: SweepSpec) -> pa.Schema:
     for param in spec.params:
         fields.append(pa.field(param, _param_type([p[param] for p in spec.points if param in p])))
     fields += [pa.field(name, pa.float64()) for name, _ in METRICS]
-    return pa.schema(fields)
+    from sim import __version__
+    return pa.schema(fields, metadata={"accsim.version": __version__, "accsim.sweep_id": spec.sweep_id,
+                                       "accsim.sweep": spec.name})
+
+
+SWEEP_RECORD = "sweep.json"
+
+
+def claim_directory(out: Path, spec: SweepSpec) -> None:
+    """Make ``out`` this sweep's results directory, or check that it is one:
+    ``out/sweep.json`` records the sweep id, and a directory holding another
+    sweep's results (or anything else) is refused rather than merged."""
+    record = out / SWEEP_RECORD
+    if out.exists() and not out.is_dir():
+        raise ScenarioError(f"--out {out}: exists and is not a directory")
+    if record.is_file():
+        try:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+            previous_id = previous["sweep_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ScenarioError(f"{record}: unreadable; remove it, or choose another --out") from None
+        if previous_id != spec.sweep_id:
+            raise ScenarioError(f"--out {out}: holds the results of another sweep ({previous.get('name')!r}, "
+                                f"id {previous_id}; this one is {spec.sweep_id}); choose another --out")
+        return
+    if out.is_dir() and any(out.iterdir()):
+        raise ScenarioError(f"--out {out}: not empty and not a sweep's results directory (no {SWEEP_RECORD}); "
+                            f"choose another --out")
+    from sim import __version__
+    from sim.reports.writer import write_json
+    out.mkdir(parents=True, exist_ok=True)
+    write_json({"sweep_id": spec.sweep_id, "name": spec.name, "scenario": str(spec.scenario_path),
+                "points": len(spec.points), "params": list(spec.params), "seed": spec.seed,
+                "accsim_version": __version__}, record)
 
 
 def _coerce(row: Mapping[str, Any], schema: pa.Schema) -> dict:
@@ -231,6 +246,42 @@ def compact(out_dir: Path) -> pa.Table | None:
     return table
 
 
+def check_options(workers, timeout_s, scheduler) -> None:
+    """``--workers`` 1..4096, ``--timeout`` a positive finite number, ``--scheduler`` an address."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 1 <= workers <= 4096):
+        raise ScenarioError(f"--workers: expected an integer from 1 to 4096, got {workers!r}")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not math.isfinite(timeout_s) or timeout_s <= 0):
+        raise ScenarioError(f"--timeout: expected a positive number of seconds, got {timeout_s!r}")
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ScenarioError(f"--scheduler: expected an address such as tcp://host:8786, got {scheduler!r}")
+
+
+def _start_client(scheduler: str | None, workers: int | None, progress: bool):
+    """(client, client to close, cluster to close): a client of ``scheduler``,
+    or of a new LocalCluster of ``workers`` processes."""
+    from dask.distributed import Client, LocalCluster
+    _refuse_unguarded_reimport()
+    if scheduler:
+        if progress:
+            print(f"  sweep: connecting to the Dask scheduler at {scheduler}...", file=sys.stderr, flush=True)
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            raise ScenarioError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        return client, client, None
+    count = workers or os.cpu_count() or 1
+    if progress:
+        print(f"  sweep: starting a local Dask cluster of {count} worker process"
+              f"{'es' if count != 1 else ''}...", file=sys.stderr, flush=True)
+    with _workers_do_not_rerun_main():
+        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", host="127.0.0.1", silence_logs=logging.WARNING)
+    client = Client(cluster)
+    return client, client, cluster
+
+
 class _Progress:
     """A tqdm bar on a terminal, a plain line every few seconds otherwise."""
 
@@ -273,14 +324,22 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
           progress: bool = True) -> pa.Table:
     """Run every point of a sweep on Dask; return the results (one row per point).
 
-    ``client``: an existing ``dask.distributed.Client``; else ``scheduler`` (an
-    address such as ``tcp://host:8786``); else an embedded ``LocalCluster``
-    with ``workers`` worker processes (default: the CPU count).
+    ``sweep_or_path``: a sweep file, a mapping shaped like one, or a loaded
+    SweepSpec. ``out``: the results directory (``out/results/`` Parquet, and
+    ``out/sweep.json`` naming the sweep; re-running resumes, another sweep is
+    refused). ``client``: an existing ``dask.distributed.Client``; else
+    ``scheduler`` (an address such as ``tcp://host:8786``); else an embedded
+    ``LocalCluster`` with ``workers`` worker processes (default: the CPU
+    count). ``timeout_s``: per-point limit. ``keep_timelines``: keep each
+    point's Arrow files in ``out/points/ID/``. Bad input raises an
+    AccsimError (one line) before any worker starts.
     """
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
+    check_options(workers, timeout_s, scheduler)
     spec = sweep_or_path if isinstance(sweep_or_path, SweepSpec) else load_sweep(sweep_or_path)
     out = Path(out)
+    claim_directory(out, spec)
     schema = results_schema(spec)
     ids = [point_id(spec.base, p) for p in spec.points]
     previous = read_results(out)
@@ -295,18 +354,12 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
         table = compact(out)
         return table if table is not None else schema.empty_table()
     if client is None:
-        if scheduler:
-            client = own_client = Client(scheduler)
-        else:
-            own_cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                                       processes=True, dashboard_address=None, host="127.0.0.1",
-                                       silence_logs=logging.WARNING)
-            client = own_client = Client(own_cluster)
+        client, own_client, own_cluster = _start_client(scheduler, workers, progress)
     writer = _Writer(out / "results", schema)
     bar = _Progress(total_unique, total_unique - len(todo), progress)
     keep_dir = str((out / "points").resolve()) if keep_timelines else None
     try:
-        futures = {client.submit(run_point, dict(spec.base), str(spec.scenario_path.parent), point, pid,
+        futures = {client.submit(run_point, dict(spec.base), str(spec.scenario_path), point, pid,
                                  timeout_s, keep_dir, key=f"accsim-point-{pid}-{uuid.uuid4().hex[:8]}",
                                  pure=False): (pid, point)
                    for pid, point in todo}
@@ -329,3 +382,37 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
             own_cluster.close()
     table = compact(out)
     return table if table is not None else schema.empty_table()
+
+
+
+def _refuse_unguarded_reimport() -> None:
+    """A worker process that re-imports a script which calls ``sim.sweep`` at
+    its top level (no ``if __name__ == "__main__":`` guard) would start a
+    sweep of its own: refuse with a line that says what to add."""
+    import multiprocessing
+    if multiprocessing.parent_process() is not None and "__mp_main__" in sys.modules:
+        raise ScenarioError("sim.sweep was called while a worker process was importing your script; "
+                            "put the call under if __name__ == \"__main__\":")
+
+
+@contextlib.contextmanager
+def _workers_do_not_rerun_main():
+    """Worker processes started with spawn or forkserver (Dask's default)
+    import the parent's ``__main__`` script first, so a script without an
+    ``if __name__ == "__main__":`` guard would run again in each of them.
+    They only run accsim's own functions: hide the script from
+    multiprocessing (sys.modules["__main__"].__file__ and __spec__) while
+    they start."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: vars(main)[name] for name in ("__file__", "__spec__") if name in vars(main)}
+    main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)

@@ -183,12 +183,22 @@ TRACE_SCHEMA = pa.schema([
     *((name, pa.int64()) for name in CONV_FIELDS),
 ])
 
-_REQUIRED = ("id", "name", "op", "flops", "bytes_read", "bytes_written")
+_REQUIRED = ("id", "name", "op", "bytes_read", "bytes_written")
 _INT_FIELDS = ("m", "n", "k", "batch", "layer", "stream", "rank", "stage", "microbatch", "chunk") + CONV_FIELDS
 _POSITIVE_FIELDS = ("batch",) + CONV_FIELDS
 _STR_FIELDS = ("dtype", "unit", "tier", "src_tier", "dst_tier", "tensor", "algorithm", "phase")
+FIELDS = frozenset(TRACE_SCHEMA.names)
+SHAPED_OPS = ("gemm", "gemv")   # flops = 2 m n k batch, checked when the shape is given
 
-
+# Bounds on a trace's scalars, so that sums over millions of ops stay finite
+# and no size overflows int64 columns: far beyond any real operator.
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+MAX_FLOPS = 1e30          # one op; 1e12 s at 1 EFLOP/s
+MAX_BYTES = 2**62         # as sim.units.parse_bytes
+MAX_SECONDS = 1e9         # a duration_s: ~32 years
+MAX_RANK = 2**20
+MAX_TEXT = 1000           # characters of a name or label
+FLOPS_TOLERANCE = 1e-6    # relative: flops may differ from 2 m n k batch by rounding only
 @dataclass(frozen=True)
 class Trace:
     """A validated trace: ops in file order, indexed by id."""
@@ -231,100 +241,199 @@ def _fail(path: str, where: str, message: str) -> TraceError:
     return TraceError(f"{path}: {where}: {message}")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_FROM_RECORD = object()
+
+
+class _Record:
+    """Typed access to one record's fields; each failure is one TraceError
+    naming the file, the line or row, the op id and the field."""
+
+    __slots__ = ("record", "path", "where")
+
+    def __init__(self, record: Mapping[str, Any], path: str, where: str):
+        self.record, self.path, self.where = record, path, where
+
+    def fail(self, key: str | None, message: str) -> TraceError:
+        return _fail(self.path, self.where, f"field {key!r}: {message}" if key else message)
+
+    def integer(self, key: str, value: Any, least: int = INT64_MIN, most: int = INT64_MAX) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise self.fail(key, f"expected an integer, got {_short(value)}")
+        if not least <= value <= most:
+            if value < least and least in (0, 1):
+                raise self.fail(key, f"expected {'a positive' if least else 'a non-negative'} integer, "
+                                     f"got {value}")
+            raise self.fail(key, f"expected an integer in [{least}, {most}], got {value}")
+        return value
+
+    def number(self, key: str, most: float) -> float:
+        value = self.record[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(key, f"expected a number, got {_short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.fail(key, f"expected a finite number, got {_short(value)}")
+        if number < 0:
+            raise self.fail(key, f"expected a non-negative number, got {_short(value)}")
+        if number > most:
+            raise self.fail(key, f"expected at most {most:g}, got {_short(value)}")
+        return number
+
+    def optional_number(self, key: str, most: float) -> float | None:
+        return None if self.record.get(key) is None else self.number(key, most)
+
+    def optional_int(self, key: str) -> int | None:
+        value = self.record.get(key)
+        if value is None:
+            return None
+        least = 1 if key in _POSITIVE_FIELDS else 0
+        most = MAX_RANK if key == "rank" else INT64_MAX
+        if type(value) is int and least <= value <= most:     # the usual case, quickly
+            return value
+        return self.integer(key, value, least, most)
+
+    def text(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_short(value)}")
+        if len(value) > MAX_TEXT:
+            raise self.fail(key, f"expected at most {MAX_TEXT} characters, got {len(value)}")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.record.get(key)
+        return None if value is None else self.text(key, value)
+
+    def int_list(self, key: str, least: int = INT64_MIN, most: int = INT64_MAX,
+                 value: Any = _FROM_RECORD, what: str = "integer op ids") -> tuple[int, ...]:
+        """A list of integers: the field ``key``, or ``value`` (an item of it)."""
+        if value is _FROM_RECORD:
+            value = self.record.get(key)
+            if value is None:
+                return ()
+        if not isinstance(value, (list, tuple)):
+            raise self.fail(key, f"expected a list of {what}, got {_short(value)}")
+        if all(type(v) is int for v in value):                # the usual case, quickly
+            if not value or (least <= min(value) and max(value) <= most):
+                return tuple(value)
+        elif any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise self.fail(key, f"expected a list of {what}, got {_short(value)}")
+        return tuple(self.integer(key, v, least, most) for v in value)
+
+    def rank_list(self, key: str, value: Any = _FROM_RECORD) -> tuple[int, ...]:
+        ranks = self.int_list(key, 0, MAX_RANK, value, "ranks")
+        if len(set(ranks)) != len(ranks):
+            raise self.fail(key, f"a rank appears twice in {_short(list(ranks))}")
+        return ranks
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        value = self.record.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)):
+            raise self.fail(key, f"expected a list of tensor names, got {_short(value)}")
+        names = tuple(self.text(key, v) for v in value)
+        if len(set(names)) != len(names):
+            raise self.fail(key, f"a tensor is listed twice in {_short(list(names))}")
+        return names
+
+
 def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
     if not isinstance(record, Mapping):
         raise _fail(path, where, f"expected a JSON object, got {type(record).__name__}")
+    r = _Record(record, path, where)
     op_id = record.get("id")
     if op_id is None:
-        raise _fail(path, where, "missing required field 'id'")
-    if isinstance(op_id, bool) or not isinstance(op_id, int):
-        raise _fail(path, where, f"field 'id': expected an integer, got {op_id!r}")
-    where = f"{where}, op {op_id}"
+        raise r.fail(None, "missing required field 'id'")
+    op_id = r.integer("id", op_id)
+    where = r.where = f"{where}, op {op_id}"
     for key in _REQUIRED:
         if record.get(key) is None:
-            raise _fail(path, where, f"missing required field {key!r}")
-
-    def number(key: str) -> float:
-        value = record[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _fail(path, where, f"field {key!r}: expected a number, got {value!r}")
-        if value < 0:
-            raise _fail(path, where, f"field {key!r}: expected a non-negative number, got {value!r}")
-        return float(value)
-
-    def optional(key: str, kind: type) -> Any:
-        value = record.get(key)
-        if value is None:
-            return None
-        if kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise _fail(path, where, f"field {key!r}: expected an integer, got {value!r}")
-            if value < (1 if key in _POSITIVE_FIELDS else 0):
-                least = "a positive" if key in _POSITIVE_FIELDS else "a non-negative"
-                raise _fail(path, where, f"field {key!r}: expected {least} integer, got {value!r}")
-            return value
-        if not isinstance(value, str) or not value:
-            raise _fail(path, where, f"field {key!r}: expected a non-empty string, got {value!r}")
-        return value
-
-    def int_list(key: str) -> tuple:
-        value = record.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, (list, tuple)) or any(
-                isinstance(v, bool) or not isinstance(v, int) for v in value):
-            raise _fail(path, where, f"field {key!r}: expected a list of integer op ids, got {value!r}")
-        return tuple(value)
-
-    def str_list(key: str) -> tuple:
-        value = record.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
-            raise _fail(path, where, f"field {key!r}: expected a list of tensor names, got {value!r}")
-        return tuple(value)
-
+            raise r.fail(None, f"missing required field {key!r}")
+    unknown = () if FIELDS.issuperset(record) else \
+        [key for key in record if key not in FIELDS and not str(key).startswith("x_")]
+    if unknown:
+        raise r.fail(None, f"unknown field {_short(unknown[0])} (fields of your own start with x_; "
+                           f"see docs/trace-format.md)")
     name = record["name"]
-    if not isinstance(name, str):
-        raise _fail(path, where, f"field 'name': expected a string, got {name!r}")
+    if not isinstance(name, str) or len(name) > MAX_TEXT:
+        raise r.fail("name", f"expected a string of at most {MAX_TEXT} characters, got {_short(name)}")
     kind = record["op"]
     if kind not in OP_TYPES:
-        raise _fail(path, where, f"field 'op': unknown op type {kind!r}; expected one of {list(OP_TYPES)}")
-    unit = optional("unit", str)
-    if unit is not None and unit not in UNIT_KINDS:
-        raise _fail(path, where, f"field 'unit': unknown unit kind {unit!r}; expected one of {list(UNIT_KINDS)}")
-    ints = {key: optional(key, int) for key in _INT_FIELDS}
-    strs = {key: optional(key, str) for key in _STR_FIELDS}
+        raise r.fail("op", f"unknown op type {_short(kind)}; expected one of {list(OP_TYPES)}")
+    ints = {key: r.optional_int(key) for key in _INT_FIELDS}
+    strs = {key: r.optional_text(key) for key in _STR_FIELDS}
+    if strs["unit"] is not None and strs["unit"] not in UNIT_KINDS:
+        raise r.fail("unit", f"unknown unit kind {strs['unit']!r}; expected one of {list(UNIT_KINDS)}")
     if kind == "copy" and not strs["dst_tier"]:
-        raise _fail(path, where, "copy ops need 'dst_tier' (and 'src_tier' unless it is the device default)")
-    group = int_list("group")
-    if kind in COMM_OPS and len(group) < 1:
-        raise _fail(path, where, f"{kind} ops need 'group', the list of ranks taking part")
+        raise r.fail(None, "copy ops need 'dst_tier' (and 'src_tier' unless it is the device default)")
+    batch = ints["batch"] if ints["batch"] is not None else 1
+    flops = _flops(r, kind, ints["m"], ints["n"], ints["k"], batch)
+    group = r.rank_list("group")
     mirrors = record.get("mirror_groups") or ()
-    if not isinstance(mirrors, (list, tuple)) or any(
-            not isinstance(g, (list, tuple)) or len(g) != len(group)
-            or any(isinstance(r, bool) or not isinstance(r, int) for r in g) for g in mirrors):
-        raise _fail(path, where, "field 'mirror_groups': expected a list of rank lists, each as long as 'group'")
-    duration = number("duration_s") if record.get("duration_s") is not None else None
+    if not isinstance(mirrors, (list, tuple)):
+        raise r.fail("mirror_groups", f"expected a list of rank lists, got {_short(mirrors)}")
+    mirrors = tuple(r.rank_list("mirror_groups", g) for g in mirrors)
+    if any(len(g) != len(group) for g in mirrors):
+        raise r.fail("mirror_groups", "expected rank lists each as long as 'group'")
+    frees = r.text_list("frees")
+    alloc = r.optional_number("alloc_bytes", MAX_BYTES)
+    if kind in COMM_OPS:
+        if not group:
+            raise r.fail(None, f"{kind} ops need 'group', the list of ranks taking part")
+        if strs["tensor"] or frees or alloc is not None:
+            raise r.fail(None, f"a {kind} op cannot allocate or free tensors (tensor, alloc_bytes, frees)")
+    if alloc is not None and not strs["tensor"]:
+        raise r.fail("alloc_bytes", "needs 'tensor', the tensor it sizes")
+    duration = r.optional_number("duration_s", MAX_SECONDS)
     if kind in HOST_OPS and duration is None:
-        raise _fail(path, where, "host ops need 'duration_s', the seconds the host thread spends")
+        raise r.fail(None, "host ops need 'duration_s', the seconds the host thread spends")
     if kind == "conv2d":
         from sim.workload.conv import check_conv2d
         problem = check_conv2d(ints)
         if problem:
-            raise _fail(path, where, problem)
-    alloc = number("alloc_bytes") if record.get("alloc_bytes") is not None else None
-    return Op(id=op_id, name=name, op=kind, flops=number("flops"), bytes_read=number("bytes_read"),
-              bytes_written=number("bytes_written"), deps=int_list("deps"),
-              stream=ints["stream"] or 0, m=ints["m"], n=ints["n"], k=ints["k"],
-              batch=ints["batch"] if ints["batch"] is not None else 1, layer=ints["layer"],
-              frees=str_list("frees"), rank=ints["rank"] or 0, duration_s=duration,
-              group=group, mirror_groups=tuple(tuple(g) for g in mirrors),
-              stage=ints["stage"], microbatch=ints["microbatch"], chunk=ints["chunk"],
-              alloc_bytes=alloc, **strs, **{key: ints[key] for key in CONV_FIELDS})
+            raise r.fail(None, problem)
+    return Op(id=op_id, name=name, op=kind, flops=flops, bytes_read=r.number("bytes_read", MAX_BYTES),
+              bytes_written=r.number("bytes_written", MAX_BYTES),
+              deps=r.int_list("deps"), stream=ints["stream"] or 0, m=ints["m"], n=ints["n"], k=ints["k"],
+              batch=batch, layer=ints["layer"], frees=frees, rank=ints["rank"] or 0,
+              duration_s=duration, group=group, mirror_groups=mirrors, stage=ints["stage"],
+              microbatch=ints["microbatch"], chunk=ints["chunk"], alloc_bytes=alloc, **strs,
+              **{key: ints[key] for key in CONV_FIELDS})
+
+
+def _flops(r: _Record, kind: str, m, n, k, batch: int) -> float:
+    """The op's FLOPs. A GEMM or GEMV with its shape must agree with
+    2 m n k batch (up to rounding); without ``flops`` it is derived from it."""
+    shape = (m, n, k)
+    given = r.record.get("flops")
+    if any(x is not None for x in shape) and any(x is None for x in shape):
+        raise r.fail(None, "give all of m, n and k (the GEMM shape) or none of them")
+    if kind in SHAPED_OPS and m is not None:
+        expected = 2.0 * m * n * k * batch
+        if expected > MAX_FLOPS:
+            raise r.fail(None, f"the shape m={m}, n={n}, k={k}, batch={batch} is {expected:.3g} FLOPs; "
+                               f"at most {MAX_FLOPS:g}")
+        if given is None:
+            return expected
+        flops = r.number("flops", MAX_FLOPS)
+        if abs(flops - expected) > FLOPS_TOLERANCE * expected + 0.5:
+            raise r.fail("flops", f"{flops:.17g} disagrees with 2 m n k batch = 2 x {m} x {n} x {k} x "
+                                  f"{batch} = {expected:.17g} (leave flops out to derive it)")
+        return flops
+    if given is None:
+        raise r.fail(None, "missing required field 'flops'")
+    return r.number("flops", MAX_FLOPS)
 
 
 def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str) -> Trace:
@@ -334,29 +443,91 @@ def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str
 
 
 def validate_ops(ops: Sequence[Op], path: str) -> Trace:
-    """Check ids, dependencies and tensors; return the Trace or raise TraceError."""
+    """Check ids, dependencies, tensors and acyclicity; return the Trace or raise TraceError."""
     seen: dict[int, Op] = {}
     for op in ops:
         if op.id in seen:
             raise _fail(path, f"op {op.id}", "duplicate id")
         seen[op.id] = op
-    produced = {op.tensor for op in ops if op.tensor}
     for op in ops:
         for dep in op.deps:
             if dep not in seen:
                 raise _fail(path, f"op {op.id}", f"depends on unknown op {dep}")
             if dep == op.id:
                 raise _fail(path, f"op {op.id}", "depends on itself")
-        for tensor in op.frees:
-            if tensor not in produced:
-                raise _fail(path, f"op {op.id}", f"frees tensor {tensor!r} that no op produces")
     trace = Trace(path=path, ops=tuple(ops))
     src, dst = trace.edge_indices()
     if not _acyclic(len(ops), src, dst):
         cycle = _find_cycle(ops)
         names = " -> ".join(f"{i} ({seen[i].name})" for i in cycle)
         raise _fail(path, f"op {cycle[0]}", f"dependency cycle (counting stream order): {names}")
+    _check_tensors(trace)
     return trace
+
+
+def _check_tensors(trace: Trace) -> None:
+    """Each tensor (per rank) is freed by one op at most, and only by an op
+    that runs after one that produces it (a path of deps and stream order),
+    so the memory ledger never frees what is not allocated."""
+    ops = trace.ops
+    producers: dict[tuple[int, str], list[int]] = {}
+    for index, op in enumerate(ops):
+        if op.tensor:
+            producers.setdefault((op.rank, op.tensor), []).append(index)
+    freed_by: dict[tuple[int, str], int] = {}
+    ancestors = _Ancestry(trace)
+    for index, op in enumerate(ops):
+        for tensor in op.frees:
+            key = (op.rank, tensor)
+            if key in freed_by:
+                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r}, which op "
+                                                       f"{ops[freed_by[key]].id} frees already")
+            freed_by[key] = index
+            made = producers.get(key)
+            if not made:
+                where = f" on rank {op.rank}" if op.rank else ""
+                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r} that no op produces{where}")
+            if not any(ancestors.precedes(p, index) for p in made):
+                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r} before it exists: no op "
+                                                       f"producing it ({', '.join(str(ops[p].id) for p in made[:3])}) "
+                                                       f"comes before it through deps or stream order")
+
+
+class _Ancestry:
+    """Whether one op precedes another in the precedence graph. Quick answers
+    for the usual cases (same rank and stream in trace order, a direct dep);
+    otherwise a backward search from the later op."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.position = {op.id: i for i, op in enumerate(trace.ops)}
+        self.preds: list[list[int]] | None = None
+
+    def precedes(self, a: int, b: int) -> bool:
+        ops = self.trace.ops
+        first, second = ops[a], ops[b]
+        if a == b:
+            return False
+        if first.rank == second.rank and first.stream == second.stream and a < b \
+                and first.op not in COMM_OPS and second.op not in COMM_OPS:
+            return True
+        if first.id in second.deps:
+            return True
+        if self.preds is None:
+            self.preds = [[] for _ in ops]
+            src, dst = self.trace.edge_indices()
+            for x, y in zip(src.tolist(), dst.tolist()):
+                self.preds[y].append(x)
+        stack, visited = [b], {b}
+        while stack:
+            node = stack.pop()
+            for pred in self.preds[node]:
+                if pred == a:
+                    return True
+                if pred not in visited:
+                    visited.add(pred)
+                    stack.append(pred)
+        return False
 
 
 def _acyclic(count: int, src, dst) -> bool:
@@ -458,19 +629,35 @@ def critical_path(trace: Trace, weight: Mapping[int, float] | None = None) -> tu
 
 def _jsonl_records(path: Path) -> Iterable[tuple[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TraceError(f"{path}: line {lineno}: not UTF-8 text (byte {exc.start})") from None
                 if not line.strip():
                     continue
                 try:
-                    yield f"line {lineno}", json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise TraceError(f"{path}: line {lineno}: invalid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise TraceError(f"{path}: line {lineno}: JSON nested too deeply") from None
+                except ValueError as exc:       # e.g. an integer of more than 4300 digits
+                    raise TraceError(_one_line(f"{path}: line {lineno}: invalid JSON ({exc})")) from None
+                yield f"line {lineno}", record
     except OSError as exc:
-        raise TraceError(f"{path}: cannot read trace ({exc.strerror})") from None
+        raise TraceError(f"{path}: cannot read trace ({exc.strerror or exc})") from None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _arrow_records(path: Path) -> Iterable[tuple[str, Any]]:
+    """Rows of an Arrow IPC file (or stream), fully validated first: a
+    corrupted file is one error line, never a crash."""
     try:
         with open(path, "rb") as fh:
             try:
@@ -478,11 +665,13 @@ def _arrow_records(path: Path) -> Iterable[tuple[str, Any]]:
             except pa.ArrowInvalid:
                 fh.seek(0)
                 table = ipc.open_stream(fh).read_all()
+            table.validate(full=True)
+            rows = table.to_pylist()
     except OSError as exc:
-        raise TraceError(f"{path}: cannot read trace ({exc.strerror})") from None
-    except pa.ArrowInvalid as exc:
-        raise TraceError(f"{path}: not an Arrow IPC file ({exc})") from None
-    for index, row in enumerate(table.to_pylist()):
+        raise TraceError(f"{path}: cannot read trace ({exc.strerror or exc})") from None
+    except (pa.ArrowException, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise TraceError(_one_line(f"{path}: not a readable Arrow IPC file ({type(exc).__name__}: {exc})")) from None
+    for index, row in enumerate(rows):
         yield f"row {index}", row
 
 
@@ -491,6 +680,8 @@ def load_trace(path: str | os.PathLike) -> Trace:
     path = Path(path)
     if not path.exists():
         raise TraceError(f"{path}: trace file not found")
+    if path.is_dir():
+        raise TraceError(f"{path}: is a directory, expected a .jsonl or .arrow trace")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         records = _jsonl_records(path)
