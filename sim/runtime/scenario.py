@@ -104,7 +104,6 @@ class ScenarioFile(StrictModel):
     outputs: OutputsBlock = OutputsBlock()
 
 
-
 @dataclass(frozen=True)
 class Training:
     """The training side of a scenario: model, plan and how it was expanded."""
