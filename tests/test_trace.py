@@ -164,7 +164,9 @@ def tensor_ops(*specs):
 
 @pytest.mark.parametrize("ops,pattern", [
     (tensor_ops({"tensor": "a"}, {"frees": ["a"], "deps": [0]}, {"frees": ["a"], "deps": [1]}),
-     r"op 2: frees tensor 'a', which op 1 frees already"),
+     r"op 2: frees tensor 'a' again: no op produces it between op 1, which freed it, and this one"),
+    (tensor_ops({"tensor": "a"}, {"frees": ["a"], "deps": [0], "stream": 1}, {"frees": ["a"], "deps": [0], "stream": 2}),
+     r"op 2: frees tensor 'a', which op 1 frees too, and neither runs after the other"),
     (tensor_ops({"tensor": "a", "stream": 1}, {"frees": ["a"], "stream": 2}),
      r"op 1: frees tensor 'a' before it exists: no op producing it \(0\) comes before it"),
     (tensor_ops({"frees": ["a"]}, {"tensor": "a"}),
@@ -179,8 +181,8 @@ def test_each_tensor_is_freed_once_and_only_after_it_exists(tmp_path, ops, patte
 
 def test_frees_after_a_path_through_other_streams_are_fine(tmp_path):
     ops = tensor_ops({"tensor": "a", "stream": 1}, {"stream": 2, "deps": [0]}, {"stream": 3, "frees": ["a"], "deps": [1]},
-                     {"stream": 1, "tensor": "a", "deps": [2]}, {"stream": 1, "frees": []})
-    assert len(load_trace(write_jsonl(tmp_path, ops)).ops) == 5
+                     {"stream": 1, "tensor": "a", "deps": [2]}, {"stream": 1, "frees": ["a"]})
+    assert len(load_trace(write_jsonl(tmp_path, ops)).ops) == 5     # produced, freed, produced again, freed
 
 
 def test_files_that_are_not_utf8_json_or_arrow_are_one_line(tmp_path):

@@ -69,8 +69,8 @@ def energy_lines(energy: dict) -> list[str]:
     return lines
 
 
-def print_summary(summary: dict, utilization, out_dir: str | None, fmt: str = "arrow",
-                  stream=sys.stdout) -> None:
+def print_summary(summary: dict, utilization, out_dir: str | None, stream=None,
+                  fmt: str = "arrow") -> None:
     """A short human-readable report of a run."""
     lines = []
     if "iteration_time_s" in summary:
@@ -125,7 +125,7 @@ def print_summary(summary: dict, utilization, out_dir: str | None, fmt: str = "a
         lines.append("")
         lines.append(f"wrote {out_dir}/timeline.{fmt}, bubbles.{fmt}, utilization.{fmt}, "
                      f"memory.{fmt}, summary.json")
-    stream.write("\n".join(lines) + "\n")
+    (stream or sys.stdout).write("\n".join(lines) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with progress.stage(f"writing {args.out}"):
         result.write(args.out, overwrite=args.overwrite, format=args.format, extras=extras)
     if not args.quiet:
-        print_summary(result.summary, result.utilization, args.out, args.format)
+        print_summary(result.summary, result.utilization, args.out, fmt=args.format)
         if args.write_trace:
             print(f"wrote {args.out}/trace.arrow (replay it with cluster: and trace: in a scenario)")
         if args.perfetto:

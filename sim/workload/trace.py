@@ -377,6 +377,11 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
         raise r.fail("unit", f"unknown unit kind {strs['unit']!r}; expected one of {list(UNIT_KINDS)}")
     if kind == "copy" and not strs["dst_tier"]:
         raise r.fail(None, "copy ops need 'dst_tier' (and 'src_tier' unless it is the device default)")
+    if kind == "conv2d":
+        from sim.workload.conv import check_conv2d
+        problem = check_conv2d(ints)
+        if problem:
+            raise r.fail(None, problem)
     batch = ints["batch"] if ints["batch"] is not None else 1
     flops = _flops(r, kind, ints["m"], ints["n"], ints["k"], batch)
     group = r.rank_list("group")
@@ -398,11 +403,6 @@ def _op_from_record(record: Mapping[str, Any], path: str, where: str) -> Op:
     duration = r.optional_number("duration_s", MAX_SECONDS)
     if kind in HOST_OPS and duration is None:
         raise r.fail(None, "host ops need 'duration_s', the seconds the host thread spends")
-    if kind == "conv2d":
-        from sim.workload.conv import check_conv2d
-        problem = check_conv2d(ints)
-        if problem:
-            raise r.fail(None, problem)
     return Op(id=op_id, name=name, op=kind, flops=flops, bytes_read=r.number("bytes_read", MAX_BYTES),
               bytes_written=r.number("bytes_written", MAX_BYTES),
               deps=r.int_list("deps"), stream=ints["stream"] or 0, m=ints["m"], n=ints["n"], k=ints["k"],
@@ -466,31 +466,45 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
 
 
 def _check_tensors(trace: Trace) -> None:
-    """Each tensor (per rank) is freed by one op at most, and only by an op
-    that runs after one that produces it (a path of deps and stream order),
-    so the memory ledger never frees what is not allocated."""
+    """The memory ledger frees only what is allocated: each free of a tensor
+    (per rank) follows an op producing it (a path of deps and stream order),
+    and a tensor freed more than once is freed in order, produced again after
+    each free before the next."""
     ops = trace.ops
     producers: dict[tuple[int, str], list[int]] = {}
+    frees: dict[tuple[int, str], list[int]] = {}
     for index, op in enumerate(ops):
         if op.tensor:
             producers.setdefault((op.rank, op.tensor), []).append(index)
-    freed_by: dict[tuple[int, str], int] = {}
-    ancestors = _Ancestry(trace)
-    for index, op in enumerate(ops):
         for tensor in op.frees:
-            key = (op.rank, tensor)
-            if key in freed_by:
-                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r}, which op "
-                                                       f"{ops[freed_by[key]].id} frees already")
-            freed_by[key] = index
-            made = producers.get(key)
-            if not made:
-                where = f" on rank {op.rank}" if op.rank else ""
-                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r} that no op produces{where}")
-            if not any(ancestors.precedes(p, index) for p in made):
-                raise _fail(trace.path, f"op {op.id}", f"frees tensor {tensor!r} before it exists: no op "
-                                                       f"producing it ({', '.join(str(ops[p].id) for p in made[:3])}) "
-                                                       f"comes before it through deps or stream order")
+            frees.setdefault((op.rank, tensor), []).append(index)
+    ancestry = _Ancestry(trace)
+    position = None
+    for (rank, tensor), freers in frees.items():
+        made = producers.get((rank, tensor))
+        if not made:
+            where = f" on rank {rank}" if rank else ""
+            raise _fail(trace.path, f"op {ops[freers[0]].id}",
+                        f"frees tensor {tensor!r} that no op produces{where}")
+        if len(freers) > 1:
+            if position is None:
+                position = {op_id: i for i, op_id in enumerate(topological_order(ops) or [])}
+            freers = sorted(freers, key=lambda i: position[ops[i].id])
+        previous = None
+        for index in freers:
+            if previous is not None and not ancestry.precedes(previous, index):
+                raise _fail(trace.path, f"op {ops[index].id}",
+                            f"frees tensor {tensor!r}, which op {ops[previous].id} frees too, and neither "
+                            f"runs after the other (deps or stream order)")
+            if not any((previous is None or ancestry.precedes(previous, p)) and ancestry.precedes(p, index)
+                       for p in made):
+                shown = ", ".join(str(ops[p].id) for p in made[:3])
+                raise _fail(trace.path, f"op {ops[index].id}",
+                            f"frees tensor {tensor!r} before it exists: no op producing it ({shown}) comes "
+                            f"before it through deps or stream order" if previous is None else
+                            f"frees tensor {tensor!r} again: no op produces it between op "
+                            f"{ops[previous].id}, which freed it, and this one")
+            previous = index
 
 
 class _Ancestry:
