@@ -48,3 +48,24 @@ def write_imported(ops: Sequence, out: str | Path, source: str):
     trace = validate_ops(list(ops), source)
     write_trace(trace.ops, check_output(out))
     return trace
+
+
+def match_across_ranks(group, by_rank, signature, count_error, mismatch_error):
+    """The k-th call on a communicator in each member's trace is one collective:
+    yield the list of calls (one per member, in ``group`` order) for k = 0, 1, ...
+
+    ``by_rank`` maps a rank to its calls in order; ``signature(call)`` is what
+    must agree across ranks (type, size). A member with fewer or more calls
+    raises ``count_error(few_rank, many_rank, counts)``; a disagreement
+    ``mismatch_error(k, call, first_call)``; both return the TraceImportError.
+    """
+    counts = {r: len(by_rank.get(r, [])) for r in group}
+    if len(set(counts.values())) > 1:
+        few, many = min(group, key=counts.get), max(group, key=counts.get)
+        raise count_error(few, many, counts)
+    for k in range(counts[group[0]]):
+        calls = [by_rank[r][k] for r in group]
+        for call in calls[1:]:
+            if signature(call) != signature(calls[0]):
+                raise mismatch_error(k, call, calls[0])
+        yield calls

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.importers import TraceImportError
+from sim.importers import TraceImportError, match_across_ranks
 from sim.workload.trace import Op
 
 COMM_OP = {"ALL_REDUCE": "allreduce", "REDUCE": "reduce", "ALL_GATHER": "allgather", "GATHER": "gather",
@@ -353,24 +353,21 @@ def _collectives(builder: _Builder, pending: dict[str, dict[int, list[_Pending]]
     from sim.importers.chakra_schema import COMM_TYPES
     for name, by_rank in pending.items():
         group = builder.groups[name] if name else tuple(range(builder.world))
-        counts = {r: len(by_rank.get(r, [])) for r in group}
-        if len(set(counts.values())) > 1:
-            few = min(group, key=lambda r: counts[r])
-            many = max(group, key=lambda r: counts[r])
-            label = f"group {name!r}" if name else "the world group"
-            raise TraceImportError(f"{builder.files[few].path}: rank {few} has {counts[few]} collectives on "
-                                   f"{label} but rank {many} has {counts[many]}; every member must run each one")
-        for k in range(counts[group[0]]):
-            calls = [by_rank[r][k] for r in group]
+        label = f"group {name!r}" if name else "the world group"
+
+        def count_error(few, many, counts, label=label):
+            return TraceImportError(f"{builder.files[few].path}: rank {few} has {counts[few]} collectives on "
+                                    f"{label} but rank {many} has {counts[many]}; every member must run each one")
+
+        def mismatch_error(k, call, first, name=name):
+            return TraceImportError(
+                f"{builder.files[call.rank].where(call.position)}: collective {k} on group {name or 'world'!r} is "
+                f"{COMM_TYPES[call.kind]} of {call.size:.0f} bytes, but on rank {first.rank} "
+                f"({builder.files[first.rank].where(first.position)}) it is {COMM_TYPES[first.kind]} of "
+                f"{first.size:.0f} bytes")
+
+        for calls in match_across_ranks(group, by_rank, lambda c: (c.kind, c.size), count_error, mismatch_error):
             first = calls[0]
-            for call in calls[1:]:
-                if (call.kind, call.size) != (first.kind, first.size):
-                    here = builder.files[call.rank].where(call.position)
-                    there = builder.files[first.rank].where(first.position)
-                    raise TraceImportError(
-                        f"{here}: collective {k} on group {name or 'world'!r} is {COMM_TYPES[call.kind]} of "
-                        f"{call.size:.0f} bytes, but on rank {first.rank} ({there}) it is "
-                        f"{COMM_TYPES[first.kind]} of {first.size:.0f} bytes")
             node = builder.files[first.rank].nodes[first.position]
             builder.add([(c.rank, c.position) for c in calls], name=node.name or f"coll{node.id}",
                         op=COMM_OP[COMM_TYPES[first.kind]], flops=0.0, bytes_read=first.size,
