@@ -113,7 +113,7 @@ def iter_rank_events(step: Step, rank: int):
         t = timeline(step)
         x("user_annotation", f"ProfilerStep#{number}", offset, t["end"], {})
         for i, (start, end) in enumerate(t["kernels"]):
-            ext, ts = 100 * number + i + 1, offset + t["launch"][i]
+            ext, ts = 2 * ((step.layers + 1) * number + i) + 1, offset + t["launch"][i]
             last = i == step.layers
             if last:
                 wait(ts - 1.0, 7, 20, offset + start)
@@ -128,9 +128,9 @@ def iter_rank_events(step: Step, rank: int):
             if not last:
                 a_start, a_end = t["reduces"][i]
                 wait(ts + 2.2, 20, 7, offset + a_start)
-                x("cpu_op", "record_param_comms", ts + 2.8, 3.0, {"External id": 50 + ext, **comm})
+                x("cpu_op", "record_param_comms", ts + 2.8, 3.0, {"External id": ext + 1, **comm})
                 launch(ts + 3.0, "ncclDevKernel_AllReduce_Sum_bf16_RING_LL", 20, offset + a_start,
-                       offset + a_end, 50 + ext)
+                       offset + a_end, ext + 1)
         sync_start, sync_end = t["sync"]
         x("cuda_runtime", "cudaStreamSynchronize", offset + sync_start, sync_end - sync_start,
           {"correlation": next(counter)})
