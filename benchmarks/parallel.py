@@ -1,7 +1,7 @@
 """Simulator speed on large training jobs (folded fidelity): wall time and peak
-memory of the simulator for GPT-3 175B on 1,024 A100s and a 1T-parameter model
-on 3,072 A100s (Megatron-LM SC'21 Table 1: 128 layers, hidden 25600, 160 heads;
-TP 8, PP 64, DP 6, global batch 3072).
+memory of the simulator for GPT-3 175B on 1,024 A100s (scenarios/gpt3_175b_1024_a100.yaml)
+and a 1T-parameter model on 3,072 A100s (scenarios/gpt_1t_3072_a100.yaml: Megatron-LM SC'21
+Table 1, 128 layers, hidden 25600, 160 heads; TP 8, PP 64, DP 6, global batch 3072).
 
     python benchmarks/parallel.py [--only 175b|1t]
 
@@ -22,26 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ONE_T = {
-    "name": "gpt-1t_3072_a100",
-    "cluster": "cluster:384x8",
-    "device": "a100_sxm4_80gb",
-    "model": {"name": "gpt-1t", "layers": 128, "hidden": 25600, "heads": 160, "seq_len": 2048,
-              "vocab": 51200},
-    "parallel": {"tp": 8, "pp": 64, "dp": 6, "global_batch": 3072, "schedule": "1f1b",
-                 "recompute": "full"},
-}
-A100_LINKS = {"nvlink_bandwidth": 300e9, "nvlink_efficiency": 0.767, "nvlink_latency": 0.5e-6,
-              "nic_bandwidth": 25e9, "nic_efficiency": 0.94, "nic_latency": 1.5e-6}
+SCENARIOS = {"175b": "gpt3_175b_1024_a100.yaml", "1t": "gpt_1t_3072_a100.yaml"}
 
 
 def case(name: str) -> None:
     import sim
     start = time.perf_counter()
-    if name == "175b":
-        scenario = sim.load_scenario(ROOT / "scenarios" / "gpt3_175b_1024_a100.yaml")
-    else:
-        scenario = sim.load_scenario_dict({**ONE_T, "cluster_options": A100_LINKS})
+    scenario = sim.load_scenario(ROOT / "scenarios" / SCENARIOS[name])
     built = time.perf_counter() - start
     result = sim.run(scenario)
     total = time.perf_counter() - start

@@ -10,11 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def gpu_spec_dict(**over) -> dict:
-    """A toy GPU: 4 SMs of 1 TFLOP/s matrix, 0.1 TFLOP/s vector; 1 TB/s HBM."""
+    """A toy GPU: 4 SMs of 1 TFLOP/s matrix (1000 FLOP per clock at 1 GHz), 0.1 TFLOP/s
+    vector; 1 TB/s HBM; one 64 x 64 GEMM tile, no split-K, no launch overhead, so GEMM
+    times are the tile- and wave-quantized closed form."""
     spec = {
         "name": "toy-gpu", "default_tier": "hbm",
-        "sm_array": {"count": 4, "matrix_flops_per_s": {"bf16": 4e12},
-                     "vector_flops_per_s": {"bf16": 4e11}, "tile_m": 64, "tile_n": 64},
+        "sm_array": {"count": 4, "clock_hz": 1e9, "matrix_flops_per_clock_per_sm": {"bf16": 1000},
+                     "vector_flops_per_clock_per_sm": {"bf16": 100}, "gemm_tiles": [[64, 64]],
+                     "max_split_k": 1},
         "memory": [{"name": "hbm", "kind": "hbm", "capacity_bytes": 1e9,
                     "bandwidth_bytes_per_s": 1e12},
                    {"name": "host", "kind": "host", "capacity_bytes": 1e10,
@@ -28,7 +31,7 @@ def npu_spec_dict(mode: str = "blocked") -> dict:
     return {
         "name": "toy-npu", "default_tier": "hbm",
         "systolic_array": {"rows": 8, "cols": 8, "count": 2, "clock_hz": 1e9, "dataflow": "ws"},
-        "vector": {"flops_per_s": {"bf16": 1e11}},
+        "vector": {"lanes": 100, "clock_hz": 1e9, "flops_per_lane_per_clock": {"bf16": 1}},
         "pim": {"banks": 4, "bank_bandwidth_bytes_per_s": 1e10, "bank_flops_per_s": 1e10,
                 "tier": "hbm", "mode": mode},
         "memory": [{"name": "sram", "kind": "scratchpad", "capacity_bytes": 1e6,

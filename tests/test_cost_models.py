@@ -1,4 +1,5 @@
-"""Every cost model against hand-computed closed forms."""
+"""The roofline, systolic and PIM cost models against hand-computed closed forms
+(GPU kernel models: tests/test_kernels.py)."""
 
 import math
 
@@ -12,35 +13,6 @@ def test_roofline_takes_the_slower_side():
     assert cost.roofline_s(1e12, 1e9, 1e12, 1e12) == pytest.approx(1.0)      # compute-bound
     assert cost.roofline_s(1e9, 2e12, 1e12, 1e12) == pytest.approx(2.0)      # memory-bound
     assert cost.roofline_s(0, 0, 1e12, 1e12) == 0.0
-
-
-def test_sm_gemm_wave_quantization_by_hand():
-    # 1024 x 1024 output in 128 x 128 tiles = 64 tiles; on 108 SMs that is one wave.
-    per_sm = 312e12 / 108
-    t = cost.sm_gemm_compute_s(1024, 1024, 4096, 108, per_sm, 128, 128)
-    assert t == pytest.approx(2 * 128 * 128 * 4096 / per_sm)
-    # 1152 x 1536 = 9 x 12 = 108 tiles: still one wave; 109 tiles would need two.
-    one = cost.sm_gemm_compute_s(1152, 1536, 512, 108, per_sm)
-    two = cost.sm_gemm_compute_s(1153, 1536, 512, 108, per_sm)
-    assert two == pytest.approx(2 * one)
-
-
-def test_sm_gemm_tile_quantization_pads_partial_tiles():
-    # M = 129 needs 2 row tiles: the same time as M = 256.
-    assert cost.sm_gemm_compute_s(129, 128, 64, 4, 1e12) == cost.sm_gemm_compute_s(256, 128, 64, 4, 1e12)
-    assert cost.gemm_tiles(129, 128, 128, 128, batch=3) == 6
-
-
-def test_sm_gemm_large_square_approaches_peak():
-    per_sm, sms = 312e12 / 108, 108
-    m = n = k = 128 * 108
-    t = cost.sm_gemm_compute_s(m, n, k, sms, per_sm)
-    assert 2 * m * n * k / t == pytest.approx(312e12)
-
-
-def test_sms_wanted_is_one_per_tile_capped():
-    assert cost.sm_gemm_sms_wanted(128, 128, 108) == 1
-    assert cost.sm_gemm_sms_wanted(4096, 4096, 108) == 108
 
 
 @pytest.mark.parametrize("dataflow,expected", [

@@ -30,9 +30,9 @@ def test_single_gemm_takes_its_wave_quantized_time():
     assert result.summary["makespan_s"] == pytest.approx(expected, rel=1e-12)
 
 
-def test_matrix_efficiency_stretches_gemms_but_not_the_peak_mfu_is_measured_against():
+def test_mainloop_efficiency_stretches_gemms_but_not_the_peak_mfu_is_measured_against():
     spec = gpu_spec_dict()
-    spec["sm_array"] = {**spec["sm_array"], "matrix_efficiency": 0.5}
+    spec["sm_array"] = {**spec["sm_array"], "mainloop_efficiency": {"default": 0.5}}
     result = run_ops([gemm(0, 256, 256, 512)], spec)
     quantized = 4 * 2 * 64 * 64 * 512 / 1e12  # as in the test above, at the datasheet peak
     assert result.summary["makespan_s"] == pytest.approx(quantized / 0.5, rel=1e-12)
@@ -45,11 +45,27 @@ def test_matrix_efficiency_stretches_gemms_but_not_the_peak_mfu_is_measured_agai
 
 
 @pytest.mark.parametrize("value", [0, 1.5, -0.2, "high"])
-def test_matrix_efficiency_must_be_a_fraction(value):
+def test_mainloop_efficiency_must_be_a_fraction(value):
     spec = gpu_spec_dict()
-    spec["sm_array"] = {**spec["sm_array"], "matrix_efficiency": value}
-    with pytest.raises(SpecError, match=r"sm_array\.matrix_efficiency"):
+    spec["sm_array"] = {**spec["sm_array"], "mainloop_efficiency": {"bf16": value}}
+    with pytest.raises(SpecError, match=r"sm_array\.mainloop_efficiency\.bf16"):
         device_spec_from_dict(spec)
+
+
+def test_launch_overhead_is_added_to_every_kernel():
+    spec = gpu_spec_dict()
+    spec["sm_array"] = {**spec["sm_array"], "launch_overhead_s": "5us"}
+    quantized = 4 * 2 * 64 * 64 * 512 / 1e12
+    assert run_ops([gemm(0, 256, 256, 512)], spec).summary["makespan_s"] == pytest.approx(quantized + 5e-6)
+    op = Op(id=0, name="add", op="elementwise", flops=1e6, bytes_read=2e9, bytes_written=1e9)
+    assert run_ops([op], spec).summary["makespan_s"] == pytest.approx(5e-6 + 3e9 / 1e12)
+
+
+def test_tier_efficiency_scales_the_bandwidth_transfers_share():
+    spec = gpu_spec_dict()
+    spec["memory"][0] = {**spec["memory"][0], "efficiency": 0.8}
+    op = Op(id=0, name="add", op="elementwise", flops=1e6, bytes_read=2e9, bytes_written=1e9)
+    assert run_ops([op], spec).summary["makespan_s"] == pytest.approx(3e9 / 0.8e12)
 
 
 def test_memory_bound_op_follows_the_roofline():
@@ -183,7 +199,8 @@ def test_utilization_and_mfu_of_a_compute_bound_gemm():
 
 def test_communication_kernels_take_sms_from_compute(tmp_path):
     """An all-reduce running beside a GEMM holds comm_sms SMs (8 on the A100 spec), so a
-    GEMM of exactly 108 tiles needs a second wave (100 SMs left)."""
+    GEMM of exactly 108 tiles of 128 x 128 needs a second wave (100 SMs left): twice the
+    main loop, one launch overhead."""
     from sim.workload.trace import write_trace
     m, n, k = 128 * 12, 128 * 9, 8192
     gemm_op = Op(id=1, name="gemm", op="gemm", m=m, n=n, k=k, flops=2.0 * m * n * k, bytes_read=0.0,
@@ -198,7 +215,9 @@ def test_communication_kernels_take_sms_from_compute(tmp_path):
     shared = sim.run({**base, "trace": str(shared_path)})
     gemm_time = lambda r: next(row["end_s"] - row["start_s"] for row in r.timeline.to_pylist()
                                if row["name"] == "gemm" and row["category"] == "compute")
-    assert gemm_time(shared) == pytest.approx(2 * gemm_time(alone))
+    from sim.hardware.specs import load_device_spec
+    launch = load_device_spec("a100_sxm4_80gb").sm_array.launch_overhead_s
+    assert gemm_time(shared) - launch == pytest.approx(2 * (gemm_time(alone) - launch))
     held = next(row["units_held"] for row in shared.timeline.to_pylist()
                 if row["name"] == "gemm" and row["category"] == "compute")
     assert held == 100

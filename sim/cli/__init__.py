@@ -4,6 +4,7 @@
     accsim trace validate FILE
     accsim trace info FILE [--device NAME] [--json]
     accsim collective --topology TOPO --op OP --algorithm ALGO --bytes SIZE [...]
+    accsim kernel --device D --op gemm|attention|pointwise [--m M --n N --k K] [--dtype DT] [--sweep] [--json]
     accsim perfetto RUN_DIR -o FILE [--format pftrace|json] [--devices GLOB] [--start S --end S]
     accsim sweep SWEEP.yaml --out DIR [--workers N] [--scheduler ADDRESS] [--timeout S] [--keep-timelines]
     accsim devices
@@ -31,7 +32,7 @@ from typing import Sequence
 
 from sim.errors import AccsimError
 
-COMMANDS = ("run", "trace", "collective", "perfetto", "sweep", "devices", "validate", "importer")
+COMMANDS = ("run", "trace", "collective", "kernel", "perfetto", "sweep", "devices", "validate", "importer")
 
 
 def _version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         write_json({"groups": [r.as_dict() for r in results]}, out / "validation.json")
     if args.markdown:
         command = "accsim validate --markdown docs/validation.md"
-        Path(args.markdown).write_text(validation.render_markdown(results, command), encoding="utf-8")
+        target = Path(args.markdown)
+        previous = target.read_text(encoding="utf-8") if target.is_file() else ""
+        text = validation.render_markdown(results, command, validation.kept_section(previous))
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
     if args.json:
         print(json.dumps({"groups": [r.as_dict() for r in results]}, indent=2))
     else:

@@ -1,11 +1,12 @@
 """One device: its units as resources, and op execution on them.
 
 ``bind_op`` decides, before simulation, which unit and memory tier each op
-uses, rejects ops the device cannot run, and evaluates each op's cost model
-once. ``DeviceRuntime.start`` then runs an op: it takes units from the unit's
+uses, rejects ops the device cannot run, and prices each op's kernel once
+(sim.hardware.kernels: GEMM tiles and waves, fused attention, memory-bound
+kernels; each distinct shape once per device spec). ``DeviceRuntime.start`` then runs an op: it takes units from the unit's
 pool (waiting FIFO when none is free), starts the compute phase as a timer on
 the calendar and the op's memory traffic as a transfer on the shared memory
-tier (sim.engine.fluid), and finishes the op when both have finished: the
+tier at its achievable bandwidth (sim.engine.fluid), and finishes the op when both have finished: the
 roofline max(compute, bytes / bandwidth) when the op runs alone, stretched
 when other transfers share the tier.
 """
@@ -22,7 +23,8 @@ from sim.engine.memory import MemoryLedger
 from sim.engine.pools import UnitPool
 from sim.engine.recorder import TimelineRecorder
 from sim.errors import TraceError
-from sim.hardware import cost
+from sim.hardware.gemm import PRECISIONS, precision
+from sim.hardware.kernels import AttentionShape, Kernel, price
 from sim.hardware.specs import DTYPE_BYTES, DeviceSpec
 from sim.workload.conv import matrix_shape
 from sim.workload.trace import HOST_OPS, MATRIX_OPS, Op
@@ -58,17 +60,46 @@ def _default_unit(op: Op, spec: DeviceSpec) -> str:
     return "sm_array" if spec.sm_array is not None else "vector"
 
 
+def op_kernel(op: Op, dtype: str) -> Kernel:
+    """The kernel a trace op describes: a shaped GEMM (m, n, k, batch; a
+    conv2d's implicit GEMM), a shaped attention op (batch x heads = ``batch``, ``m`` queries attending
+    ``n`` keys of head dimension ``k``, no mask), matrix FLOPs without a
+    shape, or a pointwise kernel."""
+    shape = matrix_shape(op)   # a conv2d is priced as its im2col / implicit GEMM (sim.workload.conv)
+    common = dict(name=op.name, flops=op.flops, bytes_read=op.bytes_read, bytes_written=op.bytes_written,
+                  dtype=dtype)
+    if op.op in ("gemm", "gemv", "conv2d") and shape is not None:
+        m, n, k, batch = shape
+        return Kernel(kind="gemm", m=m, n=n, k=k, batch=batch, **common)
+    if op.op == "attention" and shape is not None:
+        shape = AttentionShape(op.batch, 1, 1, op.m, op.n, op.k, causal=False)
+        return Kernel(kind="attention", attention=shape, **common)
+    return Kernel(kind="matrix" if op.op in MATRIX_OPS else "pointwise", **common)
+
+
+def _check_dtype(op: Op, dtype: str, unit: str, spec: DeviceSpec, where: str) -> None:
+    matrix = op.op in MATRIX_OPS
+    known = sorted(set(DTYPE_BYTES) | (set(PRECISIONS) if matrix else set()))
+    if dtype not in known:
+        raise TraceError(f"{where}: unknown dtype {dtype!r}; expected one of {known}")
+    if unit == "sm_array" and matrix:
+        table = spec.sm_array.matrix_flops_per_clock_per_sm
+        if precision(dtype).math not in table:
+            raise TraceError(f"{where}: device {spec.name} has no {precision(dtype).math} tensor-core rate "
+                             f"for this op; it lists {sorted(table)}")
+
+
 def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
     """Resolve unit, tiers and dtype of ``op`` on ``spec`` or raise TraceError."""
     where = f"{path}: op {op.id} ({op.name})"
     tiers = spec.tier_names
     dtype = op.dtype or spec.default_dtype
-    if dtype not in DTYPE_BYTES:
-        raise TraceError(f"{where}: unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
     if op.op in HOST_OPS:
         return BoundOp(op, HOST_UNIT, spec.default_tier, spec.default_tier, dtype, 0, op.duration_s,
                        lambda granted: op.duration_s)
     if op.op == "copy":
+        if dtype not in DTYPE_BYTES:
+            raise TraceError(f"{where}: unknown dtype {dtype!r}; expected one of {sorted(DTYPE_BYTES)}")
         src = op.src_tier or op.tier or spec.default_tier
         for role, tier in (("src_tier", src), ("dst_tier", op.dst_tier)):
             if tier not in tiers:
@@ -82,15 +113,7 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
     if unit in ("systolic_array", "pim") and op.op not in MATRIX_OPS:
         raise TraceError(f"{where}: a {op.op} op cannot run on {unit}; expected one of "
                          f"{list(MATRIX_OPS)} there")
-    if unit == "sm_array":
-        table = (spec.sm_array.matrix_flops_per_s if op.op in MATRIX_OPS
-                 else spec.sm_array.vector_flops_per_s)
-        if dtype not in table:
-            raise TraceError(f"{where}: device {spec.name} has no {dtype} peak for this op; "
-                             f"it lists {sorted(table)}")
-    if unit == "vector" and dtype not in spec.vector.flops_per_s:
-        raise TraceError(f"{where}: device {spec.name}'s vector unit has no {dtype} peak; "
-                         f"it lists {sorted(spec.vector.flops_per_s)}")
+    _check_dtype(op, dtype, unit, spec, where)
     default_tier = spec.pim.tier if unit == "pim" else spec.default_tier
     tier = op.tier or default_tier
     if tier not in tiers:
@@ -99,7 +122,6 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
     if unit == "pim" and tier != spec.pim.tier:
         raise TraceError(f"{where}: PIM ops read the tier the banks live in ({spec.pim.tier!r}), "
                          f"not {tier!r}")
-    bound = BoundOp(op, unit, tier, tier, dtype)
     if op.duration_s is not None:
         # A measured or precomputed duration with the whole unit; granted fewer
         # units (SMs held by a communication kernel), it stretches in proportion.
@@ -107,56 +129,23 @@ def bind_op(op: Op, spec: DeviceSpec, path: str) -> BoundOp:
                  "systolic_array": spec.systolic_array.count if spec.systolic_array else 1}.get(unit, 1)
         return BoundOp(op, unit, tier, tier, dtype, whole, op.duration_s,
                        lambda granted: op.duration_s * whole / granted)
-    wanted, seconds = compute_model(bound, spec)
+    wanted, seconds = price(op_kernel(op, dtype), spec, unit, tier)
     return BoundOp(op, unit, tier, tier, dtype, wanted, seconds(wanted), seconds)
-
-
-def compute_model(bound: BoundOp, spec: DeviceSpec):
-    """(units wanted, function: units granted -> compute seconds) of a bound
-    compute op, from the unit's cost model in sim.hardware.cost."""
-    op = bound.op
-    shape = matrix_shape(op)  # a conv2d is priced as its im2col / implicit GEMM
-    shaped = shape is not None
-    m, n, k, batch = shape or (0, 0, 0, 1)
-    if bound.unit == "sm_array":
-        sm = spec.sm_array
-        if op.op in MATRIX_OPS:
-            peak = sm.sustained_matrix_per_sm(bound.dtype)
-            if shaped:
-                wanted = cost.sm_gemm_sms_wanted(m, n, sm.count, sm.tile_m, sm.tile_n, batch)
-                return wanted, lambda g: cost.sm_gemm_compute_s(
-                    m, n, k, g, peak, sm.tile_m, sm.tile_n, batch)
-            return sm.count, lambda g: op.flops / (g * peak)
-        peak = sm.vector_per_sm(bound.dtype)
-        return sm.count, lambda g: op.flops / (g * peak)
-    if bound.unit == "systolic_array":
-        sa = spec.systolic_array
-        if shaped:
-            wanted = cost.systolic_arrays_wanted(m, n, k, sa.rows, sa.cols, sa.dataflow, sa.count, batch)
-            return wanted, lambda g: cost.systolic_gemm_cycles(
-                m, n, k, sa.rows, sa.cols, sa.dataflow, g, batch) / sa.clock_hz
-        per_array = 2.0 * sa.rows * sa.cols * sa.clock_hz
-        return sa.count, lambda g: op.flops / (g * per_array)
-    if bound.unit == "vector":
-        peak = spec.vector.flops_per_s[bound.dtype]
-        return 1, lambda g: op.flops / peak
-    pim = spec.pim
-    return 1, lambda g: cost.pim_gemv_s(op.bytes_read, op.flops, pim.banks,
-                                        pim.bank_bandwidth_bytes_per_s, pim.bank_flops_per_s)
 
 
 def isolated_seconds(bound: BoundOp, spec: DeviceSpec) -> float:
     """Time of an op alone on an idle device: max(compute with every unit it
-    wants, bytes over its tier's bandwidth), the roofline."""
+    wants, bytes over its tier's achievable bandwidth), the roofline."""
     op = bound.op
     if bound.unit is None:
-        bandwidth = min(spec.tier(bound.tier).bandwidth_bytes_per_s,
-                        spec.tier(bound.dst_tier).bandwidth_bytes_per_s)
+        bandwidth = min(spec.tier(bound.tier).achievable_bandwidth_bytes_per_s,
+                        spec.tier(bound.dst_tier).achievable_bandwidth_bytes_per_s)
         return op.bytes_read / bandwidth
     compute = bound.compute_s
     if bound.unit in ("pim", HOST_UNIT):
         return compute
-    return max(compute, (op.bytes_read + op.bytes_written) / spec.tier(bound.tier).bandwidth_bytes_per_s)
+    return max(compute, (op.bytes_read + op.bytes_written) /
+               spec.tier(bound.tier).achievable_bandwidth_bytes_per_s)
 
 
 class OpTimes:
@@ -195,7 +184,7 @@ class DeviceRuntime:
         self.times = times
         self.on_done = on_done
         self.fluid = fluid or FluidNetwork(env, {})
-        self.fluid.add_resources({(name, t.name): t.bandwidth_bytes_per_s for t in spec.memory})
+        self.fluid.add_resources({(name, t.name): t.achievable_bandwidth_bytes_per_s for t in spec.memory})
         self._tier_keys = {t.name: ((name, t.name),) for t in spec.memory}
         self.ledger = MemoryLedger(name, {t.name: t.capacity_bytes for t in spec.memory},
                                    strict=strict_memory)

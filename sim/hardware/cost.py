@@ -1,4 +1,7 @@
-"""Cost models: pure functions from an operator's shape to time on a unit.
+"""Cost models: pure functions from an operator's shape to time on a unit
+(the roofline, SCALE-Sim's systolic folds, PIM). GPU kernels (GEMM tiles and
+waves, fused attention, memory-bound kernels) are in sim.hardware.gemm and
+sim.hardware.kernels.
 
 Every function states its formula and its source; tests/test_cost_models.py
 checks each against hand-computed values. Times are in seconds, sizes in
@@ -20,34 +23,6 @@ def roofline_s(flops: float, bytes_moved: float, peak_flops_per_s: float,
     compute = flops / peak_flops_per_s if flops else 0.0
     memory = bytes_moved / bandwidth_bytes_per_s if bytes_moved else 0.0
     return max(compute, memory)
-
-
-def gemm_tiles(m: int, n: int, tile_m: int, tile_n: int, batch: int = 1) -> int:
-    """Output tiles of a (batched) M x N GEMM cut into tile_m x tile_n blocks:
-    batch * ceil(M / tile_m) * ceil(N / tile_n)."""
-    return batch * math.ceil(m / tile_m) * math.ceil(n / tile_n)
-
-
-def sm_gemm_compute_s(m: int, n: int, k: int, sms: int, flops_per_s_per_sm: float,
-                      tile_m: int = 128, tile_n: int = 128, batch: int = 1) -> float:
-    """Compute time of a GEMM on ``sms`` SMs with tile and wave quantization.
-
-    Each output tile is one thread block doing 2 * tile_m * tile_n * K FLOPs on
-    one SM; tiles run in waves of ``sms`` blocks, so
-    time = ceil(tiles / sms) * 2 * tile_m * tile_n * K / flops_per_s_per_sm.
-    Source: NVIDIA Deep Learning Performance Guide, "Matrix Multiplication
-    Background": tile quantization and wave quantization.
-    """
-    if m == 0 or n == 0 or k == 0:
-        return 0.0
-    waves = math.ceil(gemm_tiles(m, n, tile_m, tile_n, batch) / sms)
-    return waves * 2.0 * tile_m * tile_n * k / flops_per_s_per_sm
-
-
-def sm_gemm_sms_wanted(m: int, n: int, sm_count: int, tile_m: int = 128, tile_n: int = 128,
-                       batch: int = 1) -> int:
-    """SMs a GEMM kernel can use: one per output tile, at most the whole array."""
-    return max(1, min(sm_count, gemm_tiles(m, n, tile_m, tile_n, batch)))
 
 
 def systolic_fold_shape(m: int, n: int, k: int, dataflow: str) -> tuple[int, int, int]:

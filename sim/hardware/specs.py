@@ -3,86 +3,175 @@
 A device spec file (``topologies/devices/NAME.yaml``) has a ``name``, a
 ``source`` citing where its figures come from, a list of ``memory`` tiers and
 any of the unit kinds ``sm_array``, ``systolic_array``, ``vector`` and ``pim``.
-The schema is documented in docs/architecture.md ("Device specs").
+Units carry the parameters that produce their peak, and the peak is derived:
+an SM array's dense matrix peak for a dtype is SMs x FLOP per clock per SM x
+clock, a systolic array's 2 x rows x cols x arrays x clock, a vector unit's
+lanes x FLOP per lane per clock x clock. So adding SMs or raising the clock
+raises the peak. The schema is documented in docs/architecture.md
+("Device specs"); every file is validated (``sim.schema``) before use, and an
+error is one line naming the file and the key.
 
-Units in names: ``_bytes`` bytes, ``_per_s`` per second, ``_hz`` cycles per second.
+Calibration lives here only, as physical quantities measured by public
+benchmarks and recorded in ``accsim validate`` (sim/validation/groups/):
+``sm_array.mainloop_efficiency`` (large-GEMM throughput over the tensor-core
+peak), ``sm_array.launch_overhead_s`` (the time of the smallest GEMM) and a
+memory tier's ``efficiency`` (copy-benchmark bandwidth over the datasheet).
+
+Units in names: ``_bytes`` bytes, ``_per_s`` per second, ``_hz`` cycles per
+second, ``_s`` seconds, ``_per_clock`` per cycle.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Optional
 
-import yaml
+from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sim.errors import SpecError
 from sim.paths import topologies_dir
-from sim.units import parse_bytes
+from sim.schema import (
+    Fraction, Hertz, NonNegativeInt, PositiveBytes, PositiveFloat, PositiveInt, Rate, Seconds,
+    StrictModel, join_location, load_yaml, validate,
+)
 
-DTYPE_BYTES: Mapping[str, int] = {
-    "fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1,
+# Bytes per element. int4 is half a byte: sizes are floats (a tensor of n int4
+# elements takes n / 2 bytes). fp8 is e4m3 unless named (e5m2 for gradients,
+# Micikevicius et al., "FP8 Formats for Deep Learning", 2022).
+DTYPE_BYTES: Mapping[str, float] = {
+    "fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1, "int4": 0.5,
 }
+# The tensor-core rate a dtype runs at (fp8 variants share the fp8 rate).
+MATH_DTYPE: Mapping[str, str] = {**{d: d for d in DTYPE_BYTES}, "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
 MEMORY_KINDS = ("scratchpad", "hbm", "ddr", "host")
 DATAFLOWS = ("os", "ws", "is")
 PIM_MODES = ("blocked", "concurrent")
+# Output tiles (rows x columns of C per thread block) a GEMM library offers:
+# the tile shapes cuBLAS and CUTLASS kernels use on Ampere and Hopper (NVIDIA,
+# "Matrix Multiplication Background User's Guide", "Typical Tile Dimensions in
+# cuBLAS and Performance"; CUTLASS default threadblock shapes), and the 16- and
+# 32-row tiles of skinny (decode) kernels built on the m16n8k16 tensor-core
+# instruction, which sim.hardware.gemm offers only to GEMMs with that few rows.
+DEFAULT_GEMM_TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (32, 128), (16, 128))
+
+DtypeName = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4"]
 
 
 @dataclass(frozen=True)
 class MemoryTierSpec:
-    """One memory tier: capacity and the bandwidth all its transfers share."""
+    """One memory tier: capacity and the bandwidth all its transfers share.
+
+    ``efficiency`` is the fraction of ``bandwidth_bytes_per_s`` (the datasheet
+    figure) that streaming kernels achieve, as copy benchmarks measure it
+    (BabelStream, nvbandwidth); transfers on the tier share
+    ``achievable_bandwidth_bytes_per_s``.
+    """
 
     name: str
     kind: str
     capacity_bytes: int
     bandwidth_bytes_per_s: float
+    efficiency: float = 1.0
+
+    @property
+    def achievable_bandwidth_bytes_per_s(self) -> float:
+        return self.bandwidth_bytes_per_s * self.efficiency
 
 
 @dataclass(frozen=True)
 class SmArraySpec:
-    """A GPU's streaming multiprocessors.
+    """A GPU's streaming multiprocessors (or an AMD GPU's compute units).
 
-    ``matrix_flops_per_s`` is the dense tensor-core peak of the whole array per
-    dtype (as datasheets quote it); ``vector_flops_per_s`` the CUDA-core peak
-    used by non-matrix kernels. Each SM has 1/count of either.
+    Peaks are derived: ``count`` x FLOP per clock per SM x ``clock_hz`` for
+    each dtype of ``matrix_flops_per_clock_per_sm`` (tensor cores, dense) and
+    ``vector_flops_per_clock_per_sm`` (CUDA cores). ``clock_hz`` is the clock
+    the datasheet peak is quoted at; ``sustained_clock_hz`` (default: the same)
+    is the clock kernels run at, the one time is computed from.
+
+    GEMM kernel model (sim.hardware.gemm): ``mainloop_efficiency`` per math
+    dtype (key ``default`` for the others) is the fraction of the tensor-core
+    rate a large GEMM's main loop sustains; ``launch_overhead_s`` is the fixed
+    time of any kernel (launch, block dispatch, first loads, tail);
+    ``l2_bandwidth_bytes_per_clock`` (optional) bounds the operand traffic of
+    the tiles through L2; ``gemm_tiles`` are the output tiles the GEMM library
+    offers, ``max_split_k`` its deepest split-K. ``sfu_ops_per_clock_per_sm``:
+    special-function (exp) results per clock per SM, for attention's softmax.
     ``comm_sms``: SMs a communication kernel occupies while a collective runs
     (NCCL runs one thread block per channel), taken from the same pool as
-    compute kernels so that overlapped communication slows compute. GEMMs are
-    cut into ``tile_m`` x ``tile_n`` output tiles (one thread block each),
-    scheduled in waves over the SMs a kernel holds.
-    ``matrix_efficiency``: the fraction of the matrix peak a GEMM sustains on
-    the SMs it holds, beyond tile and wave quantization (1.0: the datasheet
-    peak). It is a calibration against a published end-to-end figure, cited
-    in the device file; peaks, MFU and HFU stay relative to the datasheet.
+    compute kernels so that overlapped communication slows compute.
     """
 
     count: int
-    matrix_flops_per_s: Mapping[str, float]
-    vector_flops_per_s: Mapping[str, float]
-    tile_m: int = 128
-    tile_n: int = 128
+    clock_hz: float
+    matrix_flops_per_clock_per_sm: Mapping[str, float]
+    vector_flops_per_clock_per_sm: Mapping[str, float]
+    sustained_clock_hz: float | None = None
+    mainloop_efficiency: Mapping[str, float] = field(default_factory=dict)
+    launch_overhead_s: float = 0.0
+    l2_bytes: int | None = None
+    l2_bandwidth_bytes_per_clock: float | None = None
+    sfu_ops_per_clock_per_sm: float | None = None
+    gemm_tiles: tuple[tuple[int, int], ...] = DEFAULT_GEMM_TILES
+    max_split_k: int = 16
     comm_sms: int = 0
-    matrix_efficiency: float = 1.0
+
+    @property
+    def run_clock_hz(self) -> float:
+        """The clock kernels run at: ``sustained_clock_hz``, else ``clock_hz``."""
+        return self.sustained_clock_hz or self.clock_hz
+
+    @functools.cached_property
+    def matrix_flops_per_s(self) -> Mapping[str, float]:
+        """Datasheet dense tensor-core peak of the whole array per dtype (derived)."""
+        return {d: self.count * f * self.clock_hz for d, f in self.matrix_flops_per_clock_per_sm.items()}
+
+    @functools.cached_property
+    def vector_flops_per_s(self) -> Mapping[str, float]:
+        """Datasheet CUDA-core peak of the whole array per dtype (derived)."""
+        return {d: self.count * f * self.clock_hz for d, f in self.vector_flops_per_clock_per_sm.items()}
 
     def matrix_per_sm(self, dtype: str) -> float:
-        """Datasheet matrix peak of one SM (FLOP/s)."""
-        return self.matrix_flops_per_s[dtype] / self.count
-
-    def sustained_matrix_per_sm(self, dtype: str) -> float:
-        """Matrix FLOP/s one SM sustains in a GEMM: the peak x ``matrix_efficiency``."""
-        return self.matrix_per_sm(dtype) * self.matrix_efficiency
+        """Tensor-core FLOP/s of one SM at the clock kernels run at."""
+        return self.matrix_flops_per_clock_per_sm[MATH_DTYPE.get(dtype, dtype)] * self.run_clock_hz
 
     def vector_per_sm(self, dtype: str) -> float:
-        return self.vector_flops_per_s[dtype] / self.count
+        """CUDA-core FLOP/s of one SM for ``dtype`` at the clock kernels run at;
+        dtypes the table does not list (fp8, int8 elements) are converted and
+        computed in fp32."""
+        table = self.vector_flops_per_clock_per_sm
+        per_clock = table.get(dtype) or table.get("fp32") or max(table.values())
+        return per_clock * self.run_clock_hz
+
+    def efficiency(self, dtype: str) -> float:
+        """Main-loop efficiency of a GEMM in ``dtype`` (its math dtype's entry,
+        else ``default``, else 1)."""
+        table = self.mainloop_efficiency
+        return table.get(MATH_DTYPE.get(dtype, dtype), table.get("default", 1.0))
+
+    @property
+    def l2_bandwidth_bytes_per_s(self) -> float | None:
+        if self.l2_bandwidth_bytes_per_clock is None:
+            return None
+        return self.l2_bandwidth_bytes_per_clock * self.run_clock_hz
+
+    def exp_per_s_per_sm(self) -> float:
+        """Exponentials per second of one SM (special-function units; without
+        a figure, one per fp32 CUDA-core lane and clock)."""
+        if self.sfu_ops_per_clock_per_sm is not None:
+            return self.sfu_ops_per_clock_per_sm * self.run_clock_hz
+        return self.vector_per_sm("fp32") / 2.0
 
 
 @dataclass(frozen=True)
 class SystolicArraySpec:
-    """``count`` systolic arrays (MXUs) of ``rows`` x ``cols`` MAC units."""
+    """``count`` systolic arrays (MXUs) of ``rows`` x ``cols`` MAC units; peak
+    2 x rows x cols x count x clock (derived)."""
 
     rows: int
     cols: int
@@ -90,12 +179,26 @@ class SystolicArraySpec:
     clock_hz: float
     dataflow: str = "ws"
 
+    @property
+    def peak_flops_per_s(self) -> float:
+        return 2.0 * self.rows * self.cols * self.count * self.clock_hz
+
 
 @dataclass(frozen=True)
 class VectorUnitSpec:
-    """The vector/scalar unit that runs ops which do not map to a matrix unit."""
+    """The vector/scalar unit that runs ops which do not map to a matrix unit:
+    ``lanes`` ALUs each doing ``flops_per_lane_per_clock[dtype]`` per clock;
+    peak lanes x FLOP per lane per clock x clock (derived). A spec without a
+    published microarchitecture may give ``flops_per_s`` instead (held as one
+    lane at 1 Hz: clock what-ifs then leave it unchanged)."""
 
-    flops_per_s: Mapping[str, float]
+    lanes: int
+    clock_hz: float
+    flops_per_lane_per_clock: Mapping[str, float]
+
+    @functools.cached_property
+    def flops_per_s(self) -> Mapping[str, float]:
+        return {d: self.lanes * f * self.clock_hz for d, f in self.flops_per_lane_per_clock.items()}
 
 
 @dataclass(frozen=True)
@@ -128,6 +231,7 @@ class DeviceSpec:
     vector: VectorUnitSpec | None = None
     pim: PimSpec | None = None
     default_dtype: str = "bf16"
+    energy: Any = field(default=None, compare=False)   # sim.energy.model.EnergySpec, when the file has one
     path: str = field(default="", compare=False)
 
     def tier(self, name: str) -> MemoryTierSpec:
@@ -145,16 +249,21 @@ class DeviceSpec:
         kinds = ("sm_array", "systolic_array", "vector", "pim")
         return tuple(k for k in kinds if getattr(self, k) is not None)
 
+    @functools.cached_property
+    def kernel_cache(self) -> dict:
+        """Memo of kernel-model results by shape for this spec (each distinct
+        shape is priced once; see sim.hardware.kernels)."""
+        return {}
+
     def unit_peak_flops_per_s(self, unit: str, dtype: str | None = None) -> float:
         """Peak FLOP/s of a whole unit kind (all SMs, all arrays) for ``dtype``
         (the unit's best dtype when it lists no figure for this one)."""
-        dtype = dtype or self.default_dtype
+        dtype = MATH_DTYPE.get(dtype or self.default_dtype, dtype or self.default_dtype)
         if unit == "sm_array":
             table = self.sm_array.matrix_flops_per_s
             return table.get(dtype, max(table.values()))
         if unit == "systolic_array":
-            sa = self.systolic_array
-            return 2.0 * sa.rows * sa.cols * sa.count * sa.clock_hz
+            return self.systolic_array.peak_flops_per_s
         if unit == "vector":
             table = self.vector.flops_per_s
             return table.get(dtype, max(table.values()))
@@ -171,136 +280,159 @@ class DeviceSpec:
         return 0.0
 
 
-def _number(value: Any, where: str, positive: bool = True) -> float:
-    if isinstance(value, bool):
-        raise SpecError(f"{where}: expected a number, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where}: expected a number, got {value!r}") from None
-    if not math.isfinite(number) or (positive and number <= 0) or number < 0:
-        raise SpecError(f"{where}: expected a {'positive' if positive else 'non-negative'} "
-                        f"number, got {value!r}")
-    return number
+# ---------------------------------------------------------------- the file schema
 
 
-def _integer(value: Any, where: str) -> int:
-    number = _number(value, where)
-    if number != int(number):
-        raise SpecError(f"{where}: expected a positive integer, got {value!r}")
-    return int(number)
+class _Cited(StrictModel):
+    source: str = ""
+    note: str = ""
 
 
-def _fraction(value: Any, where: str) -> float:
-    number = _number(value, where)
-    if number > 1:
-        raise SpecError(f"{where}: expected a fraction in (0, 1], got {value!r}")
-    return number
+class _MemoryTierIn(_Cited):
+    name: str
+    kind: Literal["scratchpad", "hbm", "ddr", "host"]
+    capacity_bytes: PositiveBytes
+    bandwidth_bytes_per_s: Rate
+    efficiency: Fraction = 1.0
 
 
-def _dtype_map(value: Any, where: str) -> dict[str, float]:
-    if not isinstance(value, Mapping) or not value:
-        raise SpecError(f"{where}: expected a mapping of dtype to FLOP/s, got {value!r}")
-    out = {}
-    for dtype, flops in value.items():
-        if dtype not in DTYPE_BYTES:
-            raise SpecError(f"{where}.{dtype}: unknown dtype; expected one of {sorted(DTYPE_BYTES)}")
-        out[str(dtype)] = _number(flops, f"{where}.{dtype}")
-    return out
+class _SmArrayIn(_Cited):
+    count: PositiveInt
+    clock_hz: Hertz
+    sustained_clock_hz: Optional[Hertz] = None
+    matrix_flops_per_clock_per_sm: dict[DtypeName, PositiveFloat]
+    vector_flops_per_clock_per_sm: dict[DtypeName, PositiveFloat]
+    mainloop_efficiency: dict[Literal["default", "fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"],
+                              Fraction] = {}
+    launch_overhead_s: Seconds = 0.0
+    l2_bytes: Optional[PositiveBytes] = None
+    l2_bandwidth_bytes_per_clock: Optional[PositiveFloat] = None
+    sfu_ops_per_clock_per_sm: Optional[PositiveFloat] = None
+    gemm_tiles: Optional[list[tuple[PositiveInt, PositiveInt]]] = None
+    max_split_k: PositiveInt = 16
+    comm_sms: NonNegativeInt = 0
+
+    @field_validator("matrix_flops_per_clock_per_sm", "vector_flops_per_clock_per_sm")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise PydanticCustomError("accsim", "expected at least one dtype")
+        return value
+
+    @model_validator(mode="after")
+    def _comm_fits(self):
+        if self.comm_sms >= self.count:
+            raise PydanticCustomError("accsim", f"comm_sms ({self.comm_sms}) must be fewer than count ({self.count})")
+        if self.gemm_tiles is not None and not self.gemm_tiles:
+            raise PydanticCustomError("accsim", "gemm_tiles: expected at least one tile")
+        return self
 
 
-def _check_keys(raw: Any, cls: type, where: str) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise SpecError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    allowed = {f.name for f in dataclasses.fields(cls)} | {"source", "note"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise SpecError(f"{where}: unknown field {unknown[0]!r}; expected some of {sorted(allowed)}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in raw]
-    if missing:
-        raise SpecError(f"{where}: missing field {missing[0]!r}")
-    return raw
+class _SystolicIn(_Cited):
+    rows: PositiveInt
+    cols: PositiveInt
+    count: PositiveInt
+    clock_hz: Hertz
+    dataflow: Literal["os", "ws", "is"] = "ws"
 
 
-def _memory_tier(raw: Any, where: str) -> MemoryTierSpec:
-    raw = _check_keys(raw, MemoryTierSpec, where)
-    if raw["kind"] not in MEMORY_KINDS:
-        raise SpecError(f"{where}.kind: expected one of {MEMORY_KINDS}, got {raw['kind']!r}")
-    try:
-        capacity = parse_bytes(raw["capacity_bytes"], f"{where}.capacity_bytes")
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
-    if capacity <= 0:
-        raise SpecError(f"{where}.capacity_bytes: expected a positive size, got {raw['capacity_bytes']!r}")
-    return MemoryTierSpec(
-        name=str(raw["name"]), kind=raw["kind"], capacity_bytes=capacity,
-        bandwidth_bytes_per_s=_number(raw["bandwidth_bytes_per_s"], f"{where}.bandwidth_bytes_per_s"))
+class _VectorIn(_Cited):
+    lanes: Optional[PositiveInt] = None
+    clock_hz: Optional[Hertz] = None
+    flops_per_lane_per_clock: Optional[dict[DtypeName, PositiveFloat]] = None
+    flops_per_s: Optional[dict[DtypeName, PositiveFloat]] = None
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        derived = (self.lanes, self.clock_hz, self.flops_per_lane_per_clock)
+        if self.flops_per_s is not None:
+            if any(x is not None for x in derived):
+                raise PydanticCustomError("accsim", "give either lanes, clock_hz and flops_per_lane_per_clock, "
+                                                    "or flops_per_s, not both")
+            if not self.flops_per_s:
+                raise PydanticCustomError("accsim", "flops_per_s: expected at least one dtype")
+        elif any(x is None for x in derived) or not self.flops_per_lane_per_clock:
+            raise PydanticCustomError("accsim", "expected lanes, clock_hz and flops_per_lane_per_clock "
+                                                "(or, without a published microarchitecture, flops_per_s)")
+        return self
+
+
+class _PimIn(_Cited):
+    banks: PositiveInt
+    bank_bandwidth_bytes_per_s: Rate
+    bank_flops_per_s: PositiveFloat
+    tier: str
+    mode: Literal["blocked", "concurrent"] = "blocked"
+
+
+class _DeviceIn(_Cited):
+    name: str
+    default_dtype: DtypeName = "bf16"
+    default_tier: str
+    memory: list[_MemoryTierIn]
+    sm_array: Optional[_SmArrayIn] = None
+    systolic_array: Optional[_SystolicIn] = None
+    vector: Optional[_VectorIn] = None
+    pim: Optional[_PimIn] = None
+    energy: Optional[dict] = None      # validated by sim.energy.model.EnergySpec
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [t.name for t in self.memory]
+        if not names:
+            raise PydanticCustomError("accsim", "memory: expected a non-empty list of tiers")
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("accsim", f"memory: tier names must be unique, got {names}")
+        if self.default_tier not in names:
+            raise PydanticCustomError("accsim", f"default_tier: {self.default_tier!r} is not one of the tiers {names}")
+        if self.sm_array is None and self.systolic_array is None and self.vector is None:
+            raise PydanticCustomError("accsim", "a device needs at least one of sm_array, systolic_array, vector")
+        if self.systolic_array is not None and self.vector is None:
+            raise PydanticCustomError("accsim", "a device with a systolic_array needs a vector unit for non-matrix ops")
+        if self.pim is not None and self.pim.tier not in names:
+            raise PydanticCustomError("accsim", f"pim.tier: {self.pim.tier!r} is not one of the tiers {names}")
+        return self
+
+
+def _from_model(m: _DeviceIn) -> DeviceSpec:
+    memory = tuple(MemoryTierSpec(t.name, t.kind, t.capacity_bytes, t.bandwidth_bytes_per_s, t.efficiency)
+                   for t in m.memory)
+    sm = sa = vec = pim = None
+    if m.sm_array is not None:
+        r = m.sm_array
+        sm = SmArraySpec(
+            count=r.count, clock_hz=r.clock_hz, sustained_clock_hz=r.sustained_clock_hz,
+            matrix_flops_per_clock_per_sm=dict(r.matrix_flops_per_clock_per_sm),
+            vector_flops_per_clock_per_sm=dict(r.vector_flops_per_clock_per_sm),
+            mainloop_efficiency=dict(r.mainloop_efficiency), launch_overhead_s=r.launch_overhead_s,
+            l2_bytes=r.l2_bytes, l2_bandwidth_bytes_per_clock=r.l2_bandwidth_bytes_per_clock,
+            sfu_ops_per_clock_per_sm=r.sfu_ops_per_clock_per_sm,
+            gemm_tiles=tuple(tuple(t) for t in r.gemm_tiles) if r.gemm_tiles else DEFAULT_GEMM_TILES,
+            max_split_k=r.max_split_k, comm_sms=r.comm_sms)
+    if m.systolic_array is not None:
+        r = m.systolic_array
+        sa = SystolicArraySpec(r.rows, r.cols, r.count, r.clock_hz, r.dataflow)
+    if m.vector is not None and m.vector.flops_per_s is not None:
+        vec = VectorUnitSpec(1, 1.0, dict(m.vector.flops_per_s))   # a datasheet peak: one "lane" at 1 Hz
+    elif m.vector is not None:
+        vec = VectorUnitSpec(m.vector.lanes, m.vector.clock_hz, dict(m.vector.flops_per_lane_per_clock))
+    if m.pim is not None:
+        r = m.pim
+        pim = PimSpec(r.banks, r.bank_bandwidth_bytes_per_s, r.bank_flops_per_s, r.tier, r.mode)
+    return DeviceSpec(name=m.name, memory=memory, default_tier=m.default_tier, source=m.source,
+                      sm_array=sm, systolic_array=sa, vector=vec, pim=pim, default_dtype=m.default_dtype)
 
 
 def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> DeviceSpec:
-    """Build a DeviceSpec from a parsed YAML mapping, raising SpecError on bad input."""
-    raw = _check_keys(raw, DeviceSpec, where)
-    memory_raw = raw["memory"]
-    if not isinstance(memory_raw, list) or not memory_raw:
-        raise SpecError(f"{where}.memory: expected a non-empty list of tiers")
-    memory = tuple(_memory_tier(t, f"{where}.memory[{i}]") for i, t in enumerate(memory_raw))
-    names = [t.name for t in memory]
-    if len(set(names)) != len(names):
-        raise SpecError(f"{where}.memory: tier names must be unique, got {names}")
-    default_tier = str(raw["default_tier"])
-    if default_tier not in names:
-        raise SpecError(f"{where}.default_tier: {default_tier!r} is not one of the tiers {names}")
-
-    sm = sa = vec = pim = None
-    if raw.get("sm_array") is not None:
-        r = _check_keys(raw["sm_array"], SmArraySpec, f"{where}.sm_array")
-        sm = SmArraySpec(
-            count=_integer(r["count"], f"{where}.sm_array.count"),
-            matrix_flops_per_s=_dtype_map(r["matrix_flops_per_s"], f"{where}.sm_array.matrix_flops_per_s"),
-            vector_flops_per_s=_dtype_map(r["vector_flops_per_s"], f"{where}.sm_array.vector_flops_per_s"),
-            tile_m=_integer(r.get("tile_m", 128), f"{where}.sm_array.tile_m"),
-            tile_n=_integer(r.get("tile_n", 128), f"{where}.sm_array.tile_n"),
-            comm_sms=int(_number(r.get("comm_sms", 0), f"{where}.sm_array.comm_sms", positive=False)),
-            matrix_efficiency=_fraction(r.get("matrix_efficiency", 1.0), f"{where}.sm_array.matrix_efficiency"))
-    if raw.get("systolic_array") is not None:
-        r = _check_keys(raw["systolic_array"], SystolicArraySpec, f"{where}.systolic_array")
-        dataflow = str(r.get("dataflow", "ws")).lower()
-        if dataflow not in DATAFLOWS:
-            raise SpecError(f"{where}.systolic_array.dataflow: expected one of {DATAFLOWS}, got {dataflow!r}")
-        sa = SystolicArraySpec(
-            rows=_integer(r["rows"], f"{where}.systolic_array.rows"),
-            cols=_integer(r["cols"], f"{where}.systolic_array.cols"),
-            count=_integer(r["count"], f"{where}.systolic_array.count"),
-            clock_hz=_number(r["clock_hz"], f"{where}.systolic_array.clock_hz"),
-            dataflow=dataflow)
-    if raw.get("vector") is not None:
-        r = _check_keys(raw["vector"], VectorUnitSpec, f"{where}.vector")
-        vec = VectorUnitSpec(flops_per_s=_dtype_map(r["flops_per_s"], f"{where}.vector.flops_per_s"))
-    if raw.get("pim") is not None:
-        r = _check_keys(raw["pim"], PimSpec, f"{where}.pim")
-        mode = str(r.get("mode", "blocked"))
-        if mode not in PIM_MODES:
-            raise SpecError(f"{where}.pim.mode: expected one of {PIM_MODES}, got {mode!r}")
-        if r["tier"] not in names:
-            raise SpecError(f"{where}.pim.tier: {r['tier']!r} is not one of the tiers {names}")
-        pim = PimSpec(
-            banks=_integer(r["banks"], f"{where}.pim.banks"),
-            bank_bandwidth_bytes_per_s=_number(r["bank_bandwidth_bytes_per_s"],
-                                               f"{where}.pim.bank_bandwidth_bytes_per_s"),
-            bank_flops_per_s=_number(r["bank_flops_per_s"], f"{where}.pim.bank_flops_per_s"),
-            tier=str(r["tier"]), mode=mode)
-    if sm is None and sa is None and vec is None:
-        raise SpecError(f"{where}: a device needs at least one of sm_array, systolic_array, vector")
-    if sa is not None and vec is None:
-        raise SpecError(f"{where}: a device with a systolic_array needs a vector unit for non-matrix ops")
-    default_dtype = str(raw.get("default_dtype", "bf16"))
-    if default_dtype not in DTYPE_BYTES:
-        raise SpecError(f"{where}.default_dtype: unknown dtype {default_dtype!r}")
-    return DeviceSpec(name=str(raw["name"]), memory=memory, default_tier=default_tier,
-                      source=str(raw.get("source", "")), sm_array=sm, systolic_array=sa,
-                      vector=vec, pim=pim, default_dtype=default_dtype)
+    """Build a DeviceSpec from a parsed YAML mapping, raising a one-line
+    SpecError naming ``where`` and the key on bad input."""
+    model = validate(_DeviceIn, raw, where, SpecError)
+    spec = _from_model(model)
+    if model.energy is not None:
+        from sim.energy.model import EnergySpec
+        energy = validate(EnergySpec, model.energy, join_location(where, "energy"), SpecError)
+        spec = dataclasses.replace(spec, energy=energy)
+    return spec
 
 
 def device_catalog() -> dict[str, Path]:
@@ -310,16 +442,9 @@ def device_catalog() -> dict[str, Path]:
 
 
 def read_yaml(path: Path, error: type = SpecError) -> Any:
-    """Read a YAML file, turning I/O and syntax errors into one-line ``error``s."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise error(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    """Read a YAML file within sim.schema's limits, turning I/O and syntax
+    errors into one-line ``error``s."""
+    return load_yaml(path, error)
 
 
 def merge_overrides(raw: Any, overrides: Mapping[str, Any], where: str) -> Any:
@@ -362,7 +487,7 @@ def load_device_spec(name_or_path: str | os.PathLike, base: Path | None = None,
     if path is None:
         raise SpecError(f"device spec {text!r} not found: not a file, and not one of the catalog "
                         f"names {sorted(device_catalog())}")
-    raw = read_yaml(path) or {}
+    raw = load_yaml(path, SpecError) or {}
     if overrides:
         raw = merge_overrides(raw, overrides, "device_overrides")
     spec = device_spec_from_dict(raw, where=str(path))

@@ -15,7 +15,8 @@
   parallelism; full recomputation keeps only each layer's input, 2 s b h
   (/t with sequence parallelism), plus one layer's full activations while it
   is recomputed. (The paper counts 16-bit activations with 1-byte dropout
-  masks; the formulas are in bytes.)
+  masks; the formulas are in bytes.) With flash attention the 5 a s / h
+  term of the scores is not kept.
 - A stage holds the activations of as many (microbatch, chunk) pairs as its
   schedule has forwards without their backward yet (sim.parallel.schedules.max_in_flight):
   p - s for 1F1B, m for GPipe.
@@ -61,7 +62,10 @@ def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float,
     extra working bytes while one layer is recomputed)."""
     s, b, h, a, t = cfg.seq_len, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
     sbh = s * b * h
-    full = sbh * (34 + 5 * a * s / h) / t if plan.sequence_parallel else sbh * (10 + 24 / t + 5 * a * s / (h * t))
+    # the s x s scores, softmax and dropout mask (5 a s / h): not kept with flash attention,
+    # which stores only the output and the softmax statistics (Dao et al., FlashAttention)
+    scores = 0.0 if cfg.attention == "flash" else 5 * a * s / h
+    full = sbh * (34 + scores) / t if plan.sequence_parallel else sbh * (10 + 24 / t + scores / t)
     if plan.recompute == "none":
         return full, 0.0
     if plan.recompute == "selective":

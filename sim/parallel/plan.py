@@ -16,10 +16,9 @@ from pydantic import BeforeValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sim.errors import ScenarioError
-from sim.hardware.specs import DTYPE_BYTES
-from sim.schema import (Bool, Name, PositiveBytes, StrictModel, choice, int_range, join_location,
-                        validate)
-from sim.workload.transformer import RECOMPUTE_MODES, ModelConfig
+from sim.schema import (Bool, Name, NonNegativeFloat, PositiveBytes, StrictModel, choice, int_range,
+                        join_location, validate)
+from sim.workload.transformer import ATTENTION_KINDS, MODEL_DTYPES, RECOMPUTE_MODES, ModelConfig
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 
@@ -134,7 +133,11 @@ class ModelSchema(StrictModel):
     kv_heads: Optional[int_range(1, 2**16)] = None
     ffn_hidden: Optional[int_range(1, 2**22)] = None
     gated_mlp: Bool = False
-    dtype: choice(*DTYPE_BYTES) = "bf16"
+    dtype: choice(*MODEL_DTYPES) = "bf16"
+    attention: choice(*ATTENTION_KINDS) = "flash"
+    fused_kernels: Bool = True
+    dropout: NonNegativeFloat = 0.0
+    bias: Bool = True
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelSchema":
@@ -142,6 +145,8 @@ class ModelSchema(StrictModel):
             raise PydanticCustomError("accsim", f"hidden {self.hidden} is not a multiple of heads {self.heads}")
         if self.kv_heads is not None and self.heads % self.kv_heads:
             raise PydanticCustomError("accsim", f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
+        if self.dropout >= 1:
+            raise PydanticCustomError("accsim", f"dropout: expected a probability below 1, got {self.dropout}")
         return self
 
 

@@ -21,6 +21,11 @@ from sim.hardware.specs import DTYPE_BYTES
 from sim.workload.trace import Op
 
 RECOMPUTE_MODES = ("none", "selective", "full")
+ATTENTION_KINDS = ("flash", "materialized")
+# Dtypes a model trains in. fp8 is Transformer Engine's recipe: GEMMs in fp8 (e4m3 forward,
+# e5m2 gradients), weights, activations, norms and softmax in bf16 (Micikevicius et al.,
+# "FP8 Formats for Deep Learning", 2022; NVIDIA Transformer Engine documentation).
+MODEL_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,14 @@ class ModelConfig:
 
     ``ffn_hidden`` defaults to 4 * hidden; ``gated_mlp`` (SwiGLU) doubles the
     first MLP GEMM's output width; ``kv_heads`` < ``heads`` is grouped-query
-    attention.
+    attention. ``dtype`` is the GEMMs' (see MODEL_DTYPES); ``attention`` is
+    ``flash`` (one fused kernel per pass, FlashAttention-2) or
+    ``materialized`` (the s x s scores through HBM: batched GEMMs and softmax
+    kernels, as Megatron-LM in 2021); ``fused_kernels`` selects Megatron-LM's
+    fused bias-GeLU, bias-dropout-add and scaled-masked-softmax kernels over
+    one kernel per elementwise step; ``dropout`` is the hidden and attention
+    dropout probability (0: no dropout kernels); ``bias`` whether the linear
+    layers have biases.
     """
 
     name: str
@@ -42,6 +54,10 @@ class ModelConfig:
     ffn_hidden: int | None = None
     gated_mlp: bool = False
     dtype: str = "bf16"
+    attention: str = "flash"
+    fused_kernels: bool = True
+    dropout: float = 0.0
+    bias: bool = True
 
     @property
     def head_dim(self) -> int:
@@ -56,8 +72,14 @@ class ModelConfig:
         return self.ffn_hidden or 4 * self.hidden
 
     @property
-    def dtype_bytes(self) -> int:
-        return DTYPE_BYTES[self.dtype]
+    def storage_dtype(self) -> str:
+        """Dtype of weights, activations and pointwise kernels: bf16 under fp8 training."""
+        return "bf16" if self.dtype == "fp8" else self.dtype
+
+    @property
+    def dtype_bytes(self) -> float:
+        """Bytes per element of weights, gradients and activations."""
+        return DTYPE_BYTES[self.storage_dtype]
 
 
 @dataclass

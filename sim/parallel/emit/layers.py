@@ -64,7 +64,7 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
             tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
         tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
         tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer)
-        if recompute == "selective":
+        if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
         tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer)
         last_of_unit = layer == layers[0] and not first

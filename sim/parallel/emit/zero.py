@@ -4,7 +4,7 @@ SC'20).
 
 The step is mixed-precision Adam, memory-bound: per parameter it reads a
 bf16 gradient and the fp32 master weight, momentum and variance and writes
-the last three and the bf16 weight, 28 bytes, at the HBM bandwidth; about 10
+the last three and the bf16 weight, 28 bytes, at the achievable HBM bandwidth; about 10
 FLOPs. With ZeRO stage 1 each data-parallel rank steps 1/dp of the
 parameters: the gradients are reduce-scattered (sim.parallel.emit.data) and
 the updated parameters all-gathered after the step.
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from sim.parallel.emit.builder import Iteration
 from sim.parallel.emit.data import DP_STREAM
-from sim.parallel.expand import Segment
+from sim.hardware.specs import DeviceSpec
+from sim.parallel.expand import Segment, memory_bound_segment
 from sim.parallel.memory import stage_params
 
 OPTIMIZER_FLOPS_PER_PARAM = 10.0
@@ -26,11 +27,11 @@ def gradient_collective(it: Iteration) -> str:
     return "reduce_scatter" if it.plan.zero >= 1 else "allreduce"
 
 
-def optimizer_segment(params: float, bandwidth_bytes_per_s: float) -> Segment:
-    """Adam over ``params`` parameters: 28 bytes each at the memory bandwidth."""
-    moved = OPTIMIZER_BYTES_PER_PARAM * params
-    return Segment("optimizer", OPTIMIZER_FLOPS_PER_PARAM * params, 0.0, moved / 2, moved / 2,
-                   moved / bandwidth_bytes_per_s, 1)
+def optimizer_segment(params: float, spec: DeviceSpec) -> Segment:
+    """Adam over ``params`` parameters: one memory-bound kernel moving 28 bytes
+    each (a launch plus the bytes at the achievable bandwidth)."""
+    return memory_bound_segment("optimizer", OPTIMIZER_FLOPS_PER_PARAM * params,
+                                OPTIMIZER_BYTES_PER_PARAM * params, spec)
 
 
 def optimizer_step(it: Iteration, dp_ops: dict[tuple[int, int], list[int]],
@@ -46,7 +47,7 @@ def optimizer_step(it: Iteration, dp_ops: dict[tuple[int, int], list[int]],
                 rank = plan.rank(d, s, j)
                 spec = it.spec_of_rank(rank)
                 params = stage_params(it.cfg, plan, s) / shards
-                seg = optimizer_segment(params, spec.tier(spec.default_tier).bandwidth_bytes_per_s)
+                seg = optimizer_segment(params, spec)
                 deps = list(dp_ops.get((s, j), []))
                 if (d, j) in emb_ops and s in (0, plan.pp - 1):
                     deps.append(emb_ops[(d, j)])
