@@ -7,11 +7,11 @@ from setuptools import find_packages, setup
 
 CATALOGS = {
     "sim.data.topologies": ("topologies", ["devices/*.yaml", "clusters/*.yaml"]),
-    "sim.data.scenarios": ("scenarios", ["*.yaml", "*.py", "*.csv", "*.jsonl"]),
+    "sim.data.scenarios": ("scenarios", ["*.yaml", "*.py", "*.csv", "*.jsonl", "validation/*.yaml"]),
     "sim.data.traces": ("traces", ["*.jsonl", "*.arrow", "*.json", "*.json.gz", "*.et", "*.csv"]),
 }
 
-SUBPACKAGES = ["sim.data.topologies.devices", "sim.data.topologies.clusters"]
+SUBPACKAGES = ["sim.data.topologies.devices", "sim.data.topologies.clusters", "sim.data.scenarios.validation"]
 
 setup(
     packages=find_packages(include=["sim", "sim.*"]) + list(CATALOGS) + SUBPACKAGES,

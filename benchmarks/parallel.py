@@ -1,6 +1,6 @@
 """Simulator speed on large training jobs (folded fidelity): wall time and peak
 memory of the simulator for GPT-3 175B on 1,024 A100s (scenarios/gpt3_175b_1024_a100.yaml)
-and a 1T-parameter model on 3,072 A100s (scenarios/gpt_1t_3072_a100.yaml: Megatron-LM SC'21
+and a 1T-parameter model on 3,072 A100s (scenarios/validation/gpt_1t_3072_a100.yaml: Megatron-LM SC'21
 Table 1, 128 layers, hidden 25600, 160 heads; TP 8, PP 64, DP 6, global batch 3072).
 
     python benchmarks/parallel.py [--only 175b|1t]
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SCENARIOS = {"175b": "gpt3_175b_1024_a100.yaml", "1t": "gpt_1t_3072_a100.yaml"}
+SCENARIOS = {"175b": "gpt3_175b_1024_a100.yaml", "1t": "validation/gpt_1t_3072_a100.yaml"}
 
 
 def case(name: str) -> None:

@@ -345,3 +345,12 @@ def test_kernel_command_bad_input_is_one_line_and_exit_2(args, expect):
     proc = accsim("kernel", *args)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and expect in proc.stderr
+
+
+def test_a_spec_file_may_carry_an_energy_section():
+    """The energy figures (sim.energy.model.EnergySpec) are part of the device schema."""
+    spec = device_spec_from_dict(gpu_spec_dict(energy={"flop_pj": {"sm_array": {"bf16": 0.5}},
+                                                       "byte_pj": {"hbm": 40}}), "gpu.yaml")
+    assert spec.energy.e_flop_pj("sm_array", "bf16") == 0.5
+    with pytest.raises(SpecError, match=r"gpu.yaml: energy.byte_pj.hbm"):
+        device_spec_from_dict(gpu_spec_dict(energy={"byte_pj": {"hbm": -1}}), "gpu.yaml")

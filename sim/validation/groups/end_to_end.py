@@ -20,7 +20,7 @@ def _summary(scenario: str, overrides: tuple[str, ...]) -> dict:
 
 def _command(scenario: str, overrides: tuple[str, ...]) -> str:
     sets = "".join(f" --set {o}" for o in overrides)
-    return f"accsim run scenarios/{scenario} --out runs/{scenario.removesuffix('.yaml')}{sets}"
+    return f"accsim run scenarios/{scenario} --out runs/{scenario.removesuffix('.yaml').split('/')[-1]}{sets}"
 
 
 def _tflops(name, published, source, scenario, note="", overrides=()) -> Point:
@@ -61,21 +61,21 @@ def group() -> Group:
             _tflops("GPT-3 175B, 1,024 A100, TP 8 PP 16 DP 8, batch 1536", 140.0, SC21 + ", Sec. 5.1",
                     "gpt3_175b_1024_a100.yaml", "micro-batch 1 assumed"),
             _tflops("GPT 145.6B, 1,536 A100, TP 8 PP 8 DP 24, batch 2304", 148.0, SC21 + ", Table 1",
-                    "gpt_145b_1536_a100.yaml", "micro-batch 1 assumed"),
+                    "validation/gpt_145b_1536_a100.yaml", "micro-batch 1 assumed"),
             _tflops("GPT 1T, 3,072 A100, TP 8 PP 64 DP 6, batch 3072", 163.0, SC21 + ", Table 1",
-                    "gpt_1t_3072_a100.yaml", "micro-batch 1 assumed; about a minute of wall time"),
-            _iteration("22B, 8 A100, TP 8, full recomputation", 1.42, "korthikanti_22b_8_a100.yaml"),
-            _iteration("22B, 8 A100, TP 8, selective + sequence parallel", 1.10, "korthikanti_22b_8_a100.yaml",
+                    "validation/gpt_1t_3072_a100.yaml", "micro-batch 1 assumed; about a minute of wall time"),
+            _iteration("22B, 8 A100, TP 8, full recomputation", 1.42, "validation/korthikanti_22b_8_a100.yaml"),
+            _iteration("22B, 8 A100, TP 8, selective + sequence parallel", 1.10, "validation/korthikanti_22b_8_a100.yaml",
                        SELECTIVE_SP),
             _iteration("175B, 64 A100, TP 8 PP 8 interleaved, full recomputation", 18.13,
-                       "korthikanti_175b_64_a100.yaml"),
+                       "validation/korthikanti_175b_64_a100.yaml"),
             _iteration("175B, 64 A100, TP 8 PP 8, selective + sequence parallel", 13.75,
-                       "korthikanti_175b_64_a100.yaml", SELECTIVE_SP),
+                       "validation/korthikanti_175b_64_a100.yaml", SELECTIVE_SP),
             _iteration("530B, 280 A100, TP 8 PP 35 interleaved, full recomputation", 49.05,
-                       "korthikanti_530b_280_a100.yaml"),
+                       "validation/korthikanti_530b_280_a100.yaml"),
             _iteration("530B, 280 A100, TP 8 PP 35, selective + sequence parallel", 37.83,
-                       "korthikanti_530b_280_a100.yaml", SELECTIVE_SP),
+                       "validation/korthikanti_530b_280_a100.yaml", SELECTIVE_SP),
             _tokens("Llama 3 70B FP8, 64 H100, TP 4 PP 8 (VP 5) DP 2", 1621.0, NEMO,
-                    "llama3_70b_64_h100_fp8.yaml", "sequence parallel and no recomputation assumed"),
+                    "validation/llama3_70b_64_h100_fp8.yaml", "sequence parallel and no recomputation assumed"),
         ),
         mape_tolerance=0.25, max_tolerance=0.25)
