@@ -372,8 +372,11 @@ def _expand(doc: ScenarioFile, cluster, spec_of_rank, where: str):
 
 
 def _check_dtype(model, plan, spec_of_rank, where: str) -> None:
-    """Every unit the generated iteration runs on must list the model's dtype
-    (an SM array's matrix and vector peaks, a vector unit's peak)."""
+    """Every unit the generated iteration runs on must list the dtype it runs
+    in: an SM array's tensor cores the GEMMs' (fp8 GEMMs need fp8 tensor
+    cores), its CUDA cores and a vector unit the pointwise kernels' (the
+    model's storage dtype: bf16 under fp8 training, sim.workload.transformer)."""
+    from sim.hardware.gemm import precision
     seen = set()
     for stage in range(plan.pp):
         spec = spec_of_rank(plan.rank(0, stage, 0))
@@ -381,12 +384,12 @@ def _check_dtype(model, plan, spec_of_rank, where: str) -> None:
             continue
         seen.add(spec.name)
         sm, vector = getattr(spec, "sm_array", None), getattr(spec, "vector", None)
-        tables = {"SM array matrix": getattr(sm, "matrix_flops_per_s", None),
-                  "SM array vector": getattr(sm, "vector_flops_per_s", None),
-                  "vector unit": getattr(vector, "flops_per_s", None)}
-        for label, table in tables.items():
-            if isinstance(table, Mapping) and model.dtype not in table:
-                raise ScenarioError(f"{where}: model.dtype: {spec.name}'s {label} has no {model.dtype} "
+        tables = {"SM array matrix": (getattr(sm, "matrix_flops_per_s", None), precision(model.dtype).math),
+                  "SM array vector": (getattr(sm, "vector_flops_per_s", None), model.storage_dtype),
+                  "vector unit": (getattr(vector, "flops_per_s", None), model.storage_dtype)}
+        for label, (table, dtype) in tables.items():
+            if isinstance(table, Mapping) and dtype not in table:
+                raise ScenarioError(f"{where}: model.dtype: {spec.name}'s {label} has no {dtype} "
                                     f"peak; it lists {sorted(table)}")
 
 

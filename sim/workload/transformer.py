@@ -25,7 +25,7 @@ ATTENTION_KINDS = ("flash", "materialized")
 # Dtypes a model trains in. fp8 is Transformer Engine's recipe: GEMMs in fp8 (e4m3 forward,
 # e5m2 gradients), weights, activations, norms and softmax in bf16 (Micikevicius et al.,
 # "FP8 Formats for Deep Learning", 2022; NVIDIA Transformer Engine documentation).
-MODEL_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
+MODEL_DTYPES = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8")
 
 
 @dataclass(frozen=True)
