@@ -123,12 +123,14 @@ def test_cpu_memory_and_reprice(tmp_path):
     assert (measured[2].src_tier, measured[2].dst_tier, measured[2].bytes_read) == ("host", "hbm", 4096)
     repriced = convert(prefix, reprice=True)
     assert repriced[0].duration_s is None and repriced[1].duration_s == 7e-6
-    # priced on the device: a roofline of num_ops at the sustained matrix peak and tensor_size over HBM
+    # priced on the device: a launch plus a roofline of num_ops at the calibrated tensor-core rate
+    # and tensor_size over the achievable HBM bandwidth (sim.hardware.kernels, an unshaped matrix op)
     spec = load_device_spec("a100_sxm4_80gb")
+    sm, hbm = spec.sm_array, spec.tier("hbm")
     op = repriced[0]
-    compute = op.flops / (spec.sm_array.count * spec.sm_array.sustained_matrix_per_sm("bf16"))
-    memory = op.bytes_read / spec.tier("hbm").bandwidth_bytes_per_s
-    assert isolated_seconds(bind_op(op, spec, "t"), spec) == pytest.approx(max(compute, memory))
+    compute = op.flops / (sm.count * sm.matrix_per_sm("bf16") * sm.efficiency("bf16"))
+    memory = op.bytes_read / hbm.achievable_bandwidth_bytes_per_s
+    assert isolated_seconds(bind_op(op, spec, "t"), spec) == pytest.approx(sm.launch_overhead_s + max(compute, memory))
 
 
 def test_metadata_node_declares_process_groups(tmp_path):
