@@ -367,7 +367,10 @@ def parse_yaml_text(text: str, where: str, error: type[AccsimError] = ScenarioEr
     """Parse YAML text within the size, depth and alias-expansion limits."""
     if len(text) > MAX_YAML_BYTES:
         raise error(f"{where}: larger than {MAX_YAML_BYTES // 2**20} MiB; not a hand-written file")
-    loader = _BoundedLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.YAMLError as exc:       # the reader refuses control characters up front
+        raise error(one_line(f"{where}: invalid YAML ({exc})")) from None
     try:
         node = loader.get_single_node()
         if node is None:

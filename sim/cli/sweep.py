@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -13,12 +12,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sim.sweeps.points import load_sweep
     from sim.sweeps.runner import check_options, sweep
     check_options(args.workers, args.timeout, args.scheduler)
-    if not args.quiet:
-        print(f"  sweep: loading {args.sweep} and checking every point...", file=sys.stderr, flush=True)
-    spec = load_sweep(args.sweep)
-    if not args.quiet:
-        print(f"sweep {spec.name}: {len(spec.points)} points over {', '.join(spec.params)}"
-              + (f" ({spec.filtered} filtered out by where)" if spec.filtered else ""), file=sys.stderr)
+    from sim.progress import Progress
+    with Progress(enabled=not args.quiet).stage(f"loading {args.sweep} and checking every point"):
+        spec = load_sweep(args.sweep)
     table = sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout_s=args.timeout,
                   keep_timelines=args.keep_timelines, progress=not args.quiet)
     statuses = table["status"].to_pylist()

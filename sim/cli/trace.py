@@ -9,16 +9,22 @@ from collections import Counter
 from sim.cli.format import format_bytes, format_seconds, format_si
 
 
-def cmd_trace_validate(args: argparse.Namespace) -> int:
+def _load(path: str):
+    from sim.progress import Progress
     from sim.workload.trace import load_trace
-    trace = load_trace(args.file)
+    with Progress().stage(f"reading and checking {path}"):
+        return load_trace(path)
+
+
+def cmd_trace_validate(args: argparse.Namespace) -> int:
+    trace = _load(args.file)
     print(f"{args.file}: ok ({len(trace.ops)} ops, {len(trace.streams())} streams)")
     return 0
 
 
 def cmd_trace_info(args: argparse.Namespace) -> int:
-    from sim.workload.trace import COMM_OPS, critical_path, load_trace
-    trace = load_trace(args.file)
+    from sim.workload.trace import COMM_OPS, critical_path
+    trace = _load(args.file)
     ops = trace.ops
     counts = Counter(op.op for op in ops)
     length_ops, path = critical_path(trace)

@@ -223,7 +223,7 @@ def _device_spec(name: str, base: Path | None, overrides: Mapping[str, Any], whe
         return load_device_spec(name, base, overrides or None)
     except SpecError as exc:
         if not overrides:
-            raise
+            raise _under_key(exc, where, "device") from None
         plain = load_device_spec(name, base)        # the spec alone is broken: its own error
         message = str(exc)
         for prefix in (plain.path, "device_overrides"):
@@ -242,7 +242,19 @@ def _cluster(doc: ScenarioFile, base: Path | None, where: str):
             raise ScenarioError(f"{where}: parallel: cluster: ideal is sized by dp x tp x pp = {world}; "
                                 f"at most {MAX_IDEAL_RANKS} devices")
         name = f"ideal:{world}"
-    return load_topology(name, base, doc.cluster_options)
+    try:
+        return load_topology(name, base, doc.cluster_options)
+    except SpecError as exc:
+        raise _under_key(exc, where, "cluster") from None
+
+
+def _under_key(exc: AccsimError, where: str, key: str) -> AccsimError:
+    """A spec or topology loader's error, named under the scenario's key unless
+    it already names the (user's) file that is wrong."""
+    message = str(exc)
+    if ".yaml" in message.split(":", 1)[0] or message.startswith(where):
+        return exc
+    return type(exc)(one_line(f"{where}: {key}: {message}"))
 
 
 def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",

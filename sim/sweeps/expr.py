@@ -236,8 +236,14 @@ class _Evaluator:
     def _Call(self, node: ast.Call) -> Any:
         args = [self.visit(a) for a in node.args]
         function = node.func.id  # type: ignore[attr-defined]
-        if not args or (function == "abs" and len(args) != 1):
-            raise ExpressionError(f"{function}() needs {'one argument' if function == 'abs' else 'arguments'}")
+        if function == "abs":
+            if len(args) != 1:
+                raise ExpressionError("abs() needs one number")
+            return abs(_number(args[0], "abs()"))
+        if len(args) == 1 and isinstance(args[0], list):
+            args = args[0]
+        if len(args) < 2 and not (len(args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple))):
+            raise ExpressionError(f"{function}() needs two or more numbers, or a list of them")
         for arg in args:
             _number(arg, f"{function}()")
-        return _FUNCTIONS[function](*args)
+        return _FUNCTIONS[function](args)

@@ -349,6 +349,11 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
                    if status in ("ok", "invalid")}
     todo = [(pid, p) for pid, p in dict(zip(ids, spec.points)).items() if pid not in settled]
     total_unique = len(set(ids))
+    if progress:
+        print(f"sweep {spec.name}: {len(spec.points)} points over {', '.join(spec.params)}"
+              + (f" ({spec.filtered} filtered out by where)" if spec.filtered else "")
+              + (f"; {total_unique - len(todo)} done already" if len(todo) < total_unique else ""),
+              file=sys.stderr, flush=True)
     own_cluster = own_client = None
     if not todo:
         table = compact(out)
