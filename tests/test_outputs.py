@@ -90,6 +90,12 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name]
     prepare_output(tmp_path / "run")
+    run = tmp_path / "old-run"          # a run killed mid-write by an older accsim: per-file temporaries
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    (run / f".timeline.arrow.tmp-{dead}").write_bytes(b"x")
+    prepare_output(run, overwrite=True)
+    assert [p.name for p in run.iterdir()] == ["summary.json"]
 
 
 def test_provenance_in_summary_and_arrow_metadata(tmp_path):

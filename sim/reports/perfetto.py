@@ -494,9 +494,10 @@ def write_json(model: Model, path: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from sim.reports.writer import atomic_write_bytes
+    from sim.reports.writer import atomic_write_bytes, clean_stale
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)
     atomic_write_bytes(path, data)
 
 

@@ -61,6 +61,7 @@ def prepare_output(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is a file, not a directory")
     if out.is_dir():
+        clean_stale(out)            # half-written files of older accsim versions' killed runs
         entries = sorted(out.iterdir())
         if entries and not overwrite:
             raise OutputError(f"--out {out}: not empty; pass --overwrite to replace the run in it, "

@@ -340,6 +340,8 @@ def sweep(sweep_or_path: str | os.PathLike | Mapping[str, Any] | SweepSpec, out:
     spec = sweep_or_path if isinstance(sweep_or_path, SweepSpec) else load_sweep(sweep_or_path)
     out = Path(out)
     claim_directory(out, spec)
+    from sim.reports.writer import clean_stale
+    clean_stale(out / "results")        # parts a killed sweep was writing
     schema = results_schema(spec)
     ids = [point_id(spec.base, p) for p in spec.points]
     previous = read_results(out)
