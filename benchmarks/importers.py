@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from sim.importers.kineto_synth import Step, write  # noqa: E402
 
-BYTES_PER_LAYER = 3_977  # measured for padding=8: about 21 events of 190 bytes per layer
+PADDING = 40             # python_function (stack) events per kernel launch, as with_stack=True records
+BYTES_PER_LAYER = 11_034  # measured for PADDING = 40: about 53 events of 210 bytes per layer
 
 
 def child(code_or_args: list[str]) -> tuple[float, float, str]:
@@ -54,7 +55,7 @@ def child(code_or_args: list[str]) -> tuple[float, float, str]:
 def kineto(size_mb: float, folder: Path, compare_json: bool) -> None:
     steps = max(1, int(size_mb * 1e6 / BYTES_PER_LAYER / 100))
     start = time.perf_counter()
-    (path,) = write(Step(ranks=1, layers=100, steps=steps, padding=8), folder, stem=f"bench{int(size_mb)}_")
+    (path,) = write(Step(ranks=1, layers=100, steps=steps, padding=PADDING), folder, stem=f"bench{int(size_mb)}_")
     made = time.perf_counter() - start
     size = path.stat().st_size / 1e6
     out = path.with_suffix(".arrow")

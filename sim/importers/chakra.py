@@ -11,7 +11,7 @@ The semantics follow ASTRA-sim's workload layer, which replays the same files
   time per rank, in the file's topological order, as ASTRA-sim's
   ``HardwareResource`` runs one GPU compute node at a time. ``flops`` =
   ``num_ops``, ``bytes_read`` = ``tensor_size``; with ``reprice`` and
-  ``num_ops`` present the measured time is dropped, so the replay device
+  ``num_ops`` > 0 the measured time is dropped, so the replay device
   prices it (a roofline like ASTRA-sim's ``issue_comp``, with the matrix peak
   for names of matrix kernels, else the vector peak). A CPU node
   (``is_cpu_op`` true) becomes a ``host`` op on stream 1 and keeps its
@@ -315,7 +315,7 @@ def _compute(builder: _Builder, rank: int, position: int) -> None:
                     duration_s=duration_s, stream=STREAM_CPU, **common)
         return
     flops = _size(attrs, "num_ops", where)
-    keep = not (builder.reprice and "num_ops" in attrs)
+    keep = not (builder.reprice and flops > 0)  # num_ops 0 or absent: nothing to price from
     builder.add([(rank, position)], op="gemm" if MATRIX_NAME.search(name) else "elementwise",
                 flops=flops, bytes_read=_size(attrs, "tensor_size", where), bytes_written=0.0,
                 duration_s=duration_s if keep else None, stream=STREAM_GPU, **common)

@@ -48,6 +48,7 @@ start), and concurrent compute kernels on different streams sharing SMs
 from __future__ import annotations
 
 import ast
+import bisect
 import math
 import re
 from dataclasses import dataclass, field
@@ -336,6 +337,7 @@ def _host_threads(b: _RankBuilder, kept: list[Gpu], launches: dict, key_of: dict
             marks.setdefault(call.tid, []).append((call.ts, 1, call, None))
     ends = sorted(((gpu.ts + gpu.dur, launches[gpu.index].ts, key_of[gpu.index]) for gpu in kept
                    if gpu.index in launches), key=lambda e: e[0])
+    end_times = [e[0] for e in ends]
     for tid in sorted(set(marks) | {b.main}, key=lambda t: (t != b.main, str(t))):
         cursor, previous, waited = b.start, [], []
         for ts, kind, call, key in sorted(marks.get(tid, []), key=lambda m: (m[0], m[1])):
@@ -347,8 +349,7 @@ def _host_threads(b: _RankBuilder, kept: list[Gpu], launches: dict, key_of: dict
                     items[key].deps.append(previous[0] if previous else None)
             else:
                 segment = b.host(tid, cursor, max(cursor, call.ts), previous + waited)
-                released = [e for e in ends if e[1] < call.ts and e[0] <= call.end + 1e-3]
-                waited = [max(released)[2]] if released else []
+                waited = _released(ends, end_times, call)
                 previous, cursor = [segment], max(cursor, call.end)
         if tid == b.main and b.end > cursor:
             b.host(tid, cursor, b.end, previous + waited)
@@ -356,18 +357,35 @@ def _host_threads(b: _RankBuilder, kept: list[Gpu], launches: dict, key_of: dict
         item.deps = [d for d in item.deps if d is not None]
 
 
+def _released(ends: list, end_times: list, call: Call) -> list:
+    """The GPU op whose end released a blocking call: the latest-ending op
+    launched before the call that ended by the call's end (1 ns slack)."""
+    position = bisect.bisect_right(end_times, call.end + 1e-3) - 1
+    while position >= 0:
+        if ends[position][1] < call.ts:
+            return [ends[position][2]]
+        position -= 1
+    return []
+
+
 def _stream_waits(b: _RankBuilder, kept: list[Gpu], launches: dict, key_of: dict) -> None:
     """cudaStreamWaitEvent: the waiting stream's next op after the recorded stream's op."""
     if not b.events.waits:
         return
     items = {item.key: item for item in b.items}
-    launched = sorted((launches[g.index].correlation, g.stream, key_of[g.index]) for g in kept
-                      if g.index in launches and launches[g.index].correlation is not None)
+    per_stream: dict[int, tuple[list, list]] = {}   # stream -> (launch correlations ascending, keys)
+    for corr, stream, key in sorted((launches[g.index].correlation, g.stream, key_of[g.index]) for g in kept
+                                    if g.index in launches and launches[g.index].correlation is not None):
+        corrs, keys = per_stream.setdefault(stream, ([], []))
+        corrs.append(corr)
+        keys.append(key)
     for stream, correlation, on_stream, record in b.events.waits:
-        before = [e for e in launched if e[1] == on_stream and e[0] < record]
-        after = [e for e in launched if e[1] == stream and e[0] > correlation]
-        if before and after and after[0][2] in items:
-            items[after[0][2]].deps.append(before[-1][2])
+        if stream not in per_stream or on_stream not in per_stream:
+            continue
+        before = bisect.bisect_left(per_stream[on_stream][0], record) - 1
+        after = bisect.bisect_right(per_stream[stream][0], correlation)
+        if before >= 0 and after < len(per_stream[stream][1]) and per_stream[stream][1][after] in items:
+            items[per_stream[stream][1][after]].deps.append(per_stream[on_stream][1][before])
 
 
 def _group(comm: dict, where: str, world: int) -> tuple[int, ...]:
@@ -455,6 +473,10 @@ def convert(files: Sequence[str | Path], reprice: bool = False, dtype: str | Non
     if dtype is not None and dtype not in DTYPE_BYTES:
         raise TraceImportError(f"--dtype {dtype!r}: expected one of {sorted(DTYPE_BYTES)}")
     ranks = _read_all(files, progress)
+    if progress:
+        import sys
+        kept = sum(len(r.gpu) + len(r.runtime) + len(r.cpu) for r in ranks)
+        print(f"converting {kept} kept events of {sum(r.events for r in ranks)}", file=sys.stderr)
     builders, collectives = [], []
     for rank, events in enumerate(ranks):
         b = _RankBuilder(rank, events, step, reprice, dtype)

@@ -14,8 +14,9 @@ Kept (``ph: "X"`` complete events, times in microseconds):
   parameters PyTorch copies onto collective kernels (``Collective name``,
   ``In msg nelems``, ``Out msg nelems``, ``dtype``, ``Process Group Name``,
   ``Process Group Ranks``, ``Group size``) and ``args.bytes`` of copies;
-- CUDA runtime / driver calls, ``cat`` ``cuda_runtime`` / ``cuda_driver``:
-  thread, interval, name and ``args.correlation``;
+- CUDA runtime / driver calls that launch work or block (``cat``
+  ``cuda_runtime`` / ``cuda_driver``, names with Launch, Memcpy, Memset or
+  Synchronize): thread, interval, name and ``args.correlation``;
 - CPU operators, ``cat`` ``cpu_op``: thread, interval, name, ``External id``,
   and for GEMM-like operators (``aten::mm``, ``addmm``, ``bmm``, ``baddbmm``,
   ``matmul``, ``linear``) ``Input Dims`` and ``Input type``; for
@@ -46,6 +47,8 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matm
 COMM_ARGS = ("Collective name", "In msg nelems", "Out msg nelems", "dtype", "Process Group Name",
              "Process Group Ranks", "Group size")
 STEP = re.compile(r"ProfilerStep#(\d+)$")
+# runtime calls an import uses: launches (kernels, copies, memsets, graphs) and blocking syncs
+RUNTIME_KEPT = re.compile(r"Launch|Memcpy|Memset|Synchronize")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,8 @@ def _keep(event: Any, index: int, out: RankEvents, names: dict) -> None:
                            _int_arg(args, "correlation"), _int_arg(args, "External id"), comm,
                            float(_int_arg(args, "bytes") or 0)))
     elif cat in RUNTIME_CATS:
+        if not RUNTIME_KEPT.search(name):
+            return
         out.runtime.append(Call(index, name, event.get("tid"), ts, dur, _int_arg(args, "correlation")))
     elif cat == "cpu_op":
         extra = None
