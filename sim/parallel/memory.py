@@ -20,6 +20,16 @@
 - A stage holds the activations of as many (microbatch, chunk) pairs as its
   schedule has forwards without their backward yet (sim.parallel.schedules.max_in_flight):
   p - s for 1F1B, m for GPipe.
+- With a split backward (zero-bubble schedules) the B pass frees all but the
+  inputs of the layer's weight GEMMs, which the W pass needs (Qi et al., ICLR
+  2024, Table 1: W needs less activation memory than B): per layer the
+  inputs of QKV and fc1 (layer-norm outputs, 2 s b h bytes each, replicated
+  over the TP group unless sequence-parallel), of the projection (2 s b h / t)
+  and of fc2 (2 s b f / t for FFN width f; 8 s b h / t for GPT's f = 4h), in
+  Korthikanti et al.'s accounting: 4 s b h + (2 s b h + 2 s b f)/t, all over t
+  with sequence parallelism. With full recomputation the B pass rebuilds them
+  (they are not among the kept layer inputs), so they are added while B runs.
+  The peak is taken over the stage's order of F, B and W.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.parallel.plan import ParallelPlan
-from sim.parallel.schedules import max_in_flight, stage_order
+from sim.parallel.schedules import SPLIT_BACKWARD, Work, max_in_flight, stage_order
 from sim.workload.transformer import ModelConfig
 
 ADAM_STATE_BYTES_PER_PARAM = 12
@@ -73,6 +83,39 @@ def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float,
     return (2 * sbh / t if plan.sequence_parallel else 2 * sbh), full
 
 
+def layer_wgrad_input_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
+    """Bytes per layer and microbatch that a W pass needs after its B pass: the
+    inputs of the layer's weight GEMMs (see the module docstring)."""
+    sb, h, t = cfg.seq_len * plan.microbatch_size, cfg.hidden, plan.tp
+    replicated = 2 * sb * h * 2  # layer-norm outputs feeding QKV and fc1
+    split = 2 * sb * h + 2 * sb * cfg.ffn  # attention context (proj input), activation (fc2 input)
+    if plan.sequence_parallel:
+        return (replicated + split) / t
+    return replicated + split / t
+
+
+def split_backward_peak(order: list[Work], chunk_bytes: float, chunk_w_bytes: float, working: float,
+                        full_recompute: bool) -> float:
+    """Peak activation bytes over a zero-bubble order: F allocates the chunk's
+    kept activations, B frees them but for the W inputs (or, with full
+    recomputation, holds the rebuilt W inputs beside them and frees the kept
+    layer inputs), W frees the W inputs."""
+    live = peak = 0.0
+    for kind, _, _ in order:
+        if kind == "F":
+            live += chunk_bytes
+            peak = max(peak, live)
+        elif kind == "B" and full_recompute:
+            peak = max(peak, live + chunk_w_bytes + working)
+            live += chunk_w_bytes - chunk_bytes
+        elif kind == "B":
+            peak = max(peak, live + working)
+            live -= chunk_bytes - chunk_w_bytes
+        else:
+            live -= chunk_w_bytes
+    return peak
+
+
 @dataclass(frozen=True)
 class StageMemory:
     stage: int
@@ -105,5 +148,10 @@ def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemor
     order = stage_order(plan.schedule, stage, plan.pp, plan.microbatches, plan.virtual_stages)
     in_flight = max_in_flight(order)
     _, working = layer_activation_bytes(cfg, plan)
-    activations = in_flight * chunk_activation_bytes(cfg, plan) + working
+    if plan.schedule in SPLIT_BACKWARD:
+        chunk_w = layer_wgrad_input_bytes(cfg, plan) * cfg.layers / (plan.pp * plan.virtual_stages)
+        activations = split_backward_peak(order, chunk_activation_bytes(cfg, plan), chunk_w, working,
+                                          plan.recompute == "full")
+    else:
+        activations = in_flight * chunk_activation_bytes(cfg, plan) + working
     return StageMemory(stage, width * params, width * params, optimizer, activations, in_flight)

@@ -20,7 +20,7 @@ from sim.schema import (Bool, Name, NonNegativeFloat, PositiveBytes, StrictModel
                         join_location, validate)
 from sim.workload.transformer import ATTENTION_KINDS, MODEL_DTYPES, RECOMPUTE_MODES, ModelConfig
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
+SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2")
 
 
 @dataclass(frozen=True)

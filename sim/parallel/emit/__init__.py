@@ -55,12 +55,17 @@ def _stage(it: Iteration, d: int, s: int) -> None:
     stage = Stage(it, d, s)
     _resident(it, stage)
     order = stage_order(plan.schedule, s, plan.pp, plan.microbatches, plan.virtual_stages)
-    last_backward = {c: m for kind, m, c in order if kind == "B"}
+    split = any(kind == "W" for kind, _, _ in order)
+    last_backward = {c: m for kind, m, c in order if kind == ("W" if split else "B")}
     for kind, m, c in order:
         stage.begin_unit(kind, m, c)
         pipeline.receive(stage, kind, m, c)
         if kind == "F":
             layers.forward(stage, m, c)
+        elif kind == "W":
+            layers.backward_weight(stage, m, c, last_microbatch=m == last_backward.get(c))
+        elif split:
+            layers.backward_input(stage, m, c)
         else:
             layers.backward(stage, m, c, last_microbatch=m == last_backward.get(c))
         pipeline.send(stage, kind, m, c)

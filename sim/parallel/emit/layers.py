@@ -14,13 +14,22 @@ overlapping the TP collective; with selective recomputation the attention
 core before the attention's dgrad; the attention's dgrad and wgrad. After the
 last backward of each chunk a layer's gradients are ready for data-parallel
 synchronisation.
+
+With a split backward (zero-bubble schedules, Qi et al. ICLR 2024) the B unit
+is the backward without the wgrad segments (and without the embedding's
+gradient) and the W unit is those, per layer in reverse. The activations are
+two tensors then: the part only B needs, freed by B's last op, and the
+inputs of the weight GEMMs (sim.parallel.memory.layer_wgrad_input_bytes),
+freed by W's last op; with full recomputation B rebuilds the latter, so its
+first op allocates them.
 """
 
 from __future__ import annotations
 
 from sim.parallel.emit import data, tensor
 from sim.parallel.emit.builder import Stage
-from sim.parallel.memory import chunk_activation_bytes
+from sim.parallel.memory import chunk_activation_bytes, layer_wgrad_input_bytes
+from sim.parallel.schedules import SPLIT_BACKWARD
 
 
 def _ends(stage: Stage, c: int) -> tuple[bool, bool]:
@@ -32,25 +41,50 @@ def _ends(stage: Stage, c: int) -> tuple[bool, bool]:
     return first, last
 
 
+def _w_inputs_bytes(stage: Stage) -> float:
+    it = stage.it
+    return layer_wgrad_input_bytes(it.cfg, it.plan) * it.layers_per_chunk
+
+
+def _forward_tensors(stage: Stage, m: int, c: int) -> list[dict]:
+    """What the forward's first ops allocate, one mapping per op."""
+    it = stage.it
+    kept = chunk_activation_bytes(it.cfg, it.plan)
+    if it.plan.schedule not in SPLIT_BACKWARD:
+        return [{"tensor": f"act.m{m}.c{c}", "alloc_bytes": kept}]
+    if it.plan.recompute == "full":
+        return [{"tensor": f"act.m{m}.c{c}", "alloc_bytes": kept}]
+    w = _w_inputs_bytes(stage)
+    return [{"tensor": f"act.m{m}.c{c}", "alloc_bytes": kept - w},
+            {"tensor": f"actw.m{m}.c{c}", "alloc_bytes": w}]
+
+
 def forward(stage: Stage, m: int, c: int) -> None:
     it = stage.it
     first, last = _ends(stage, c)
-    holds = {"tensor": f"act.m{m}.c{c}", "alloc_bytes": chunk_activation_bytes(it.cfg, it.plan)}
+    holds = _forward_tensors(stage, m, c)
+
+    def hold() -> dict:
+        return holds.pop(0) if holds else {}
+
     data.load_inputs(stage, c)
     if first:
-        tensor.run(stage, "fwd.embed", "embed", "fwd", **holds)
-        holds = {}
+        tensor.run(stage, "fwd.embed", "embed", "fwd", **hold())
     for layer in it.chunk_layers(stage.s, c):
-        tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **holds)
-        holds = {}
-        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer)
+        tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **hold())
+        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer, **hold())
     if last:
         tensor.run(stage, "fwd.head", "head", "fwd")
 
 
+def _recompute_forward(stage: Stage, layer: int, **extra) -> None:
+    tensor.run(stage, "fwd.attn", f"L{layer}.recompute.attn", "recompute", sync=True, layer=layer, **extra)
+    tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
+
+
 def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
-    """``last_microbatch``: this is the chunk's last backward, after which its
-    layers' gradients are complete."""
+    """The whole backward of a unit. ``last_microbatch``: this is the chunk's
+    last backward, after which its layers' gradients are complete."""
     it = stage.it
     first, last = _ends(stage, c)
     frees = {"frees": (f"act.m{m}.c{c}",)}
@@ -60,8 +94,7 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
     layers = it.chunk_layers(stage.s, c)
     for layer in reversed(layers):
         if recompute == "full":
-            tensor.run(stage, "fwd.attn", f"L{layer}.recompute.attn", "recompute", sync=True, layer=layer)
-            tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
+            _recompute_forward(stage, layer)
         tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
         tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer)
         if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
@@ -70,6 +103,44 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
         last_of_unit = layer == layers[0] and not first
         tensor.run_overlapped(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", layer=layer,
                               **(frees if last_of_unit else {}))
+        if last_microbatch:
+            data.gradients_ready(stage, layer)
+    if first:
+        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **frees)
+
+
+def backward_input(stage: Stage, m: int, c: int) -> None:
+    """The B unit of a split backward: input gradients only (the LM head's
+    fused segment whole, its weight gradient included)."""
+    it = stage.it
+    _, last = _ends(stage, c)
+    recompute = it.plan.recompute
+    if last:
+        tensor.run(stage, "bwd.head", "head.bwd", "bwd")
+    layers = it.chunk_layers(stage.s, c)
+    rebuild = {"tensor": f"actw.m{m}.c{c}", "alloc_bytes": _w_inputs_bytes(stage)} if recompute == "full" else {}
+    for layer in reversed(layers):
+        if recompute == "full":
+            _recompute_forward(stage, layer, **rebuild)
+            rebuild = {}
+        tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
+        if recompute == "selective":
+            tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
+        frees = {"frees": (f"act.m{m}.c{c}",)} if layer == layers[0] else {}
+        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer, **frees)
+
+
+def backward_weight(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
+    """The W unit of a split backward: weight gradients, per layer in reverse,
+    then the embedding's on the first stage."""
+    first, _ = _ends(stage, c)
+    frees = {"frees": (f"actw.m{m}.c{c}",)}
+    layers = stage.it.chunk_layers(stage.s, c)
+    for layer in reversed(layers):
+        tensor.run(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", "bwd", layer=layer)
+        last_of_unit = layer == layers[0] and not first
+        tensor.run(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", "bwd", layer=layer,
+                   **(frees if last_of_unit else {}))
         if last_microbatch:
             data.gradients_ready(stage, layer)
     if first:

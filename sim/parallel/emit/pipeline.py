@@ -34,8 +34,11 @@ def neighbour(kind: str, stage: int, chunk: int, pp: int, v: int) -> tuple[int, 
 
 def receive(stage: Stage, kind: str, m: int, c: int) -> None:
     """The unit's first op waits for its input from the neighbouring stage (a
-    forward's from where a backward would send its gradient, and vice versa)."""
+    forward's from where a backward would send its gradient, and vice versa;
+    a W unit's inputs are on its own stage)."""
     plan = stage.it.plan
+    if kind == "W":
+        return
     source = neighbour("B" if kind == "F" else "F", stage.s, c, plan.pp, plan.virtual_stages)
     if source is None:
         return
@@ -44,9 +47,10 @@ def receive(stage: Stage, kind: str, m: int, c: int) -> None:
 
 
 def send(stage: Stage, kind: str, m: int, c: int) -> None:
-    """The unit's output to the next stage (its id reserved by the receiver if it came first)."""
+    """The unit's output to the next stage (its id reserved by the receiver if
+    it came first); a W unit sends nothing."""
     it, bld, plan, s = stage.it, stage.bld, stage.it.plan, stage.s
-    target = neighbour(kind, s, c, plan.pp, plan.virtual_stages)
+    target = None if kind == "W" else neighbour(kind, s, c, plan.pp, plan.virtual_stages)
     nbytes = activation_bytes(stage) / plan.tp
     for j, rank in stage.ranks.items():
         it.final_op[(stage.d, s, j)] = bld.last_compute[rank]
