@@ -70,6 +70,11 @@ def cases() -> dict[str, dict]:
                                                           "mapping": "dp,tp,pp", "schedule": "gpipe"}, "full")
     out["no_vocab_tp.full"] = _small("cluster:1x8", {"dp": 2, "tp": 4, "microbatches": 2, "recompute": "full"},
                                      "full", vocab=0)
+    out["zero3_prefetch.full"] = _small("cluster:1x8", {"dp": 4, "tp": 2, "microbatches": 2, "zero": 3}, "full")
+    out["hybrid_offload.full"] = _small("cluster:1x8", {"dp": 4, "tp": 2, "microbatches": 2, "zero": 2,
+                                                        "shard_group": 2, "offload_optimizer": True}, "full")
+    out["zb_h2_zero3.folded"] = _small("cluster:2x4", {"dp": 2, "pp": 4, "microbatches": 8, "zero": 3,
+                                                       "schedule": "zb-h2", "recompute": "full"})
     return out
 
 
@@ -98,7 +103,10 @@ def fingerprint(raw: dict) -> str:
         digest.update(json.dumps(record, sort_keys=True).encode())
     digest.update(json.dumps(sorted((r, sorted(v.items())) for r, v in training.expansion.resident.items())).encode())
     digest.update(json.dumps(sorted(training.expansion.stage_of_rank.items())).encode())
-    digest.update(json.dumps([m.as_dict() for m in training.memory], sort_keys=True).encode())
+    base = ("stage", "weights_bytes", "gradients_bytes", "optimizer_bytes", "activations_bytes",
+            "in_flight_microbatches", "total_bytes")  # the keys every plan has
+    digest.update(json.dumps([{k: m.as_dict()[k] for k in base} for m in training.memory],
+                             sort_keys=True).encode())
     return digest.hexdigest()
 
 

@@ -4,9 +4,22 @@
   (Megatron-LM SC'21 Eq. 2); the last stage keeps its own copy of the word
   embeddings for the tied LM head, as Megatron does. Each TP rank holds 1/t.
 - Mixed-precision Adam: 2 bytes of bf16/fp16 weights, 2 of gradients and
-  12 of fp32 master weights, momentum and variance per parameter; ZeRO stage 1
-  partitions the 12 over the data-parallel group (Rajbhandari et al.,
-  "ZeRO", SC'20, Sec. 3 and 5.1).
+  K = 12 of fp32 master weights, momentum and variance per parameter. ZeRO
+  (Rajbhandari et al., "ZeRO", SC'20, Sec. 5, Figure 1) partitions them over
+  the N_d ranks of a shard group: per GPU (2 + 2 + K) Psi without it,
+  2 Psi + 2 Psi + K Psi / N_d with stage 1 (optimizer states),
+  2 Psi + (2 + K) Psi / N_d with stage 2 (and gradients),
+  (2 + 2 + K) Psi / N_d with stage 3 (and parameters). With the optimizer
+  state offloaded (ZeRO-Offload, Ren et al. ATC'21) its K Psi / N_d bytes are
+  in host memory instead.
+- Transient buffers of stages 2 and 3 (``buffers_bytes``): stage 3 gathers
+  each layer's parameters before it runs, the layer computing and the
+  ``zero_prefetch`` layers gathered ahead of it (FSDP's prefetch; each freed
+  after use), and keeps the stage's other parameters (embeddings, LM head,
+  FSDP's root unit) gathered for the iteration; stages 2 and 3 hold a layer's
+  unsharded gradients from its weight-gradient GEMMs until their
+  reduce-scatter has run, at most two layers at once (the one being reduced
+  while the next is computed), and the root unit's for the iteration.
 - Activations per layer and microbatch of b sequences (Korthikanti et al.,
   "Reducing Activation Recomputation in Large Transformer Models", MLSys
   2023, Table 2): no recomputation s b h (10 + 24/t + 5 a s/(h t)) with tensor
@@ -53,7 +66,9 @@ def layer_params(cfg: ModelConfig) -> int:
 
 
 def embedding_params(cfg: ModelConfig) -> int:
-    return cfg.vocab * cfg.hidden + cfg.seq_len * cfg.hidden
+    """Word and position embeddings; none for a model without a vocabulary
+    (the uniform models of the pipeline checks have no embedding ops)."""
+    return cfg.vocab * cfg.hidden + cfg.seq_len * cfg.hidden if cfg.vocab else 0
 
 
 def stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
@@ -118,22 +133,37 @@ def split_backward_peak(order: list[Work], chunk_bytes: float, chunk_w_bytes: fl
 
 @dataclass(frozen=True)
 class StageMemory:
+    """Bytes per GPU of one stage. ``total_bytes`` is what the device holds at
+    its peak; ``host_bytes`` (offloaded optimizer state) is in host memory."""
+
     stage: int
     weights_bytes: float
     gradients_bytes: float
     optimizer_bytes: float
     activations_bytes: float
     in_flight: int
+    buffers_bytes: float = 0.0
+    host_bytes: float = 0.0
+
+    @property
+    def model_state_bytes(self) -> float:
+        """Weights, gradients and optimizer state on the device (the ZeRO paper's model states)."""
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes
 
     @property
     def total_bytes(self) -> float:
-        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.activations_bytes
+        return self.model_state_bytes + self.activations_bytes + self.buffers_bytes
 
     def as_dict(self) -> dict:
-        return {"stage": self.stage, "weights_bytes": self.weights_bytes,
-                "gradients_bytes": self.gradients_bytes, "optimizer_bytes": self.optimizer_bytes,
-                "activations_bytes": self.activations_bytes, "in_flight_microbatches": self.in_flight,
-                "total_bytes": self.total_bytes}
+        out = {"stage": self.stage, "weights_bytes": self.weights_bytes,
+               "gradients_bytes": self.gradients_bytes, "optimizer_bytes": self.optimizer_bytes,
+               "activations_bytes": self.activations_bytes, "in_flight_microbatches": self.in_flight,
+               "total_bytes": self.total_bytes}
+        if self.buffers_bytes:
+            out["buffers_bytes"] = self.buffers_bytes
+        if self.host_bytes:
+            out["host_bytes"] = self.host_bytes
+        return out
 
 
 def chunk_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
@@ -141,10 +171,44 @@ def chunk_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
     return kept * cfg.layers / (plan.pp * plan.virtual_stages)
 
 
-def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemory:
-    params = stage_params(cfg, plan, stage)
+def zero_model_states(params: float, shards: int, stage: int, width: int = 2,
+                      k: int = ADAM_STATE_BYTES_PER_PARAM) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) bytes per GPU of ``params``
+    parameters under ZeRO ``stage`` over ``shards`` ranks: the ZeRO paper's
+    2 Psi + 2 Psi + K Psi split by stage (module docstring)."""
+    weights = width * params / (shards if stage >= 3 else 1)
+    gradients = width * params / (shards if stage >= 2 else 1)
+    optimizer = k * params / (shards if stage >= 1 else 1)
+    return weights, gradients, optimizer
+
+
+def model_states(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) bytes per GPU of ``stage``."""
+    return zero_model_states(stage_params(cfg, plan, stage), plan.shards, plan.zero, cfg.dtype_bytes)
+
+
+def root_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    """Parameters of ``stage`` outside its transformer layers (embeddings, LM
+    head) per TP rank: FSDP's root unit."""
+    return stage_params(cfg, plan, stage) - cfg.layers // plan.pp * layer_params(cfg) / plan.tp
+
+
+def sharding_buffers(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    """Peak transient bytes of ZeRO stages 2 and 3 (the module docstring)."""
+    if plan.zero < 2:
+        return 0.0
     width = cfg.dtype_bytes
-    optimizer = ADAM_STATE_BYTES_PER_PARAM * params / (plan.dp if plan.zero >= 1 else 1)
+    layer = layer_params(cfg) / plan.tp * width
+    root = root_params(cfg, plan, stage) * width
+    gathered = (1 + plan.zero_prefetch) * layer + root if plan.zero >= 3 else 0.0
+    return gathered + 2 * layer + root
+
+
+def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemory:
+    weights, gradients, optimizer = model_states(cfg, plan, stage)
+    host = 0.0
+    if plan.offload_optimizer:
+        host, optimizer = optimizer, 0.0
     order = stage_order(plan.schedule, stage, plan.pp, plan.microbatches, plan.virtual_stages)
     in_flight = max_in_flight(order)
     _, working = layer_activation_bytes(cfg, plan)
@@ -154,4 +218,5 @@ def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemor
                                           plan.recompute == "full")
     else:
         activations = in_flight * chunk_activation_bytes(cfg, plan) + working
-    return StageMemory(stage, width * params, width * params, optimizer, activations, in_flight)
+    return StageMemory(stage, weights, gradients, optimizer, activations, in_flight,
+                       sharding_buffers(cfg, plan, stage), host)

@@ -21,6 +21,8 @@ from sim.schema import (Bool, Name, NonNegativeFloat, PositiveBytes, StrictModel
 from sim.workload.transformer import ATTENTION_KINDS, MODEL_DTYPES, RECOMPUTE_MODES, ModelConfig
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2")
+# PyTorch FSDP's ShardingStrategy names -> ZeRO stage (HYBRID_SHARD: stage 3 within shard_group)
+FSDP_STRATEGIES = {"no_shard": 0, "shard_grad_op": 2, "full_shard": 3, "hybrid_shard": 3}
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,16 @@ class ParallelPlan:
     ``tp_algorithm`` / ``dp_algorithm``: collective algorithm for TP and DP
     (and pipeline) communication; ``nccl`` (default) picks the fastest of the
     algorithms NCCL implements, ``auto`` of all of ours.
+    ``zero``: ZeRO stage (Rajbhandari et al. SC'20): 1 shards the optimizer
+    state over the data-parallel group, 2 the gradients too, 3 the parameters
+    too (PyTorch FSDP's SHARD_GRAD_OP is stage 2, FULL_SHARD stage 3).
+    ``shard_group``: with stage 2 or 3, the number of data-parallel replicas a
+    shard group spans (0: all of them); the groups are replicated and their
+    gradient shards all-reduced across (FSDP HYBRID_SHARD, ZeRO++ hpZ).
+    ``zero_prefetch``: ZeRO-3 parameter all-gathers in flight ahead of the
+    layer computing (FSDP's forward / backward prefetch of the next unit).
+    ``offload_optimizer``: the optimizer state lives in host memory and the
+    Adam step runs on the host (ZeRO-Offload, Ren et al. ATC'21).
     """
 
     dp: int = 1
@@ -48,6 +60,14 @@ class ParallelPlan:
     dp_bucket_bytes: int = 25 * 2**20
     tp_algorithm: str = "nccl"
     dp_algorithm: str = "nccl"
+    shard_group: int = 0
+    zero_prefetch: int = 1
+    offload_optimizer: bool = False
+
+    @property
+    def shards(self) -> int:
+        """How many ways ZeRO shards the model states (1 without ZeRO)."""
+        return (self.shard_group or self.dp) if self.zero else 1
 
     @property
     def world(self) -> int:
@@ -110,7 +130,11 @@ class ParallelSchema(StrictModel):
     microbatches: Optional[int_range(1, MAX_MICROBATCHES)] = None
     schedule: choice(*SCHEDULES) = "1f1b"
     sequence_parallel: Bool = False
-    zero: int_range(0, 1) = 0
+    zero: int_range(0, 3) = 0
+    fsdp: Optional[choice(*FSDP_STRATEGIES)] = None
+    shard_group: Optional[int_range(1, MAX_RANKS)] = None
+    zero_prefetch: Optional[int_range(0, 64)] = None
+    offload_optimizer: Bool = False
     recompute: choice(*RECOMPUTE_MODES) = "none"
     mapping: Mapping3 = ("tp", "pp", "dp")
     dp_bucket_bytes: PositiveBytes = 25 * 2**20
@@ -200,13 +224,40 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
     if p.schedule == "interleaved" and m % pp:
         raise _fail(where, "microbatches", f"the interleaved schedule needs a multiple of "
                                            f"pp = {pp} microbatches per pipeline, got {m}")
+    zero, shard_group, prefetch = _sharding(p, dp, where)
     plan = ParallelPlan(dp=dp, tp=tp, pp=pp, virtual_stages=v, microbatch_size=mbs, microbatches=m,
-                        schedule=p.schedule, sequence_parallel=p.sequence_parallel, zero=p.zero,
+                        schedule=p.schedule, sequence_parallel=p.sequence_parallel, zero=zero,
                         recompute=p.recompute, mapping=p.mapping,  # type: ignore[arg-type]
                         dp_bucket_bytes=p.dp_bucket_bytes, tp_algorithm=p.tp_algorithm,
-                        dp_algorithm=p.dp_algorithm)
+                        dp_algorithm=p.dp_algorithm, shard_group=shard_group, zero_prefetch=prefetch,
+                        offload_optimizer=p.offload_optimizer)
     _check_algorithms(plan, where)
     return plan
+
+
+def _sharding(p: "ParallelSchema", dp: int, where: str) -> tuple[int, int, int]:
+    """(ZeRO stage, shard group (0: all of dp), prefetch) from ``zero`` or
+    ``fsdp`` and their options, which must agree."""
+    zero = p.zero
+    if p.fsdp is not None:
+        if "zero" in p.model_fields_set and zero != FSDP_STRATEGIES[p.fsdp]:
+            raise _fail(where, "fsdp", f"{p.fsdp} is ZeRO stage {FSDP_STRATEGIES[p.fsdp]}, but zero: {zero} "
+                                       f"is set; give one of them")
+        zero = FSDP_STRATEGIES[p.fsdp]
+    if p.fsdp == "hybrid_shard" and p.shard_group is None:
+        raise _fail(where, "shard_group", "fsdp: hybrid_shard needs the size of a shard group (the "
+                                          "data-parallel replicas sharing one copy, e.g. those in a node)")
+    if p.shard_group is not None and zero < 2:
+        raise _fail(where, "shard_group", f"sharding groups need zero: 2 or 3, got zero: {zero}")
+    if p.shard_group is not None and dp % p.shard_group:
+        raise _fail(where, "shard_group", f"{p.shard_group} does not divide dp = {dp}")
+    if p.zero_prefetch is not None and zero < 3:
+        raise _fail(where, "zero_prefetch", f"prefetching parameters needs zero: 3, got zero: {zero}")
+    if p.offload_optimizer and zero < 1:
+        raise _fail(where, "offload_optimizer", "offloading the optimizer state needs zero: 1, 2 or 3 "
+                                                "(ZeRO-Offload partitions it first)")
+    shard_group = 0 if p.shard_group in (None, dp) else p.shard_group
+    return zero, shard_group, 1 if p.zero_prefetch is None else p.zero_prefetch
 
 
 def model_from_dict(raw: Mapping[str, Any], where: str = "model") -> ModelConfig:

@@ -354,7 +354,7 @@ def _expand(doc: ScenarioFile, cluster, spec_of_rank, where: str):
     from sim.workload.trace import validate_ops
 
     model = model_from_dict(doc.model.model_dump(), f"{where}: model")
-    plan = plan_from_dict(doc.parallel.model_dump(), model, cluster.size, f"{where}: parallel")
+    plan = plan_from_dict(doc.parallel.model_dump(exclude_unset=True), model, cluster.size, f"{where}: parallel")
     fidelity = doc.training.fidelity
     count = estimated_ops(model, plan, fidelity)
     if count > MAX_GENERATED_OPS:

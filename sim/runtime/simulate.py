@@ -172,6 +172,13 @@ class Simulation:
 
     def _start_collective(self, index: int, bound: Schedule) -> None:
         op = self.scenario.trace.ops[index]
+        if op.tensor:  # the output buffer, on every simulated member (e.g. gathered parameters)
+            for rank in op.group:
+                device = self.devices.get(rank)
+                if device is not None:
+                    size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
+                    device.ledger.allocate(op.tensor, device.spec.default_tier, int(size), self.env.now,
+                                           context=f"op {op.id} ({op.name}), tensor {op.tensor}")
         held = []
         takes_time = self._takes_time.get(id(bound))
         if takes_time is None:
@@ -201,6 +208,8 @@ class Simulation:
             if device is not None:
                 self.comm_rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
                                        op.bytes_read, op.stream, len(op.group), context))
+                for tensor in op.frees:
+                    device.ledger.release(tensor, end)
         self._on_done(index)
 
     def _on_done(self, index: int) -> None:

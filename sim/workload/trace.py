@@ -25,9 +25,11 @@ src_tier        str         copy ops: tier read from
 dst_tier        str         copy ops: tier written to
 tensor          str         name of the output tensor, allocated (alloc_bytes,
                             default bytes_written) on the output tier when the
-                            op starts
+                            op starts (a collective: on each member of group
+                            that runs ops in the trace)
 alloc_bytes     number      size of ``tensor`` when it is not bytes_written
-frees           list[str]   tensors released when the op ends
+frees           list[str]   tensors released when the op ends (a collective:
+                            on every member)
 layer           int         model layer, for reports
 rank            int         device (cluster rank) that runs the op (default 0)
 duration_s      number      a measured or precomputed compute time; when
@@ -473,11 +475,15 @@ def _check_tensors(trace: Trace) -> None:
     ops = trace.ops
     producers: dict[tuple[int, str], list[int]] = {}
     frees: dict[tuple[int, str], list[int]] = {}
+    simulated = {op.rank for op in ops}
     for index, op in enumerate(ops):
-        if op.tensor:
-            producers.setdefault((op.rank, op.tensor), []).append(index)
-        for tensor in op.frees:
-            frees.setdefault((op.rank, tensor), []).append(index)
+        # a collective allocates and frees on every member of its group that runs ops here
+        ranks = [r for r in op.group if r in simulated] if op.op in COMM_OPS and op.group else (op.rank,)
+        for rank in ranks:
+            if op.tensor:
+                producers.setdefault((rank, op.tensor), []).append(index)
+            for tensor in op.frees:
+                frees.setdefault((rank, tensor), []).append(index)
     ancestry = _Ancestry(trace)
     position = None
     for (rank, tensor), freers in frees.items():

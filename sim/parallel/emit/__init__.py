@@ -13,7 +13,9 @@ the shared builder (``builder``):
   tied-embedding gradient all-reduce;
 - ``data``: the batch copies from host memory, the bucketed gradient
   synchronisation over replicas;
-- ``zero``: the optimizer step and ZeRO's sharding of it.
+- ``fsdp``: sharded data parallelism, ZeRO stages 2 and 3 / FSDP: parameters
+  gathered per layer, gradients reduce-scattered per layer;
+- ``zero``: the optimizer step, its sharding (ZeRO) and offload to the host.
 
 Fidelity: ``full`` simulates every rank, each collective once for its group;
 ``folded`` simulates one representative rank per stage (data-parallel replica
@@ -27,7 +29,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sim.hardware.specs import DeviceSpec
-from sim.parallel.emit import data, layers, pipeline, zero
+from sim.parallel.emit import data, fsdp, layers, pipeline, zero
 from sim.parallel.emit.builder import Expansion, Iteration, Stage, TraceBuilder
 from sim.parallel.expand import FIDELITIES
 from sim.parallel.memory import stage_memory
@@ -47,6 +49,8 @@ def _resident(it: Iteration, stage: Stage) -> None:
         it.resident[rank] = {"weights": (tier, int(memory.weights_bytes)),
                              "gradients": (tier, int(memory.gradients_bytes)),
                              "optimizer": (tier, int(memory.optimizer_bytes))}
+        if it.plan.offload_optimizer:
+            it.resident[rank]["optimizer"] = (zero.host_tier(it, rank), int(memory.host_bytes))
 
 
 def _stage(it: Iteration, d: int, s: int) -> None:
@@ -56,19 +60,23 @@ def _stage(it: Iteration, d: int, s: int) -> None:
     _resident(it, stage)
     order = stage_order(plan.schedule, s, plan.pp, plan.microbatches, plan.virtual_stages)
     split = any(kind == "W" for kind, _, _ in order)
-    last_backward = {c: m for kind, m, c in order if kind == ("W" if split else "B")}
-    for kind, m, c in order:
+    last_of = {k: {c: m for kind, m, c in order if kind == k} for k in "BW"}
+    last_backward = last_of["W" if split else "B"]
+    first = {k: next((i for i, (kind, _, _) in enumerate(order) if kind == k), None) for k in "BW"}
+    fsdp.gather_root(stage)
+    for index, (kind, m, c) in enumerate(order):
         stage.begin_unit(kind, m, c)
         pipeline.receive(stage, kind, m, c)
         if kind == "F":
             layers.forward(stage, m, c)
         elif kind == "W":
-            layers.backward_weight(stage, m, c, last_microbatch=m == last_backward.get(c))
+            layers.backward_weight(stage, m, c, m == last_backward.get(c), index == first["W"])
         elif split:
-            layers.backward_input(stage, m, c)
+            layers.backward_input(stage, m, c, m == last_of["B"].get(c), index == first["B"])
         else:
-            layers.backward(stage, m, c, last_microbatch=m == last_backward.get(c))
+            layers.backward(stage, m, c, m == last_backward.get(c), index == first["B"])
         pipeline.send(stage, kind, m, c)
+    fsdp.finish_stage(stage)
 
 
 def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable[[int], DeviceSpec],
@@ -84,7 +92,10 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
     for d in it.dps:
         for s in range(plan.pp):
             _stage(it, d, s)
-    dp_ops = data.gradient_buckets(it, zero.gradient_collective(it))
+    if plan.zero >= 2:
+        dp_ops = {key: list(ops) for key, ops in it.grad_syncs.items()}
+    else:
+        dp_ops = data.gradient_buckets(it, zero.gradient_collective(it))
     emb_ops = pipeline.embedding_sync(it)
     if optimizer_step:
         steps = zero.optimizer_step(it, dp_ops, emb_ops)

@@ -43,6 +43,7 @@ class TraceBuilder:
         self.last_compute: dict[int, int] = {}
         self.hardware_flops = 0.0
         self._mirror_cache: dict[tuple, tuple] = {}
+        self._pending: dict[tuple, tuple[int, list[int], list[int]]] = {}
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -75,6 +76,13 @@ class TraceBuilder:
             self.last_compute[rank] = op_id
         return op_id
 
+    def host(self, rank: int, name: str, seconds: float, deps, stream: int, **extra) -> int:
+        """Work on the host CPU that takes ``seconds`` and no device resource."""
+        op_id = self.new_id()
+        self.ops.append(Op(id=op_id, name=name, op="host", flops=0.0, bytes_read=0.0, bytes_written=0.0,
+                           duration_s=seconds, rank=rank, stream=stream, deps=tuple(deps), **extra))
+        return op_id
+
     def collective(self, kind: str, name: str, nbytes: float, group, mirror_groups, deps, stream: int,
                    phase: str, algorithm: str = "nccl", op_id: int | None = None, **extra) -> int:
         op_id = self.new_id() if op_id is None else op_id
@@ -82,6 +90,21 @@ class TraceBuilder:
                            group=tuple(group), mirror_groups=mirror_groups,
                            deps=tuple(dict.fromkeys(deps)), rank=group[0], stream=stream, phase=phase,
                            algorithm=algorithm, **extra))
+        return op_id
+
+    def shared_collective(self, key: tuple, members: int, deps, kind: str, name: str, nbytes: float, group,
+                          mirror_groups, stream: int, phase: str, algorithm: str = "nccl", **extra) -> int:
+        """A collective whose simulated members are emitted by separate passes
+        (in full fidelity, the replicas of a data-parallel group): each member
+        calls this with its deps under the same ``key``; the id is reserved by
+        the first call and the op appended by the ``members``-th."""
+        op_id, collected, calls = self._pending.setdefault(key, (self.new_id(), [], []))
+        collected.extend(deps)
+        calls.append(1)
+        if len(calls) == members:
+            del self._pending[key]
+            self.collective(kind, name, nbytes, group, mirror_groups, collected, stream, phase, algorithm,
+                            op_id=op_id, **extra)
         return op_id
 
     def mirrors(self, group_of: Callable[[int, int], list[int]], dims: str,
@@ -111,7 +134,7 @@ class Iteration:
     of them in full fidelity, replica 0 and TP rank 0 folded).
     ``grads_ready``: (stage, TP rank) -> layer -> the ops after which that
     layer's gradients are complete (one per simulated replica), in backward
-    order; ``final_op``: (replica, stage, TP rank) -> the stage's last compute op.
+    order (ZeRO-0/1, synchronised at the end); ``final_op``: (replica, stage, TP rank) -> the stage's last compute op.
     """
 
     cfg: ModelConfig
@@ -124,6 +147,8 @@ class Iteration:
     stage_of_rank: dict[int, int] = field(default_factory=dict)
     grads_ready: dict[tuple[int, int], dict[int, list[int]]] = field(default_factory=dict)
     final_op: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    # (stage, TP rank) -> the gradient reductions of sharded data parallelism (ZeRO-2/3), in order
+    grad_syncs: dict[tuple[int, int], dict[int, None]] = field(default_factory=dict)
     _segments: dict[str, dict[str, Segment]] = field(default_factory=dict)
 
     def segments(self, rank: int) -> dict[str, Segment]:
@@ -161,6 +186,8 @@ class Stage:
         self.waits: dict[int, list[int]] = {j: [] for j in it.tps}
         self.tag: dict = {}
         self.prefix = ""
+        # per use of a layer's gathered parameters (ZeRO-3), each TP rank's last op of the use
+        self.param_uses: list[dict[int, int]] = []
 
     def begin_unit(self, kind: str, m: int, c: int) -> None:
         self.tag = {"stage": self.s, "microbatch": m, "chunk": c}

@@ -7,6 +7,7 @@ hands it to the stages that use it: the first stage token and position ids
 
 Gradients are synchronised over the replicas of a (stage, TP rank) in
 buckets of ``dp_bucket_bytes`` (DDP's ``bucket_cap_mb``, 25 MiB) as layers
+(and the embeddings and LM head, Megatron-LM's ``finalize_model_grads``)
 finish their last backward, on stream 2, overlapping the rest of the
 backward; the collective is an all-reduce, or a reduce-scatter when ZeRO
 shards the optimizer state (sim.parallel.emit.zero).
@@ -15,7 +16,7 @@ shards the optimizer state (sim.parallel.emit.zero).
 from __future__ import annotations
 
 from sim.parallel.emit.builder import Iteration, Stage
-from sim.parallel.memory import layer_params
+from sim.parallel.memory import layer_params, root_params
 
 BATCH_BYTES_PER_TOKEN = {"inputs": 8 + 8, "targets": 8 + 4}
 DP_STREAM = 2
@@ -46,8 +47,9 @@ def load_inputs(stage: Stage, c: int) -> None:
         load_batch(stage, "load_targets", BATCH_BYTES_PER_TOKEN["targets"])
 
 
-def gradients_ready(stage: Stage, layer: int) -> None:
-    """Record that ``layer``'s gradients are complete after each rank's last compute op."""
+def gradients_ready(stage: Stage, layer: int | str) -> None:
+    """Record that ``layer``'s gradients (``"root"``: the embeddings' and LM
+    head's) are complete after each rank's last compute op."""
     for j, rank in stage.ranks.items():
         stage.it.grads_ready.setdefault((stage.s, j), {}).setdefault(layer, []).append(
             stage.bld.last_compute[rank])
@@ -67,7 +69,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
         items = list(layers.items())
         for index, (layer, ready) in enumerate(items):
             deps += ready
-            bucket += grad_per_layer
+            bucket += root_params(it.cfg, plan, s) * it.cfg.dtype_bytes if layer == "root" else grad_per_layer
             if bucket >= plan.dp_bucket_bytes or index == len(items) - 1:
                 done.append(bld.collective(kind, f"s{s}.dp.{kind}.L{layer}", bucket, group, mirror,
                                            deps, DP_STREAM, "dp", plan.dp_algorithm, stage=s))

@@ -22,11 +22,15 @@ two tensors then: the part only B needs, freed by B's last op, and the
 inputs of the weight GEMMs (sim.parallel.memory.layer_wgrad_input_bytes),
 freed by W's last op; with full recomputation B rebuilds the latter, so its
 first op allocates them.
+
+Sharded data parallelism (sim.parallel.emit.fsdp) hooks in per layer: its
+parameters gathered before a use (forward, or backward / B) and freed by the
+use's last op, its gradients reduce-scattered after its wgrad.
 """
 
 from __future__ import annotations
 
-from sim.parallel.emit import data, tensor
+from sim.parallel.emit import data, fsdp, tensor
 from sim.parallel.emit.builder import Stage
 from sim.parallel.memory import chunk_activation_bytes, layer_wgrad_input_bytes
 from sim.parallel.schedules import SPLIT_BACKWARD
@@ -39,6 +43,11 @@ def _ends(stage: Stage, c: int) -> tuple[bool, bool]:
     first = stage.s == 0 and c == 0 and vocab
     last = stage.s == it.plan.pp - 1 and c == it.plan.virtual_stages - 1 and vocab
     return first, last
+
+
+def _frees(*tensors: str | None) -> dict:
+    names = tuple(t for t in tensors if t)
+    return {"frees": names} if names else {}
 
 
 def _w_inputs_bytes(stage: Stage) -> float:
@@ -71,8 +80,10 @@ def forward(stage: Stage, m: int, c: int) -> None:
     if first:
         tensor.run(stage, "fwd.embed", "embed", "fwd", **hold())
     for layer in it.chunk_layers(stage.s, c):
+        params = fsdp.gather_layer(stage, layer, f"F{m}.c{c}")
         tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **hold())
-        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer, **hold())
+        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer, **hold(), **_frees(params))
+        fsdp.layer_done(stage)
     if last:
         tensor.run(stage, "fwd.head", "head", "fwd")
 
@@ -82,66 +93,91 @@ def _recompute_forward(stage: Stage, layer: int, **extra) -> None:
     tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
 
 
-def backward(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
+def backward(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward: bool) -> None:
     """The whole backward of a unit. ``last_microbatch``: this is the chunk's
-    last backward, after which its layers' gradients are complete."""
+    last backward, after which its layers' gradients are complete;
+    ``first_backward``: the stage's first."""
     it = stage.it
     first, last = _ends(stage, c)
-    frees = {"frees": (f"act.m{m}.c{c}",)}
+    act = f"act.m{m}.c{c}"
     recompute = it.plan.recompute
+    root_grads = fsdp.root_gradient_buffer(stage, first_backward)
     if last:
-        tensor.run(stage, "bwd.head", "head.bwd", "bwd")
+        tensor.run(stage, "bwd.head", "head.bwd", "bwd", **root_grads)
+        root_grads = {}
+        _head_gradients_ready(stage, last_microbatch)
     layers = it.chunk_layers(stage.s, c)
     for layer in reversed(layers):
+        params = fsdp.gather_layer(stage, layer, f"B{m}.c{c}")
         if recompute == "full":
             _recompute_forward(stage, layer)
         tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
-        tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer)
+        tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer,
+                              **fsdp.gradient_buffer(stage, layer, m))
         if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
         tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer)
         last_of_unit = layer == layers[0] and not first
         tensor.run_overlapped(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", layer=layer,
-                              **(frees if last_of_unit else {}))
+                              **_frees(act if last_of_unit else None, params))
+        fsdp.layer_done(stage)
+        fsdp.reduce_layer(stage, layer, m)
         if last_microbatch:
             data.gradients_ready(stage, layer)
     if first:
-        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **frees)
+        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **_frees(act), **root_grads)
+        if last_microbatch:
+            data.gradients_ready(stage, "root")
 
 
-def backward_input(stage: Stage, m: int, c: int) -> None:
+def _head_gradients_ready(stage: Stage, last_microbatch: bool) -> None:
+    """The LM head's gradients are complete (a separate copy of the word
+    embeddings only when the last stage is not also the first)."""
+    if last_microbatch and stage.it.plan.pp > 1:
+        data.gradients_ready(stage, "root")
+
+
+def backward_input(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward: bool) -> None:
     """The B unit of a split backward: input gradients only (the LM head's
     fused segment whole, its weight gradient included)."""
     it = stage.it
     _, last = _ends(stage, c)
     recompute = it.plan.recompute
     if last:
-        tensor.run(stage, "bwd.head", "head.bwd", "bwd")
+        tensor.run(stage, "bwd.head", "head.bwd", "bwd", **fsdp.root_gradient_buffer(stage, first_backward))
+        _head_gradients_ready(stage, last_microbatch)
     layers = it.chunk_layers(stage.s, c)
     rebuild = {"tensor": f"actw.m{m}.c{c}", "alloc_bytes": _w_inputs_bytes(stage)} if recompute == "full" else {}
     for layer in reversed(layers):
+        params = fsdp.gather_layer(stage, layer, f"B{m}.c{c}")
         if recompute == "full":
             _recompute_forward(stage, layer, **rebuild)
             rebuild = {}
         tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
-        if recompute == "selective":
+        if recompute == "selective" and "recompute.core" in stage.seg:
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
-        frees = {"frees": (f"act.m{m}.c{c}",)} if layer == layers[0] else {}
-        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer, **frees)
+        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer,
+                   **_frees(f"act.m{m}.c{c}" if layer == layers[0] else None, params))
+        fsdp.layer_done(stage)
 
 
-def backward_weight(stage: Stage, m: int, c: int, last_microbatch: bool) -> None:
+def backward_weight(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward: bool) -> None:
     """The W unit of a split backward: weight gradients, per layer in reverse,
     then the embedding's on the first stage."""
-    first, _ = _ends(stage, c)
-    frees = {"frees": (f"actw.m{m}.c{c}",)}
+    first, last = _ends(stage, c)
+    actw = f"actw.m{m}.c{c}"
     layers = stage.it.chunk_layers(stage.s, c)
     for layer in reversed(layers):
-        tensor.run(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", "bwd", layer=layer)
+        tensor.run(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", "bwd", layer=layer,
+                   **fsdp.gradient_buffer(stage, layer, m))
         last_of_unit = layer == layers[0] and not first
         tensor.run(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", "bwd", layer=layer,
-                   **(frees if last_of_unit else {}))
+                   **_frees(actw if last_of_unit else None))
+        fsdp.reduce_layer(stage, layer, m)
         if last_microbatch:
             data.gradients_ready(stage, layer)
     if first:
-        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **frees)
+        root_grads = {} if last else fsdp.root_gradient_buffer(stage, first_backward)
+        tensor.run(stage, "bwd.embed", "embed.bwd", "bwd", **_frees(actw), **root_grads)
+        if last_microbatch:
+            data.gradients_ready(stage, "root")
