@@ -190,7 +190,7 @@ def test_exposed_comm_split_and_tp_collectives_per_layer():
     # per layer and microbatch: 2 forward + 2 recompute + 2 backward all-reduces
     assert len(tp_ops) == 4 * 2 * 6
     summary = sim.run(scenario).summary
-    assert set(summary["exposed_comm_s"]) == {"tp", "pp", "dp", "embedding_sync"}
+    assert set(summary["exposed_comm_s"]) == {"tp", "pp", "dp", "embedding_sync", "ep", "cp"}
     assert summary["exposed_comm_s"]["tp"] > 0 and summary["exposed_comm_s"]["pp"] == 0
     assert 0 < summary["mfu"] < summary["hfu"] < 1
 

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sim.parallel.experts import (moe_layer_activation_bytes, moe_layer_params,
+                                  moe_layer_wgrad_input_bytes)
 from sim.parallel.plan import ParallelPlan
 from sim.parallel.schedules import SPLIT_BACKWARD, Work, max_in_flight, stage_order
 from sim.workload.transformer import ModelConfig
@@ -71,8 +73,25 @@ def embedding_params(cfg: ModelConfig) -> int:
     return cfg.vocab * cfg.hidden + cfg.seq_len * cfg.hidden if cfg.vocab else 0
 
 
+def stage_layers(cfg: ModelConfig, plan: ParallelPlan, stage: int, chunk: int | None = None) -> list[int]:
+    """The layers of ``stage`` (of one of its chunks), Megatron's interleaved assignment."""
+    n = cfg.layers // (plan.pp * plan.virtual_stages)
+    chunks = range(plan.virtual_stages) if chunk is None else [chunk]
+    return [layer for c in chunks for layer in range((c * plan.pp + stage) * n, (c * plan.pp + stage + 1) * n)]
+
+
+def stage_expert_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    """Expert parameters one rank of ``stage`` holds (sim.parallel.experts)."""
+    if cfg.moe is None:
+        return 0.0
+    _, experts = moe_layer_params(cfg, plan)
+    return experts * sum(cfg.moe.is_moe(layer) for layer in stage_layers(cfg, plan, stage))
+
+
 def stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
-    """Parameters held by one TP rank of ``stage``."""
+    """Parameters held by one TP rank of ``stage`` (experts included)."""
+    if cfg.moe is not None:
+        return _moe_stage_params(cfg, plan, stage)
     layers = cfg.layers // plan.pp
     params = layers * layer_params(cfg)
     if stage == 0:
@@ -80,6 +99,13 @@ def stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
     if stage == plan.pp - 1 and cfg.vocab:
         params += cfg.vocab * cfg.hidden if plan.pp > 1 else 0
     return params / plan.tp
+
+
+def _moe_stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    dense, experts = moe_layer_params(cfg, plan)
+    params = sum(dense + experts if cfg.moe.is_moe(layer) else layer_params(cfg) / plan.tp
+                 for layer in stage_layers(cfg, plan, stage))
+    return params + root_params(cfg, plan, stage)
 
 
 def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float, float]:
@@ -166,9 +192,47 @@ class StageMemory:
         return out
 
 
-def chunk_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
+def chunk_activation_bytes(cfg: ModelConfig, plan: ParallelPlan, stage: int = 0, chunk: int = 0) -> float:
+    """Activations one microbatch keeps of a model chunk (MoE layers differ)."""
+    if cfg.moe is not None:
+        return sum(moe_layer_activation_bytes(cfg, plan)[0] if cfg.moe.is_moe(layer)
+                   else layer_activation_bytes(cfg, plan)[0] for layer in stage_layers(cfg, plan, stage, chunk))
     kept, _ = layer_activation_bytes(cfg, plan)
     return kept * cfg.layers / (plan.pp * plan.virtual_stages)
+
+
+def chunk_wgrad_input_bytes(cfg: ModelConfig, plan: ParallelPlan, stage: int = 0, chunk: int = 0) -> float:
+    """The W inputs one microbatch holds of a chunk between its B and W passes."""
+    if cfg.moe is not None:
+        return sum(moe_layer_wgrad_input_bytes(cfg, plan) if cfg.moe.is_moe(layer)
+                   else layer_wgrad_input_bytes(cfg, plan) for layer in stage_layers(cfg, plan, stage, chunk))
+    return layer_wgrad_input_bytes(cfg, plan) * cfg.layers / (plan.pp * plan.virtual_stages)
+
+
+def _moe_activation_peak(cfg: ModelConfig, plan: ParallelPlan, stage: int, order: list[Work]) -> float:
+    """Peak activations over the stage's order when chunks differ (MoE layers):
+    the same walk as split_backward_peak, chunk by chunk."""
+    kept = {c: chunk_activation_bytes(cfg, plan, stage, c) for c in range(plan.virtual_stages)}
+    w = {c: chunk_wgrad_input_bytes(cfg, plan, stage, c) for c in range(plan.virtual_stages)}
+    working = max((moe_layer_activation_bytes(cfg, plan) if cfg.moe.is_moe(layer)
+                   else layer_activation_bytes(cfg, plan))[1] for layer in stage_layers(cfg, plan, stage))
+    split = plan.schedule in SPLIT_BACKWARD
+    full = plan.recompute == "full"
+    live = peak = 0.0
+    for kind, _, c in order:
+        if kind == "F":
+            live += kept[c]
+            peak = max(peak, live + (0.0 if split else working))
+        elif kind == "B" and split and full:
+            peak = max(peak, live + w[c] + working)
+            live += w[c] - kept[c]
+        elif kind == "B" and split:
+            live -= kept[c] - w[c]
+        elif kind == "B":
+            live -= kept[c]
+        else:
+            live -= w[c]
+    return peak
 
 
 def zero_model_states(params: float, shards: int, stage: int, width: int = 2,
@@ -183,14 +247,33 @@ def zero_model_states(params: float, shards: int, stage: int, width: int = 2,
 
 
 def model_states(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer state) bytes per GPU of ``stage``."""
-    return zero_model_states(stage_params(cfg, plan, stage), plan.shards, plan.zero, cfg.dtype_bytes)
+    """(weights, gradients, optimizer state) bytes per GPU of ``stage``; expert
+    parameters shard over their expert-data-parallel group (dp x tp / ep)."""
+    experts = stage_expert_params(cfg, plan, stage)
+    dense = zero_model_states(stage_params(cfg, plan, stage) - experts, plan.shards, plan.zero, cfg.dtype_bytes)
+    if not experts:
+        return dense
+    sharded = zero_model_states(experts, plan.dp * plan.tp // plan.ep, plan.zero, cfg.dtype_bytes)
+    return tuple(a + b for a, b in zip(dense, sharded))
+
+
+def optimizer_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
+    """Parameters one rank's optimizer updates: its ZeRO shards (experts
+    sharded over the expert-data-parallel group)."""
+    experts = stage_expert_params(cfg, plan, stage)
+    if not experts:
+        return stage_params(cfg, plan, stage) / plan.shards
+    expert_shards = plan.dp * plan.tp // plan.ep if plan.zero else 1
+    return (stage_params(cfg, plan, stage) - experts) / plan.shards + experts / expert_shards
 
 
 def root_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
     """Parameters of ``stage`` outside its transformer layers (embeddings, LM
     head) per TP rank: FSDP's root unit."""
-    return stage_params(cfg, plan, stage) - cfg.layers // plan.pp * layer_params(cfg) / plan.tp
+    params = embedding_params(cfg) if stage == 0 else 0
+    if stage == plan.pp - 1 and cfg.vocab and plan.pp > 1:
+        params += cfg.vocab * cfg.hidden
+    return params / plan.tp
 
 
 def sharding_buffers(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
@@ -212,7 +295,9 @@ def stage_memory(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> StageMemor
     order = stage_order(plan.schedule, stage, plan.pp, plan.microbatches, plan.virtual_stages)
     in_flight = max_in_flight(order)
     _, working = layer_activation_bytes(cfg, plan)
-    if plan.schedule in SPLIT_BACKWARD:
+    if cfg.moe is not None:
+        activations = _moe_activation_peak(cfg, plan, stage, order)
+    elif plan.schedule in SPLIT_BACKWARD:
         chunk_w = layer_wgrad_input_bytes(cfg, plan) * cfg.layers / (plan.pp * plan.virtual_stages)
         activations = split_backward_peak(order, chunk_activation_bytes(cfg, plan), chunk_w, working,
                                           plan.recompute == "full")

@@ -19,8 +19,9 @@ Definitions:
   parallel), ``pp`` (pipeline sends), ``dp`` (data-parallel gradient
   reduction and ZeRO parameter all-gather) and ``embedding_sync`` (the
   all-reduce of the tied embedding's gradient between the first and last
-  stage, present with pp > 1 even when dp = 1). A kind the plan does not
-  issue is 0.
+  stage, present with pp > 1 even when dp = 1), ``ep`` (MoE dispatch and
+  combine all-to-alls) and ``cp`` (context-parallel KV exchanges). A kind
+  the plan does not issue is 0.
 - ``bubble_s_by_cause_per_device``: each device's idle time on its compute
   units by cause, averaged over the simulated devices (the run summary's
   ``bubble_s_by_cause`` is the sum over them); ``bubble_aggregation`` says so
@@ -39,7 +40,7 @@ from sim.reports.tables import merge_intervals, unit_codes
 from sim.workload.transformer import ModelConfig
 
 # Kinds of collective a training iteration issues (the ``phase`` of its ops).
-COMM_KINDS = ("tp", "pp", "dp", "embedding_sync")
+COMM_KINDS = ("tp", "pp", "dp", "embedding_sync", "ep", "cp")
 
 
 def forward_flops(cfg: ModelConfig, tokens: int, sequences: int) -> tuple[float, float, float]:
@@ -49,6 +50,12 @@ def forward_flops(cfg: ModelConfig, tokens: int, sequences: int) -> tuple[float,
     dense = 2.0 * tokens * (h * (h + 2 * cfg.kv_dim) + h * h + h * fc1 + cfg.ffn * h)
     core = 4.0 * sequences * s * s * h
     head = 2.0 * tokens * h * cfg.vocab
+    if cfg.moe is not None:  # MoE layers: the router, shared and top-k experts in place of the MLP
+        from sim.workload.moe import mlp_forward_flops_per_token
+        moe_layers = sum(cfg.moe.is_moe(layer) for layer in range(cfg.layers))
+        mlp = 2.0 * tokens * (h * fc1 + cfg.ffn * h)
+        return (cfg.layers * dense + moe_layers * (tokens * mlp_forward_flops_per_token(cfg) - mlp),
+                cfg.layers * core, head)
     return cfg.layers * dense, cfg.layers * core, head
 
 
@@ -135,7 +142,7 @@ def training_summary(scenario, result) -> dict[str, Any]:
                      "microbatch_size": plan.microbatch_size, "microbatches": plan.microbatches,
                      "global_batch": plan.global_batch, "schedule": plan.schedule,
                      "sequence_parallel": plan.sequence_parallel, "zero": plan.zero,
-                     "recompute": plan.recompute},
+                     "recompute": plan.recompute, "ep": plan.ep, "cp": plan.cp},
         "fidelity": training.fidelity,
         "iteration_time_s": T,
         "tokens_per_s": plan.global_batch * cfg.seq_len / T if T > 0 else 0.0,

@@ -19,6 +19,7 @@ from sim.errors import ScenarioError
 from sim.schema import (Bool, Name, NonNegativeFloat, PositiveBytes, StrictModel, choice, int_range,
                         join_location, validate)
 from sim.workload.transformer import ATTENTION_KINDS, MODEL_DTYPES, RECOMPUTE_MODES, ModelConfig
+from sim.workload.moe import PRESETS, MoEConfig
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2")
 # PyTorch FSDP's ShardingStrategy names -> ZeRO stage (HYBRID_SHARD: stage 3 within shard_group)
@@ -44,6 +45,9 @@ class ParallelPlan:
     layer computing (FSDP's forward / backward prefetch of the next unit).
     ``offload_optimizer``: the optimizer state lives in host memory and the
     Adam step runs on the host (ZeRO-Offload, Ren et al. ATC'21).
+    ``ep``: expert-parallel degree of MoE layers, carved from the dp x tp
+    ranks of a stage; ``ep_placement``: ``contiguous`` or ``strided`` groups
+    (sim.parallel.experts); ``ep_algorithm``: the all-to-all's algorithm.
     """
 
     dp: int = 1
@@ -63,6 +67,11 @@ class ParallelPlan:
     shard_group: int = 0
     zero_prefetch: int = 1
     offload_optimizer: bool = False
+    ep: int = 1
+    ep_placement: str = "contiguous"
+    ep_algorithm: str = "nccl"
+    cp: int = 1
+    cp_algorithm: str = "ring"
 
     @property
     def shards(self) -> int:
@@ -140,6 +149,54 @@ class ParallelSchema(StrictModel):
     dp_bucket_bytes: PositiveBytes = 25 * 2**20
     tp_algorithm: Algorithm = "nccl"
     dp_algorithm: Algorithm = "nccl"
+    ep: int_range(1, MAX_RANKS) = 1
+    ep_placement: choice("contiguous", "strided") = "contiguous"
+    ep_algorithm: Algorithm = "nccl"
+
+
+PositiveNumber = Annotated[float, BeforeValidator(lambda v: _positive_number(v))]
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise PydanticCustomError("accsim", f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+class MoESchema(StrictModel):
+    """The ``model.moe:`` block: one field per field of sim.workload.moe.MoEConfig."""
+
+    experts: int_range(1, 2**16)
+    top_k: int_range(1, 2**16) = 2
+    expert_ffn_hidden: Optional[int_range(1, 2**22)] = None
+    shared_experts: int_range(0, 64) = 0
+    layer_freq: int_range(1, MAX_LAYERS) = 1
+    first_dense_layers: int_range(0, MAX_LAYERS) = 0
+    capacity_factor: Optional[PositiveNumber] = None
+    routing_alpha: Optional[PositiveNumber] = None
+    routing_seed: int_range(0, 2**31) = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> "MoESchema":
+        if self.top_k > self.experts:
+            raise PydanticCustomError("accsim", f"top_k {self.top_k} is more than the {self.experts} experts")
+        return self
+
+
+def _preset(raw: Any) -> Any:
+    """``model: NAME`` or ``model: {preset: NAME, ...}``: a preset of
+    sim.workload.moe.PRESETS, the keys given replacing its own (``moe`` key by key)."""
+    if isinstance(raw, str):
+        raw = {"preset": raw}
+    if not isinstance(raw, Mapping) or "preset" not in raw:
+        return raw
+    name = raw["preset"]
+    if name not in PRESETS:
+        raise PydanticCustomError("accsim", f"preset: expected one of {', '.join(PRESETS)}, got {name!r}")
+    merged = {**PRESETS[name], **{k: v for k, v in raw.items() if k != "preset"}}
+    if isinstance(raw.get("moe"), Mapping):
+        merged["moe"] = {**PRESETS[name].get("moe", {}), **raw["moe"]}
+    return merged
 
 
 class ModelSchema(StrictModel):
@@ -162,6 +219,12 @@ class ModelSchema(StrictModel):
     fused_kernels: Bool = True
     dropout: NonNegativeFloat = 0.0
     bias: Bool = True
+    moe: Optional[MoESchema] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, raw: Any) -> Any:
+        return _preset(raw)
 
     @model_validator(mode="after")
     def _shapes(self) -> "ModelSchema":
@@ -171,6 +234,9 @@ class ModelSchema(StrictModel):
             raise PydanticCustomError("accsim", f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
         if self.dropout >= 1:
             raise PydanticCustomError("accsim", f"dropout: expected a probability below 1, got {self.dropout}")
+        if self.moe is not None and self.moe.first_dense_layers >= self.layers:
+            raise PydanticCustomError("accsim", f"moe.first_dense_layers {self.moe.first_dense_layers} leaves "
+                                                f"none of the {self.layers} layers for experts")
         return self
 
 
@@ -230,7 +296,7 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                         recompute=p.recompute, mapping=p.mapping,  # type: ignore[arg-type]
                         dp_bucket_bytes=p.dp_bucket_bytes, tp_algorithm=p.tp_algorithm,
                         dp_algorithm=p.dp_algorithm, shard_group=shard_group, zero_prefetch=prefetch,
-                        offload_optimizer=p.offload_optimizer)
+                        offload_optimizer=p.offload_optimizer, **_expert_parallel(p, model, zero, where))
     _check_algorithms(plan, where)
     return plan
 
@@ -262,4 +328,28 @@ def _sharding(p: "ParallelSchema", dp: int, where: str) -> tuple[int, int, int]:
 
 def model_from_dict(raw: Mapping[str, Any], where: str = "model") -> ModelConfig:
     """Validate a ``model:`` block (ModelSchema) and build the ModelConfig."""
-    return ModelConfig(**validate(ModelSchema, raw, where).model_dump())
+    values = validate(ModelSchema, raw, where).model_dump()
+    if values["moe"] is not None:
+        values["moe"] = MoEConfig(**values["moe"])
+    return ModelConfig(**values)
+
+
+def _expert_parallel(p: "ParallelSchema", model: ModelConfig, zero: int, where: str) -> dict:
+    """``ep``, ``ep_placement``, ``ep_algorithm`` checked against the model and the plan."""
+    moe = model.moe
+    if moe is None:
+        if p.ep > 1:
+            raise _fail(where, "ep", f"expert parallelism needs a MoE model (model.moe), got ep = {p.ep}")
+        return {}
+    if moe.experts % p.ep:
+        raise _fail(where, "ep", f"{p.ep} does not divide the model's {moe.experts} experts")
+    if (p.dp * p.tp) % p.ep:
+        raise _fail(where, "ep", f"{p.ep} does not divide dp x tp = {p.dp * p.tp}, the ranks it is carved from")
+    if p.tp > 1 and not p.sequence_parallel:
+        raise _fail(where, "sequence_parallel", "MoE layers with tp > 1 need sequence_parallel: true (each "
+                                                "TP rank routes its own share of the tokens, as Megatron-Core "
+                                                "requires)")
+    if zero >= 2:
+        raise _fail(where, "zero", f"ZeRO stage {zero} with MoE layers is not modelled (expert parameters "
+                                   f"would shard over their expert-data-parallel group); use zero: 0 or 1")
+    return {"ep": p.ep, "ep_placement": p.ep_placement, "ep_algorithm": p.ep_algorithm}

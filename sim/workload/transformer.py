@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.hardware.specs import DTYPE_BYTES
+from sim.workload.moe import MoEConfig
 from sim.workload.trace import Op
 
 RECOMPUTE_MODES = ("none", "selective", "full")
@@ -58,6 +59,7 @@ class ModelConfig:
     fused_kernels: bool = True
     dropout: float = 0.0
     bias: bool = True
+    moe: MoEConfig | None = None  # mixture-of-experts layers (sim.workload.moe)
 
     @property
     def head_dim(self) -> int:

@@ -13,6 +13,8 @@ the shared builder (``builder``):
   tied-embedding gradient all-reduce;
 - ``data``: the batch copies from host memory, the bucketed gradient
   synchronisation over replicas;
+- ``expert``: MoE layers' router, dispatch / combine all-to-alls over the
+  expert-parallel group and experts, and the expert gradients' sync;
 - ``fsdp``: sharded data parallelism, ZeRO stages 2 and 3 / FSDP: parameters
   gathered per layer, gradients reduce-scattered per layer;
 - ``zero``: the optimizer step, its sharding (ZeRO) and offload to the host.
@@ -29,7 +31,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sim.hardware.specs import DeviceSpec
-from sim.parallel.emit import data, fsdp, layers, pipeline, zero
+from sim.parallel.emit import data, expert, fsdp, layers, pipeline, zero
 from sim.parallel.emit.builder import Expansion, Iteration, Stage, TraceBuilder
 from sim.parallel.expand import FIDELITIES
 from sim.parallel.memory import stage_memory
@@ -96,9 +98,12 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
         dp_ops = {key: list(ops) for key, ops in it.grad_syncs.items()}
     else:
         dp_ops = data.gradient_buckets(it, zero.gradient_collective(it))
+        for key, ops in expert.gradient_buckets(it, zero.gradient_collective(it)).items():
+            dp_ops.setdefault(key, []).extend(ops)
     emb_ops = pipeline.embedding_sync(it)
     if optimizer_step:
         steps = zero.optimizer_step(it, dp_ops, emb_ops)
         zero.parameter_allgather(it, steps)
+        expert.parameter_allgather(it, steps)
     return Expansion(it.bld.ops, it.resident, it.stage_of_rank, it.bld.hardware_flops,
                      {"layers_per_chunk": it.layers_per_chunk})

@@ -149,6 +149,8 @@ class Iteration:
     final_op: dict[tuple[int, int, int], int] = field(default_factory=dict)
     # (stage, TP rank) -> the gradient reductions of sharded data parallelism (ZeRO-2/3), in order
     grad_syncs: dict[tuple[int, int], dict[int, None]] = field(default_factory=dict)
+    # technique-specific state of the iteration, by technique (e.g. the MoE pricing caches)
+    extras: dict[str, object] = field(default_factory=dict)
     _segments: dict[str, dict[str, Segment]] = field(default_factory=dict)
 
     def segments(self, rank: int) -> dict[str, Segment]:
@@ -197,6 +199,13 @@ class Stage:
         """The segment on every simulated TP rank, each after its waits."""
         for j, rank in self.ranks.items():
             self.bld.compute(rank, self.seg[seg_name], f"{self.prefix}.{label}", self.waits[j],
+                             phase=phase, **self.tag, **extra)
+            self.waits[j] = []
+
+    def compute_each(self, segments: dict[int, Segment], label: str, phase: str, **extra) -> None:
+        """A segment per simulated TP rank (they differ, e.g. by expert load), each after its waits."""
+        for j, rank in self.ranks.items():
+            self.bld.compute(rank, segments[j], f"{self.prefix}.{label}", self.waits[j],
                              phase=phase, **self.tag, **extra)
             self.waits[j] = []
 

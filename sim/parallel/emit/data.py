@@ -16,6 +16,7 @@ shards the optimizer state (sim.parallel.emit.zero).
 from __future__ import annotations
 
 from sim.parallel.emit.builder import Iteration, Stage
+from sim.parallel.experts import moe_layer_params
 from sim.parallel.memory import layer_params, root_params
 
 BATCH_BYTES_PER_TOKEN = {"inputs": 8 + 8, "targets": 8 + 4}
@@ -55,6 +56,16 @@ def gradients_ready(stage: Stage, layer: int | str) -> None:
             stage.bld.last_compute[rank])
 
 
+def _grad_bytes(it: Iteration, s: int, layer: int | str, dense_layer: float) -> float:
+    """Gradient bytes of one layer (its dense part for a MoE layer: attention,
+    router, shared experts) or of the root unit, over the data-parallel group."""
+    if layer == "root":
+        return root_params(it.cfg, it.plan, s) * it.cfg.dtype_bytes
+    if it.cfg.moe is not None and it.cfg.moe.is_moe(layer):
+        return moe_layer_params(it.cfg, it.plan)[0] * it.cfg.dtype_bytes
+    return dense_layer
+
+
 def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int]]:
     """The bucketed gradient collectives of each (stage, TP rank); their ops."""
     plan, bld = it.plan, it.bld
@@ -69,7 +80,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
         items = list(layers.items())
         for index, (layer, ready) in enumerate(items):
             deps += ready
-            bucket += root_params(it.cfg, plan, s) * it.cfg.dtype_bytes if layer == "root" else grad_per_layer
+            bucket += _grad_bytes(it, s, layer, grad_per_layer)
             if bucket >= plan.dp_bucket_bytes or index == len(items) - 1:
                 done.append(bld.collective(kind, f"s{s}.dp.{kind}.L{layer}", bucket, group, mirror,
                                            deps, DP_STREAM, "dp", plan.dp_algorithm, stage=s))

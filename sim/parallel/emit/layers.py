@@ -23,14 +23,16 @@ inputs of the weight GEMMs (sim.parallel.memory.layer_wgrad_input_bytes),
 freed by W's last op; with full recomputation B rebuilds the latter, so its
 first op allocates them.
 
-Sharded data parallelism (sim.parallel.emit.fsdp) hooks in per layer: its
+A MoE layer's MLP block is the expert emitter's (sim.parallel.emit.expert):
+router, dispatch and combine all-to-alls, experts. Sharded data parallelism
+(sim.parallel.emit.fsdp) hooks in per layer: its
 parameters gathered before a use (forward, or backward / B) and freed by the
 use's last op, its gradients reduce-scattered after its wgrad.
 """
 
 from __future__ import annotations
 
-from sim.parallel.emit import data, fsdp, tensor
+from sim.parallel.emit import data, expert, fsdp, tensor
 from sim.parallel.emit.builder import Stage
 from sim.parallel.memory import chunk_activation_bytes, layer_wgrad_input_bytes
 from sim.parallel.schedules import SPLIT_BACKWARD
@@ -82,15 +84,21 @@ def forward(stage: Stage, m: int, c: int) -> None:
     for layer in it.chunk_layers(stage.s, c):
         params = fsdp.gather_layer(stage, layer, f"F{m}.c{c}")
         tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **hold())
-        tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer, **hold(), **_frees(params))
+        if expert.is_moe(stage, layer):
+            expert.forward(stage, layer, m, **hold())
+        else:
+            tensor.run(stage, "fwd.mlp", f"L{layer}.mlp", "fwd", sync=True, layer=layer, **hold(), **_frees(params))
         fsdp.layer_done(stage)
     if last:
         tensor.run(stage, "fwd.head", "head", "fwd")
 
 
-def _recompute_forward(stage: Stage, layer: int, **extra) -> None:
+def _recompute_forward(stage: Stage, layer: int, m: int, **extra) -> None:
     tensor.run(stage, "fwd.attn", f"L{layer}.recompute.attn", "recompute", sync=True, layer=layer, **extra)
-    tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
+    if expert.is_moe(stage, layer):
+        expert.forward(stage, layer, m, phase="recompute", label="recompute.")
+    else:
+        tensor.run(stage, "fwd.mlp", f"L{layer}.recompute.mlp", "recompute", sync=True, layer=layer)
 
 
 def backward(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward: bool) -> None:
@@ -110,10 +118,13 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward
     for layer in reversed(layers):
         params = fsdp.gather_layer(stage, layer, f"B{m}.c{c}")
         if recompute == "full":
-            _recompute_forward(stage, layer)
-        tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
-        tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer,
-                              **fsdp.gradient_buffer(stage, layer, m))
+            _recompute_forward(stage, layer, m)
+        if expert.is_moe(stage, layer):
+            expert.backward_input(stage, layer, m, with_weights=True)
+        else:
+            tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
+            tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer,
+                                  **fsdp.gradient_buffer(stage, layer, m))
         if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
         tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer)
@@ -151,9 +162,12 @@ def backward_input(stage: Stage, m: int, c: int, last_microbatch: bool, first_ba
     for layer in reversed(layers):
         params = fsdp.gather_layer(stage, layer, f"B{m}.c{c}")
         if recompute == "full":
-            _recompute_forward(stage, layer, **rebuild)
+            _recompute_forward(stage, layer, m, **rebuild)
             rebuild = {}
-        tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
+        if expert.is_moe(stage, layer):
+            expert.backward_input(stage, layer, m, with_weights=False)
+        else:
+            tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
         if recompute == "selective" and "recompute.core" in stage.seg:
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
         tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer,
@@ -168,8 +182,11 @@ def backward_weight(stage: Stage, m: int, c: int, last_microbatch: bool, first_b
     actw = f"actw.m{m}.c{c}"
     layers = stage.it.chunk_layers(stage.s, c)
     for layer in reversed(layers):
-        tensor.run(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", "bwd", layer=layer,
-                   **fsdp.gradient_buffer(stage, layer, m))
+        if expert.is_moe(stage, layer):
+            expert.backward_weight(stage, layer, m)
+        else:
+            tensor.run(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", "bwd", layer=layer,
+                       **fsdp.gradient_buffer(stage, layer, m))
         last_of_unit = layer == layers[0] and not first
         tensor.run(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", "bwd", layer=layer,
                    **_frees(actw if last_of_unit else None))

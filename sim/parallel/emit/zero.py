@@ -24,7 +24,7 @@ from sim.parallel.emit.builder import Iteration
 from sim.parallel.emit.data import DP_STREAM
 from sim.hardware.specs import DeviceSpec
 from sim.parallel.expand import Segment, memory_bound_segment
-from sim.parallel.memory import stage_params
+from sim.parallel.memory import optimizer_params, stage_expert_params, stage_params
 
 OPTIMIZER_FLOPS_PER_PARAM = 10.0
 OPTIMIZER_BYTES_PER_PARAM = 28.0  # Adam: read bf16 grad, fp32 master/m/v; write those and bf16 weights
@@ -80,7 +80,7 @@ def optimizer_step(it: Iteration, dp_ops: dict[tuple[int, int], list[int]],
             for j in it.tps:
                 rank = plan.rank(d, s, j)
                 spec = it.spec_of_rank(rank)
-                params = stage_params(it.cfg, plan, s) / plan.shards
+                params = optimizer_params(it.cfg, plan, s)
                 deps = list(dp_ops.get((s, j), []))
                 if (d, j) in emb_ops and s in (0, plan.pp - 1):
                     deps.append(emb_ops[(d, j)])
@@ -102,7 +102,7 @@ def parameter_allgather(it: Iteration, steps: dict[tuple[int, int], list[int]]) 
     if plan.zero not in (1, 2) or size == 1:
         return
     for (s, j), deps in sorted(steps.items()):
-        nbytes = stage_params(it.cfg, plan, s) * it.cfg.dtype_bytes
+        nbytes = (stage_params(it.cfg, plan, s) - stage_expert_params(it.cfg, plan, s)) * it.cfg.dtype_bytes
         if size == plan.dp:
             group = [plan.rank(d, s, j) for d in range(plan.dp)]
             mirror = bld.mirrors(lambda dd, jj: [plan.rank(x, s, jj) for x in range(plan.dp)], "t")
