@@ -139,6 +139,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(enabled=not args.quiet)
     with progress.stage(f"loading {args.scenario}"):
         scenario = sim.load_scenario(args.scenario, overrides)
+    serving = not isinstance(scenario, sim.Scenario)      # sim.serving: requests over time
+    if serving and args.write_trace:
+        raise sim.AccsimError("--write-trace: a serving scenario has no operator trace to write")
     result = sim.run(scenario, progress=progress)
     extras = []
     if args.write_trace:
@@ -153,7 +156,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         extras.append(perfetto)
     with progress.stage(f"writing {args.out}"):
         result.write(args.out, overwrite=args.overwrite, format=args.format, extras=extras)
-    if not args.quiet:
+    if not args.quiet and serving:
+        from sim.serving.report import print_serving_summary
+        print_serving_summary(result.summary, args.out, fmt=args.format)
+        if args.perfetto:
+            print(f"wrote {args.out}/trace.pftrace (open it at https://ui.perfetto.dev)")
+    elif not args.quiet:
         print_summary(result.summary, result.utilization, args.out, fmt=args.format)
         if args.write_trace:
             print(f"wrote {args.out}/trace.arrow (replay it with cluster: and trace: in a scenario)")

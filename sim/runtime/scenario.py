@@ -262,6 +262,9 @@ def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: 
     """Validate a scenario mapping (ScenarioFile), load its specs, cluster and
     trace (or generate the training iteration), and check they agree."""
     check_structure(raw, where)
+    if "serving" in raw:            # LLM serving (sim.serving, docs/serving.md)
+        from sim.serving.scenario import serving_scenario_from_dict
+        return serving_scenario_from_dict(raw, base, where, default_name, overrides)
     doc = validate(ScenarioFile, raw, where)
     training_mode = doc.model is not None or doc.parallel is not None
     if training_mode:

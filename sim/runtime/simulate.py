@@ -350,6 +350,11 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
     >>> result.summary["iteration_time_s"], result.timeline.num_rows
     """
     scenario = resolve(scenario, overrides)
+    if not isinstance(scenario, Scenario):      # a serving scenario (sim.serving)
+        from sim.serving.run import simulate
+        result = simulate(scenario, progress=progress)
+        result.summary["provenance"] = provenance(scenario)
+        return result
     simulation = Simulation(scenario, progress=progress)
     result = simulation.run()
     if scenario.training is not None:
@@ -377,8 +382,9 @@ def provenance(scenario: Scenario) -> dict[str, Any]:
 
 def resolve(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
             overrides: Sequence[str] | Mapping[str, Any] = ()) -> Scenario:
-    """A Scenario from any of the forms ``run`` takes."""
-    if isinstance(scenario, Scenario):
+    """A Scenario (or a sim.serving ServingScenario) from any of the forms ``run`` takes."""
+    from sim.serving.scenario import ServingScenario
+    if isinstance(scenario, (Scenario, ServingScenario)):
         if overrides:
             raise ScenarioError("overrides apply to a scenario file or mapping, not to a loaded Scenario; "
                                 "pass them to sim.load_scenario instead")
