@@ -236,6 +236,8 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
 
     _add_flows(rows, slice_of_row)
     _add_counters(model, rows, starts_ns, ends_ns, groups, memory, keep_device, next_uuid)
+    from sim.serving.tracks import add_request_tracks   # serving runs: a track per request
+    add_request_tracks(model, run_dir, next_uuid, start_s, end_s)
     return model
 
 

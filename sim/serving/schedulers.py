@@ -68,6 +68,7 @@ class Batch:
     shape: BatchShape = BatchShape()
     swap_blocks: int = 0
     preempted: int = 0
+    recomputed: int = 0
     kv_blocks_used: int = 0
     size: int = 0
 
@@ -208,9 +209,12 @@ class Scheduler(ABC):
         if kv.never_fits(prompt_blocks):
             return (f"its prompt needs {prompt_blocks} KV blocks; the cache has {kv.total} "
                     f"(less the watermark of {kv.watermark})")
-        if blocks_for(full, kv.block_size) > kv.total:
+        if kv.never_fits(blocks_for(full, kv.block_size)):
             return (f"its {full} tokens of KV cache need {blocks_for(full, kv.block_size)} blocks; "
-                    f"the cache has {kv.total}")
+                    f"the cache has {kv.total} (less the watermark of {kv.watermark})")
+        if self.policy != "chunked_prefill" and full > self.limits.max_num_batched_tokens:
+            return (f"recomputing its {full} tokens after a preemption would exceed "
+                    f"max_num_batched_tokens ({self.limits.max_num_batched_tokens}) without chunking")
         return None
 
     # ------------------------------------------------------------ running-set bookkeeping
@@ -298,6 +302,7 @@ class Scheduler(ABC):
             self.swapped.append(r)
             batch.swap_blocks += covered
             return
+        batch.recomputed += 1
         state.computed[r] = 0
         state.prefilled[r] = False
         state.status[r] = WAITING

@@ -24,6 +24,13 @@ METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("exposed_comm_dp_s", ("exposed_comm_s", "dp")),
     ("exposed_comm_embedding_sync_s", ("exposed_comm_s", "embedding_sync")),
     ("peak_memory_per_gpu_bytes", ("memory_per_gpu", "peak_bytes")),
+    # serving scenarios (sim.serving; docs/serving.md)
+    ("ttft_mean_s", ("ttft_s", "mean")), ("ttft_p50_s", ("ttft_s", "p50")), ("ttft_p99_s", ("ttft_s", "p99")),
+    ("tpot_mean_s", ("tpot_s", "mean")), ("tpot_p50_s", ("tpot_s", "p50")), ("tpot_p99_s", ("tpot_s", "p99")),
+    ("e2e_mean_s", ("e2e_s", "mean")), ("e2e_p50_s", ("e2e_s", "p50")), ("e2e_p99_s", ("e2e_s", "p99")),
+    ("throughput_tokens_per_s", ("throughput_tokens_per_s",)), ("requests_per_s", ("requests_per_s",)),
+    ("goodput_requests_per_s", ("goodput_requests_per_s",)), ("mbu", ("mbu",)),
+    ("kv_peak_utilization", ("kv_peak_utilization",)), ("rejected", ("rejected",)),
 )
 # Names an axis may not take: they would collide with a results column.
 RESERVED = frozenset([name for name, _ in STATUS_FIELDS] + [name for name, _ in METRICS] + ["sweep_id"])
