@@ -77,7 +77,7 @@ class KvTransfers:
 
     # ------------------------------------------------------------ hooks called by engines
 
-    def on_batch(self, engine, batch, start_s: float, _end_s: float) -> None:
+    def on_batch(self, engine, batch, start_s: float) -> None:
         """A prefill iteration starts: reserve and start the layer-wise transfer early."""
         if self.mode != "layerwise" or self.layers < 2:
             return

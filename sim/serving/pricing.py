@@ -33,14 +33,14 @@ Speed: prices are cached per component. The token-proportional part is
 keyed by the token count, exact up to 256 and above that rounded up to 1/128
 of its octave (at most 0.8% more tokens than the batch has); decode
 attention by the number of sequences and a grid of 16 points per octave of
-the summed context, interpolated linearly in between; prefill attention by
+the summed context, interpolated linearly in between (a decode-only
+iteration is one lookup of that affine piece, weights and head included); prefill attention by
 its sums rounded up like the token count. 100,000 requests then need a few
 thousand distinct prices.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sim.engine.device import bind_op, isolated_seconds
@@ -52,19 +52,20 @@ from sim.workload.transformer import ModelConfig
 
 EXACT_BELOW = 256
 FRACTION_BITS = 7       # 2^7 = 128 steps per octave above EXACT_BELOW
+GRID_BITS = 4           # 2^4 = 16 interpolation points per octave of the summed context
 NORM_FLOPS = 5.0        # per element, as sim.workload.transformer
 ACT_FLOPS = 8.0
 
 
-def grid(value: float, steps: int = 16) -> tuple[float, float, float]:
-    """(low, high, weight): ``value`` between two points of a grid with ``steps``
-    points per octave (exact integers up to 256), and its weight towards high."""
-    if value <= EXACT_BELOW:
-        return float(value), float(value), 0.0
-    position = math.log2(value) * steps
-    low = math.floor(position)
-    a, b = 2.0 ** (low / steps), 2.0 ** ((low + 1) / steps)
-    return a, b, (value - a) / (b - a)
+def grid(value: int) -> tuple[int, int]:
+    """The integer points of the interpolation grid around ``value``: itself below 32,
+    else the multiples of 2^(floor(log2 value) - 4) below and above it (16 points per
+    octave)."""
+    shift = value.bit_length() - 1 - GRID_BITS
+    if shift <= 0:
+        return value, value
+    low = (value >> shift) << shift
+    return low, low + (1 << shift)
 
 
 def bucket(value: int) -> int:
@@ -86,16 +87,28 @@ class Precision:
     compute_dtype: str
 
 
-@dataclass(frozen=True)
 class Cost:
-    """An iteration's (or a component's) time, FLOPs and bytes moved on one GPU."""
+    """An iteration's (or a component's) time, FLOPs and bytes moved on one GPU.
 
-    seconds: float
-    flops: float
-    bytes: float
+    A plain slotted class (treated as immutable): iterations create several
+    each, and a frozen dataclass's constructor is several times slower."""
+
+    __slots__ = ("seconds", "flops", "bytes")
+
+    def __init__(self, seconds: float, flops: float, nbytes: float):
+        self.seconds = seconds
+        self.flops = flops
+        self.bytes = nbytes
 
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(self.seconds + other.seconds, self.flops + other.flops, self.bytes + other.bytes)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Cost) and (self.seconds, self.flops, self.bytes) == (
+            other.seconds, other.flops, other.bytes)
+
+    def __repr__(self) -> str:
+        return f"Cost(seconds={self.seconds!r}, flops={self.flops!r}, bytes={self.bytes!r})"
 
     def scaled(self, factor: float) -> "Cost":
         return Cost(self.seconds * factor, self.flops * factor, self.bytes * factor)
@@ -104,7 +117,6 @@ class Cost:
 ZERO = Cost(0.0, 0.0, 0.0)
 
 
-@dataclass(frozen=True)
 class BatchShape:
     """What an iteration computes, summed over its requests.
 
@@ -113,20 +125,29 @@ class BatchShape:
     causal attention, q x cached + q (q + 1) / 2; ``prefill_context``: sum of
     the keys each chunk reads (cached + q); ``decode_seqs`` and
     ``decode_context`` (sum of the contexts the decode tokens attend to);
-    ``sampled``: sequences that produce a token.
+    ``sampled``: sequences that produce a token. (A slotted class rather than a
+    dataclass: one is made per iteration.)
     """
 
-    prefill_tokens: int = 0
-    prefill_seqs: int = 0
-    prefill_pairs: int = 0
-    prefill_context: int = 0
-    decode_seqs: int = 0
-    decode_context: int = 0
-    sampled: int = 0
+    __slots__ = ("prefill_tokens", "prefill_seqs", "prefill_pairs", "prefill_context", "decode_seqs",
+                 "decode_context", "sampled")
+
+    def __init__(self, prefill_tokens: int = 0, prefill_seqs: int = 0, prefill_pairs: int = 0,
+                 prefill_context: int = 0, decode_seqs: int = 0, decode_context: int = 0, sampled: int = 0):
+        self.prefill_tokens = prefill_tokens
+        self.prefill_seqs = prefill_seqs
+        self.prefill_pairs = prefill_pairs
+        self.prefill_context = prefill_context
+        self.decode_seqs = decode_seqs
+        self.decode_context = decode_context
+        self.sampled = sampled
 
     @property
     def tokens(self) -> int:
         return self.prefill_tokens + self.decode_seqs
+
+    def __repr__(self) -> str:
+        return "BatchShape(" + ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__) + ")"
 
 
 class StagePricer:
@@ -148,7 +169,8 @@ class StagePricer:
         self.kv_heads = (model.kv_heads or model.heads) // tp
         self.hd = model.head_dim
         self._linear: dict[int, Cost] = {}
-        self._decode: dict[tuple[int, float], Cost] = {}
+        self._decode: dict[tuple[int, int], Cost] = {}
+        self._decode_iter: dict[tuple[int, int], tuple] = {}
         self._prefill: dict[tuple[int, int, int, int], Cost] = {}
         self._head: dict[int, Cost] = {}
         self.weights_bytes = weight_params(model, layers, tp, first, last) * precision.weight_bytes
@@ -228,27 +250,44 @@ class StagePricer:
 
     def decode_attention(self, seqs: int, context: int) -> Cost:
         """Attention of ``seqs`` decode tokens over ``context`` cached keys in all (all
-        layers), interpolated linearly between prices on a grid of 16 points per octave
-        of ``context`` (exact where the kernel model is linear in it, as a roofline is
-        piecewise)."""
+        layers), interpolated linearly between prices on ``grid`` points of ``context``
+        (exact where the kernel model is linear in it, as a roofline is piecewise)."""
         if seqs == 0:
             return ZERO
-        low, high, weight = grid(context)
+        low, high = grid(context)
         a = self._decode_at(seqs, low)
-        if not weight:
+        if high == low:
             return a
         b = self._decode_at(seqs, high)
-        return Cost(a.seconds + (b.seconds - a.seconds) * weight, a.flops + (b.flops - a.flops) * weight,
-                    a.bytes + (b.bytes - a.bytes) * weight)
+        w = (context - low) / (high - low)
+        return Cost(a.seconds + (b.seconds - a.seconds) * w, a.flops + (b.flops - a.flops) * w,
+                    a.bytes + (b.bytes - a.bytes) * w)
 
-    def _decode_at(self, seqs: int, context: float) -> Cost:
+    def _decode_at(self, seqs: int, context: int) -> Cost:
         key = (seqs, context)
         cached = self._decode.get(key)
         if cached is None:
             cached = self._decode[key] = self.decode_attention_layer(seqs, context).scaled(self.layers)
         return cached
 
-    def decode_attention_layer(self, seqs: int, context: float, unit: str | None = None,
+    def decode_iteration(self, seqs: int, context: int) -> Cost:
+        """A decode-only iteration (``linear`` + ``decode_attention`` + ``head``), the
+        common case, kept per (sequences, grid cell) as an affine function of ``context``
+        so that an iteration costs one lookup."""
+        low, high = grid(context)
+        entry = self._decode_iter.get((seqs, low))
+        if entry is None:
+            base = self.linear(seqs) + self.head(seqs)
+            a = base + self._decode_at(seqs, low)
+            b = base + self._decode_at(seqs, high)
+            span = float(high - low) or 1.0
+            entry = self._decode_iter[(seqs, low)] = (
+                a.seconds, (b.seconds - a.seconds) / span, a.flops, (b.flops - a.flops) / span,
+                a.bytes, (b.bytes - a.bytes) / span)
+        d = context - low
+        return Cost(entry[0] + entry[1] * d, entry[2] + entry[3] * d, entry[4] + entry[5] * d)
+
+    def decode_attention_layer(self, seqs: int, context: int, unit: str | None = None,
                                kind: str = "attention") -> Cost:
         a, kv = self.p.act_bytes, self.p.kv_bytes
         q = seqs * self.heads * self.hd
@@ -288,7 +327,13 @@ class StagePricer:
 
     def iteration(self, shape: BatchShape) -> Cost:
         """The stage's cost for one iteration of ``shape``."""
-        if shape.tokens == 0:
+        tokens = shape.prefill_tokens + shape.decode_seqs
+        if tokens == 0:
             return ZERO
-        return (self.linear(shape.tokens) + self.prefill_attention(shape)
-                + self.decode_attention(shape.decode_seqs, shape.decode_context) + self.head(shape.sampled))
+        if not shape.prefill_seqs:
+            return self.decode_iteration(shape.decode_seqs, shape.decode_context)
+        parts = [self.linear(tokens), self.decode_attention(shape.decode_seqs, shape.decode_context),
+                 self.head(shape.sampled)]
+        if shape.prefill_seqs:
+            parts.append(self.prefill_attention(shape))
+        return Cost(sum(p.seconds for p in parts), sum(p.flops for p in parts), sum(p.bytes for p in parts))

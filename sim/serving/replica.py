@@ -76,7 +76,8 @@ class Replica:
         return [stage.iteration(shape) for stage in self.stages]
 
     def note_memory(self, now: float, records: Records) -> None:
-        used = sum(e.scheduler.kv.used for e in self.engines)
+        engines = self.engines
+        used = engines[0].scheduler.kv.used if len(engines) == 1 else sum(e.scheduler.kv.used for e in engines)
         if used != self._last_kv:
             self._last_kv = used
             block = self.budget.block_bytes
@@ -116,10 +117,15 @@ class Engine:
 
     def loop(self):
         env, replica, scheduler = self.env, self.replica, self.scheduler
+        iterations = self.records.iterations
+        stages = self.records.stages
+        block_bytes, host = replica.budget.block_bytes, replica.host_bytes_per_s
+        single = replica.pp == 1
+        tp = replica.tp
         while True:
             if self.before_schedule is not None:
                 self.before_schedule(self)
-            batch = scheduler.schedule(env.now)
+            batch = scheduler.schedule(env._now)
             if batch is None:
                 self.wakeup = env.event()
                 if scheduler.retry_at is not None and scheduler.retry_at > env.now:
@@ -128,33 +134,32 @@ class Engine:
                     yield self.wakeup
                 self.wakeup = None
                 continue
-            start = env.now
+            start = env._now
             costs = replica.stage_costs(batch)
-            swap_s = batch.swap_blocks * replica.budget.block_bytes / replica.host_bytes_per_s
             if self.on_batch is not None:
-                self.on_batch(self, batch, start, start + swap_s + sum(c.seconds for c in costs))
-            if swap_s:
-                yield env.timeout(swap_s)
-            if replica.pp == 1:
-                yield env.timeout(costs[0].seconds)
-                self.records.stages.append((replica.index, 0, self.iterations, env.now - costs[0].seconds,
-                                            env.now, costs[0].flops, costs[0].bytes, batch.size))
+                self.on_batch(self, batch, start)
+            if batch.swap_blocks:
+                yield env.timeout(batch.swap_blocks * block_bytes / host)
+            if single:      # one stage: its row in the timeline is the iteration's (see tables)
+                cost = costs[0]
+                yield env.timeout(cost.seconds)
+                flops, moved = cost.flops * tp, cost.bytes * tp
             else:
                 for s, (resource, cost) in enumerate(zip(replica.resources, costs)):
                     with resource.request() as slot:
                         yield slot
-                        begin = env.now
+                        begin = env._now
                         yield env.timeout(cost.seconds)
-                        self.records.stages.append((replica.index, s, self.iterations, begin, env.now,
-                                                    cost.flops, cost.bytes, batch.size))
-            end = env.now
+                        stages.append((replica.index, s, self.iterations, begin, env._now,
+                                       cost.flops, cost.bytes, batch.size))
+                flops = sum(c.flops for c in costs) * tp
+                moved = sum(c.bytes for c in costs) * tp
+            end = env._now
             self.busy_s += end - start
             shape = batch.shape
-            flops = sum(c.flops for c in costs) * replica.tp
-            moved = sum(c.bytes for c in costs) * replica.tp
-            self.records.iterations.append((replica.index, self.index, start, end, shape.prefill_tokens,
-                                            shape.decode_seqs, batch.size, batch.kv_blocks_used,
-                                            batch.preempted, batch.swap_blocks, flops, moved))
+            iterations.append((replica.index, self.index, start, end, shape.prefill_tokens, shape.decode_seqs,
+                               batch.size, batch.kv_blocks_used, batch.preempted, batch.swap_blocks, flops,
+                               moved))
             self.iterations += 1
             finished = scheduler.complete(batch, end)
             replica.note_memory(end, self.records)

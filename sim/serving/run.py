@@ -221,10 +221,11 @@ class ServingRun:
         requests = tables.requests_table(self.state, times)
         iterations = tables.iterations_table(records.iterations)
         tp_of = [r.tp for r in self.replicas]
-        timeline = tables.timeline_table(records.stages, records.links, self.names, tp_of)
+        stage_rows = self._stage_rows()
+        timeline = tables.timeline_table(stage_rows, records.links, self.names, tp_of)
         finish = times["finish"][times["finished"]]
         makespan = float(finish.max()) if len(finish) else 0.0
-        makespan = max(makespan, max((row[4] for row in records.stages), default=0.0))
+        makespan = max(makespan, max((row[3] for row in records.iterations), default=0.0))
         units = [(r.name, f"stage{s}") for r in self.replicas for s in range(r.pp)]
         bubbles = tables.bubbles_table(timeline, makespan, units)
         util_units = [(r.name, f"stage{s}", "compute",
@@ -236,7 +237,7 @@ class ServingRun:
         utilization = tables.serving_utilization(timeline, makespan, util_units)
         memory = tables.memory_table(records.memory)
         stage_busy: dict[int, float] = {}
-        for row in records.stages:
+        for row in stage_rows:
             stage_busy[row[0]] = stage_busy.get(row[0], 0.0) + (row[4] - row[3])
         summary = {"scenario": scenario.name, "kind": "serving", "model": scenario.model.name,
                    "device": scenario.device.name, "devices": sum(r.gpus for r in self.replicas),
@@ -244,6 +245,22 @@ class ServingRun:
                                      self._extra(wall_s))}
         return result_class(timeline, bubbles, utilization, memory, summary,
                             extra_tables={"requests": requests, "iterations": iterations})
+
+    def _stage_rows(self) -> list[tuple]:
+        """(replica, stage, iteration, start, end, flops, bytes, batch) per stage interval;
+        single-stage replicas record none while running: their iterations are the rows."""
+        single = {r.index for r in self.replicas if r.pp == 1}
+        tp = [r.tp for r in self.replicas]
+        rows = list(self.records.stages)
+        counters: dict[tuple[int, int], int] = {}
+        for row in self.records.iterations:
+            if row[0] in single:
+                key = (row[0], row[1])
+                number = counters.get(key, 0)
+                counters[key] = number + 1
+                rows.append((row[0], 0, number, row[2], row[3], row[10] / tp[row[0]], row[11] / tp[row[0]],
+                             row[6]))
+        return rows
 
     def _extra(self, wall_s: float) -> dict[str, Any]:
         scenario, section = self.scenario, self.scenario.section

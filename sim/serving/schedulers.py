@@ -48,7 +48,7 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,20 +57,25 @@ from sim.serving.pricing import BatchShape
 from sim.serving.state import FINISHED, RUNNING, SWAPPED, TRANSFER, WAITING, RequestState
 
 GROW, DONE = 0, 1
+EMPTY = BatchShape()
 
 
-@dataclass
 class Batch:
-    """One iteration: prefill chunks (request, tokens), the number of decodes, its shape."""
+    """One iteration: prefill chunks (request, tokens), the number of decodes, its shape,
+    and what setting it up did (blocks swapped, requests preempted)."""
 
-    prefill: list[tuple[int, int]] = field(default_factory=list)
-    decodes: int = 0
-    shape: BatchShape = BatchShape()
-    swap_blocks: int = 0
-    preempted: int = 0
-    recomputed: int = 0
-    kv_blocks_used: int = 0
-    size: int = 0
+    __slots__ = ("prefill", "decodes", "shape", "swap_blocks", "preempted", "recomputed",
+                 "kv_blocks_used", "size")
+
+    def __init__(self):
+        self.prefill: list[tuple[int, int]] = []
+        self.decodes = 0
+        self.shape = EMPTY
+        self.swap_blocks = 0
+        self.preempted = 0
+        self.recomputed = 0
+        self.kv_blocks_used = 0
+        self.size = 0
 
 
 @dataclass
@@ -150,11 +155,14 @@ class Decoders:
         """Valid events of ``kind`` for the decode iteration ``tick``, as (order, request),
         in admission order. GROW events of iteration t are taken before it runs, DONE
         events after it, so the heap (ordered by tick, then kind) is consumed in order."""
-        found = []
         events, version = self.events, self.version
-        limit = (tick, kind)
-        while events and events[0][:2] <= limit:
-            t, k, order, r, v = heapq.heappop(events)
+        found = []
+        pop = heapq.heappop
+        while events:
+            head = events[0]
+            if head[0] > tick or (head[0] == tick and head[1] > kind):
+                break
+            t, k, order, r, v = pop(events)
             if v == version.get(r) and k == kind:
                 found.append((order, r))
         return found
@@ -313,6 +321,10 @@ class Scheduler(ABC):
         block boundary take a block, in admission order; when none is free the most
         recently admitted running request is preempted (possibly the one asking)."""
         decoders, kv, state = self.decoders, self.kv, self.state
+        events = decoders.events
+        if not events or events[0][0] > decoders.tick:      # nobody crosses a block boundary
+            budget.tokens -= decoders.count
+            return decoders.count
         due = decoders.due(GROW, decoders.tick)
         if due and kv.available >= len(due):     # the common case: a block for each
             kv.take(len(due))
@@ -389,7 +401,10 @@ class Scheduler(ABC):
         if not prefill and not decodes:
             return None
         batch.prefill, batch.decodes = prefill, decodes
-        batch.shape = shape_of(self.state, prefill, decodes, self.decoders.context() if decodes else 0)
+        if prefill:
+            batch.shape = shape_of(self.state, prefill, decodes, self.decoders.context() if decodes else 0)
+        else:
+            batch.shape = BatchShape(0, 0, 0, 0, decodes, self.decoders.context(), decodes)
         batch.kv_blocks_used = self.kv.used
         batch.size = len(prefill) + decodes
         return batch
@@ -405,7 +420,9 @@ class Scheduler(ABC):
         finished: list[int] = []
         if batch.decodes:
             decoders.advance(now)
-            for order, r in decoders.due(DONE, decoders.tick - 1):
+            events = decoders.events
+            due = decoders.due(DONE, decoders.tick - 1) if events and events[0][0] < decoders.tick else ()
+            for order, r in due:
                 decoders.leave(r, decoders.tick)
                 self._finish(r, now)
                 finished.append(r)
@@ -471,7 +488,7 @@ class PrefillFirst(Scheduler):
     policy = "prefill_first"
 
     def plan(self, batch, now):
-        prefill = [] if self.swapped else self._new_prefills(self._budget(), now, chunked=False)
+        prefill = [] if self.swapped or not self.waiting else self._new_prefills(self._budget(), now, False)
         if prefill:
             return prefill, 0
         budget = self._budget()

@@ -116,67 +116,91 @@ def requests_table(state: RequestState, times: dict[str, np.ndarray]) -> pa.Tabl
 
 
 def iterations_table(rows: list[tuple]) -> pa.Table:
-    rows = sorted(rows, key=lambda row: (row[0], row[1], row[2]))
-    columns = list(zip(*rows)) if rows else [[] for _ in ITERATIONS_SCHEMA]
-    arrays = [pa.array(list(col), type=f.type) for col, f in zip(columns, ITERATIONS_SCHEMA)]
+    """Rows (ITERATIONS_SCHEMA order) sorted by replica, engine and start."""
+    if not rows:
+        return ITERATIONS_SCHEMA.empty_table()
+    values = np.array(rows, dtype=np.float64)
+    values = values[np.lexsort((values[:, 2], values[:, 1], values[:, 0]))]
+    arrays = [pa.array(values[:, i].astype(np.int64) if f.type == pa.int64() else values[:, i], type=f.type)
+              for i, f in enumerate(ITERATIONS_SCHEMA)]
     return pa.Table.from_arrays(arrays, schema=ITERATIONS_SCHEMA)
+
+
+def _stage_columns(stage_rows: list[tuple], names: list[str], tp_of: list[int]) -> pa.Table:
+    values = np.array(stage_rows, dtype=np.float64)
+    values = values[np.lexsort((values[:, 3], values[:, 1], values[:, 0]))]
+    replica = values[:, 0].astype(np.int64)
+    stage = values[:, 1].astype(np.int64)
+    tp = np.array(tp_of, dtype=np.float64)[replica]
+    count = len(values)
+    units = np.array([f"stage{s}" for s in range(int(stage.max()) + 1)])
+    none_int = pa.nulls(count, pa.int64())
+    columns = {
+        "device": pa.array(np.array(names)[replica]), "unit": pa.array(units[stage]),
+        "op_id": pa.array(values[:, 2].astype(np.int64)), "name": pa.array(np.full(count, "iteration")),
+        "category": pa.array(np.full(count, "compute")), "start_s": pa.array(values[:, 3]),
+        "end_s": pa.array(values[:, 4]), "flops": pa.array(values[:, 5] * tp),
+        "bytes": pa.array(values[:, 6] * tp), "stream": pa.array(np.zeros(count, dtype=np.int64)),
+        "units_held": pa.array(values[:, 7].astype(np.int64)), "layer": none_int,
+        "stage": pa.array(stage), "microbatch": none_int, "phase": pa.array(np.full(count, "serving")),
+        "detail": pa.nulls(count, pa.string()),
+    }
+    return pa.table([columns[f.name].cast(f.type) for f in TIMELINE_SCHEMA], schema=TIMELINE_SCHEMA)
 
 
 def timeline_table(stage_rows: list[tuple], link_rows: list[tuple], names: list[str],
                    tp_of: list[int]) -> pa.Table:
     """Stage rows (replica, stage, iteration, start, end, flops, bytes, batch) and link rows
     (link, request, start, end, bytes) in the engine's timeline schema."""
-    recorder = TimelineRecorder()
-    stage_rows = sorted(stage_rows, key=lambda row: (row[0], row[1], row[3]))
-    if stage_rows:
-        replica, stage, iteration, start, end, flops, moved, batch = (list(c) for c in zip(*stage_rows))
-        count = len(stage_rows)
-        tp = [tp_of[r] for r in replica]
-        recorder.record_columns({
-            "device": [names[r] for r in replica], "unit": [f"stage{s}" for s in stage],
-            "op_id": iteration, "name": ["iteration"] * count, "category": ["compute"] * count,
-            "start_s": start, "end_s": end, "flops": [f * t for f, t in zip(flops, tp)],
-            "bytes": [b * t for b, t in zip(moved, tp)], "stream": [0] * count, "units_held": batch,
-            "layer": [None] * count, "stage": stage, "microbatch": [None] * count,
-            "phase": ["serving"] * count, "detail": [None] * count})
-    for link, request, start, end, nbytes in link_rows:
-        recorder.record("network", link, request, f"kv request {request}", "comm", start, end, 0.0, nbytes,
-                        0, 1, (None, None, None, "kv_transfer", None))
-    return recorder.table() if (stage_rows or link_rows) else TIMELINE_SCHEMA.empty_table()
+    parts = [_stage_columns(stage_rows, names, tp_of)] if stage_rows else []
+    if link_rows:
+        recorder = TimelineRecorder()
+        for link, request, start, end, nbytes in link_rows:
+            recorder.record("network", link, request, f"kv request {request}", "comm", start, end, 0.0, nbytes,
+                            0, 1, (None, None, None, "kv_transfer", None))
+        parts.append(recorder.table())
+    return pa.concat_tables(parts) if parts else TIMELINE_SCHEMA.empty_table()
 
 
 def bubbles_table(timeline: pa.Table, makespan_s: float, units: list[tuple[str, str]]) -> pa.Table:
     """Idle gaps of each replica stage within [0, makespan] (cause ``idle``)."""
-    rows: dict[str, list] = {f.name: [] for f in BUBBLES_SCHEMA}
-    devices = timeline["device"].to_pylist()
-    names = timeline["unit"].to_pylist()
-    starts = timeline["start_s"].to_pylist()
-    ends = timeline["end_s"].to_pylist()
-    per_unit: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    for key, s, e in zip(zip(devices, names), starts, ends):
-        per_unit.setdefault(key, []).append((s, e))
+    devices = timeline["device"].to_numpy(zero_copy_only=False)
+    names = timeline["unit"].to_numpy(zero_copy_only=False)
+    starts = timeline["start_s"].to_numpy()
+    ends = timeline["end_s"].to_numpy()
     tolerance = 1e-12 * max(1.0, makespan_s)
-    for key in units:
-        cursor = 0.0
-        for s, e in sorted(per_unit.get(key, [])) + [(makespan_s, makespan_s)]:
-            if s - cursor > tolerance:
-                for name, value in zip(("device", "unit", "start_s", "end_s", "duration_s", "cause",
-                                        "next_op_id", "stage", "microbatch"),
-                                       (key[0], key[1], cursor, s, s - cursor, "idle", None, None, None)):
-                    rows[name].append(value)
-            cursor = max(cursor, e)
-    return pa.table(rows, schema=BUBBLES_SCHEMA)
+    found: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    for device, unit in units:
+        mine = (devices == device) & (names == unit)
+        s, e = starts[mine], ends[mine]
+        order = np.argsort(s, kind="stable")
+        s = np.append(s[order], makespan_s)
+        reach = np.maximum.accumulate(np.concatenate([[0.0], e[order]]))
+        gap = s - reach > tolerance
+        found.append((device, unit, reach[gap], s[gap]))
+    count = sum(len(g[2]) for g in found)
+    begin = np.concatenate([g[2] for g in found]) if found else np.zeros(0)
+    finish = np.concatenate([g[3] for g in found]) if found else np.zeros(0)
+    columns = {
+        "device": pa.array([d for d, _, b, _ in found for _ in range(len(b))], type=pa.string()),
+        "unit": pa.array([u for _, u, b, _ in found for _ in range(len(b))], type=pa.string()),
+        "start_s": pa.array(begin, type=pa.float64()), "end_s": pa.array(finish, type=pa.float64()),
+        "duration_s": pa.array(finish - begin, type=pa.float64()),
+        "cause": pa.array(["idle"] * count, type=pa.string()),
+        "next_op_id": pa.nulls(count, pa.int64()), "stage": pa.nulls(count, pa.int64()),
+        "microbatch": pa.nulls(count, pa.int64()),
+    }
+    return pa.table([columns[f.name] for f in BUBBLES_SCHEMA], schema=BUBBLES_SCHEMA)
 
 
 def memory_table(rows: list[tuple]) -> pa.Table:
-    columns = {f.name: [] for f in MEMORY_SCHEMA}
-    for name, time_s, used, capacity in rows:
-        columns["device"].append(name)
-        columns["tier"].append("kv_cache")
-        columns["time_s"].append(time_s)
-        columns["used_bytes"].append(used)
-        columns["capacity_bytes"].append(capacity)
-    return pa.table(columns, schema=MEMORY_SCHEMA)
+    if not rows:
+        return MEMORY_SCHEMA.empty_table()
+    name, time_s, used, capacity = zip(*rows)
+    columns = {"device": pa.array(name, type=pa.string()), "tier": pa.array(["kv_cache"] * len(rows)),
+               "time_s": pa.array(time_s, type=pa.float64()), "used_bytes": pa.array(used, type=pa.int64()),
+               "capacity_bytes": pa.array(capacity, type=pa.int64())}
+    return pa.table([columns[f.name] for f in MEMORY_SCHEMA], schema=MEMORY_SCHEMA)
 
 
 def serving_utilization(timeline: pa.Table, makespan_s: float, units: list[tuple]) -> pa.Table:
