@@ -22,20 +22,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from sim.errors import ScenarioError
-from sim.schema import (Bool, Bytes, Float, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                        PositiveInt, Seconds, StrictModel, _custom, validate)
+from sim.schema import (Bool, Bytes, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                        Seconds, StrictModel, validate)
 from sim.units import parse_seconds
 
-POLICIES = ("static", "prefill_first", "decode_first", "chunked_prefill")
-ROUTERS = ("round_robin", "least_outstanding_tokens")
-WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
-KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 # bytes per element; int4 packs two weights per byte
 QUANT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-SERVING_TOP_KEYS = ("name", "description", "cluster", "cluster_options", "device", "device_overrides",
-                    "model", "serving", "outputs")
+
+
+def _custom(message: str) -> PydanticCustomError:
+    return PydanticCustomError("accsim", message)
 
 
 def _slo_time(value: Any) -> float:
@@ -204,7 +203,6 @@ class ServingSection(StrictModel):
     attention: Attention = Attention()
     tp_algorithm: str = "nccl"
     too_long: Literal["error", "reject"] = "error"
-    max_requests_in_timeline: NonNegativeInt = 100000
 
 
 class ServingOutputs(StrictModel):
@@ -266,10 +264,4 @@ def default_max_num_batched_tokens(policy: str, max_model_len: int) -> int:
     return 2048 if policy == "chunked_prefill" else max(max_model_len, 2048)
 
 
-def scope_of(where: str, key: str) -> str:
-    """``file.yaml: serving.key`` for a file, ``where.serving.key`` otherwise."""
-    return f"{where}: serving.{key}" if where.endswith((".yaml", ".yml")) else f"{where}.serving.{key}"
 
-
-__all__ = ["ServingSection", "ServingTop", "SyntheticRequests", "FileRequests", "requests_config",
-           "default_max_num_batched_tokens", "QUANT_BYTES", "POLICIES", "ROUTERS", "Float"]

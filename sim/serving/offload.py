@@ -54,8 +54,11 @@ class InterleavedDecode:
         return cached
 
     def _ops(self, seqs: int, context: int) -> list[Op]:
+        """Two layers of the decode part: per sub-batch, QKV on the NPU stream (0), its
+        attention on PIM (stream 1, after its QKV), then projection and MLP (after its
+        attention); sub-batches' QKVs first, so one's attention overlaps another's GEMMs."""
         stage, model = self.stage, self.stage.model
-        h, tp, p = model.hidden, stage.tp, stage.p
+        h, tp = model.hidden, stage.tp
         fc1 = (2 if model.gated_mlp else 1) * model.ffn // tp
         ffn = model.ffn // tp
         counts = split(seqs, min(self.sub_batches, seqs))
@@ -63,45 +66,28 @@ class InterleavedDecode:
         contexts[0] += context - sum(contexts)
         ops: list[Op] = []
 
-        def add(name, kind, flops, read, written, deps=(), stream=0, unit=None, m=None, n=None, k=None,
-                dtype=None):
-            ops.append(Op(id=len(ops), name=name, op=kind, flops=float(flops), bytes_read=float(read),
-                          bytes_written=float(written), deps=tuple(deps), stream=stream, unit=unit,
-                          m=m, n=n, k=k, dtype=dtype or p.compute_dtype))
-            return len(ops) - 1
-
-        def gemm(name, m, n, k):
-            return add(name, "gemm", 2.0 * m * n * k, p.act_bytes * m * k + p.weight_bytes * k * n,
-                       p.act_bytes * m * n, m=m, n=n, k=k)
-
-        def pointwise(name, kind, elements, reads, flops_per):
-            return add(name, kind, flops_per * elements, p.act_bytes * reads * elements,
-                       p.act_bytes * elements, dtype=stage._pointwise_dtype())
+        def add(op: Op) -> int:
+            ops.append(op)
+            return op.id
 
         for layer in range(SIMULATED_LAYERS):
+            tag = f"L{layer}"
             qkv = []
             for s, n in enumerate(counts):
-                pointwise(f"L{layer}.s{s}.input_norm", "norm", n * h, 1, NORM_FLOPS)
-                qkv.append(gemm(f"L{layer}.s{s}.qkv", n, (h + 2 * model.kv_dim) // tp, h))
-            attn = []
-            a, kv = p.act_bytes, p.kv_bytes
-            for s, (n, ctx) in enumerate(zip(counts, contexts)):
-                q = n * stage.heads * stage.hd
-                attn.append(add(f"L{layer}.s{s}.attention", "gemv", 4.0 * ctx * stage.heads * stage.hd,
-                                q * a + ctx * 2 * stage.kv_heads * stage.hd * kv,
-                                q * a + n * 2 * stage.kv_heads * stage.hd * kv,
-                                deps=(qkv[s],), stream=1, unit="pim"))
+                add(stage.pointwise_op(f"{tag}.s{s}.input_norm", "norm", n * h, 1, NORM_FLOPS, id=len(ops)))
+                qkv.append(add(stage.gemm_op(f"{tag}.s{s}.qkv", n, (h + 2 * model.kv_dim) // tp, h, id=len(ops))))
+            attention = [add(stage.decode_attention_op(n, ctx, kind="gemv", unit="pim", stream=1, id=len(ops),
+                                                       deps=(qkv[s],)))
+                         for s, (n, ctx) in enumerate(zip(counts, contexts))]
             for s, n in enumerate(counts):
-                add(f"L{layer}.s{s}.o_proj", "gemm", 2.0 * n * h * (h // tp),
-                    p.act_bytes * n * (h // tp) + p.weight_bytes * (h // tp) * h, p.act_bytes * n * h,
-                    deps=(attn[s],), m=n, n=h, k=h // tp)
-                pointwise(f"L{layer}.s{s}.residual", "elementwise", n * h, 2, 1.0)
-                pointwise(f"L{layer}.s{s}.post_norm", "norm", n * h, 1, NORM_FLOPS)
-                gemm(f"L{layer}.s{s}.mlp_up", n, fc1, h)
-                pointwise(f"L{layer}.s{s}.activation", "elementwise", n * ffn,
-                          2 if model.gated_mlp else 1, ACT_FLOPS)
-                gemm(f"L{layer}.s{s}.mlp_down", n, h, ffn)
-                pointwise(f"L{layer}.s{s}.residual2", "elementwise", n * h, 2, 1.0)
+                add(stage.gemm_op(f"{tag}.s{s}.o_proj", n, h, h // tp, id=len(ops), deps=(attention[s],)))
+                add(stage.pointwise_op(f"{tag}.s{s}.residual", "elementwise", n * h, 2, 1.0, id=len(ops)))
+                add(stage.pointwise_op(f"{tag}.s{s}.post_norm", "norm", n * h, 1, NORM_FLOPS, id=len(ops)))
+                add(stage.gemm_op(f"{tag}.s{s}.mlp_up", n, fc1, h, id=len(ops)))
+                add(stage.pointwise_op(f"{tag}.s{s}.activation", "elementwise", n * ffn,
+                                       2 if model.gated_mlp else 1, ACT_FLOPS, id=len(ops)))
+                add(stage.gemm_op(f"{tag}.s{s}.mlp_down", n, h, ffn, id=len(ops)))
+                add(stage.pointwise_op(f"{tag}.s{s}.residual2", "elementwise", n * h, 2, 1.0, id=len(ops)))
         return ops
 
     def _simulate(self, seqs: int, context: int) -> Cost:

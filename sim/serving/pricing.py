@@ -178,12 +178,36 @@ class StagePricer:
 
     # ------------------------------------------------------------ pricing ops
 
-    def op_cost(self, name: str, kind: str, flops: float, read: float, written: float,
-                m: int | None = None, n: int | None = None, k: int | None = None,
-                unit: str | None = None, dtype: str | None = None) -> Cost:
-        op = Op(id=0, name=name, op=kind, flops=float(flops), bytes_read=float(read),
-                bytes_written=float(written), m=m, n=n, k=k, dtype=dtype or self.p.compute_dtype,
-                unit=unit)
+    def op(self, name: str, kind: str, flops: float, read: float, written: float, **fields) -> Op:
+        """A trace op of this stage's work (``fields``: any other Op field, e.g. shape,
+        ``unit``, ``deps``, ``stream``); the matrix dtype unless ``dtype`` says otherwise."""
+        fields.setdefault("dtype", self.p.compute_dtype)
+        return Op(id=fields.pop("id", 0), name=name, op=kind, flops=float(flops), bytes_read=float(read),
+                  bytes_written=float(written), **fields)
+
+    def gemm_op(self, name: str, m: int, n: int, k: int, **fields) -> Op:
+        """A weight GEMM: activations [m, k] x weights [k, n], the weights read once."""
+        a, w = self.p.act_bytes, self.p.weight_bytes
+        return self.op(name, "gemm", 2.0 * m * n * k, a * m * k + w * k * n, a * m * n, m=m, n=n, k=k, **fields)
+
+    def pointwise_op(self, name: str, kind: str, elements: float, reads: int, flops_per: float,
+                     **fields) -> Op:
+        """A norm or elementwise op reading ``reads`` tensors of ``elements`` and writing one."""
+        a = self.p.act_bytes
+        return self.op(name, kind, flops_per * elements, a * reads * elements, a * elements,
+                       dtype=self._pointwise_dtype(), **fields)
+
+    def decode_attention_op(self, seqs: int, context: int, **fields) -> Op:
+        """Attention of ``seqs`` decode tokens over ``context`` cached keys in all, one layer:
+        reads their queries and every cached K and V, writes their outputs and new K, V."""
+        a, kv = self.p.act_bytes, self.p.kv_bytes
+        q = seqs * self.heads * self.hd
+        return self.op("decode_attention", fields.pop("kind", "attention"), 4.0 * context * self.heads * self.hd,
+                       q * a + context * 2 * self.kv_heads * self.hd * kv,
+                       q * a + seqs * 2 * self.kv_heads * self.hd * kv, **fields)
+
+    def price(self, op: Op) -> Cost:
+        """The op alone on the device: ``bind_op`` + ``isolated_seconds`` (sim.engine.device)."""
         try:
             bound = bind_op(op, self.spec, self.where)
         except TraceError as exc:
@@ -191,14 +215,10 @@ class StagePricer:
         return Cost(isolated_seconds(bound, self.spec), op.flops, op.bytes_read + op.bytes_written)
 
     def gemm(self, name: str, m: int, n: int, k: int) -> Cost:
-        """A weight GEMM: activations [m, k] x weights [k, n], weights read once."""
-        a, w = self.p.act_bytes, self.p.weight_bytes
-        return self.op_cost(name, "gemm", 2.0 * m * n * k, a * m * k + w * k * n, a * m * n, m, n, k)
+        return self.price(self.gemm_op(name, m, n, k))
 
     def pointwise(self, name: str, kind: str, elements: float, reads: int, flops_per: float) -> Cost:
-        a = self.p.act_bytes
-        return self.op_cost(name, kind, flops_per * elements, a * reads * elements, a * elements,
-                            dtype=self._pointwise_dtype())
+        return self.price(self.pointwise_op(name, kind, elements, reads, flops_per))
 
     def _pointwise_dtype(self) -> str:
         """Norms and activations run in the model's 16-bit type even when GEMMs use
@@ -287,13 +307,8 @@ class StagePricer:
         d = context - low
         return Cost(entry[0] + entry[1] * d, entry[2] + entry[3] * d, entry[4] + entry[5] * d)
 
-    def decode_attention_layer(self, seqs: int, context: int, unit: str | None = None,
-                               kind: str = "attention") -> Cost:
-        a, kv = self.p.act_bytes, self.p.kv_bytes
-        q = seqs * self.heads * self.hd
-        return self.op_cost("decode_attention", kind, 4.0 * context * self.heads * self.hd,
-                            q * a + context * 2 * self.kv_heads * self.hd * kv,
-                            q * a + seqs * 2 * self.kv_heads * self.hd * kv, unit=unit)
+    def decode_attention_layer(self, seqs: int, context: int) -> Cost:
+        return self.price(self.decode_attention_op(seqs, context))
 
     def prefill_attention(self, shape: BatchShape) -> Cost:
         if shape.prefill_seqs == 0:
@@ -305,9 +320,9 @@ class StagePricer:
             seqs, tokens, pairs, context = key
             a, kv = self.p.act_bytes, self.p.kv_bytes
             q = tokens * self.heads * self.hd
-            layer = self.op_cost("prefill_attention", "attention", 4.0 * pairs * self.heads * self.hd,
-                                 q * a + context * 2 * self.kv_heads * self.hd * kv,
-                                 q * a + tokens * 2 * self.kv_heads * self.hd * kv)
+            layer = self.price(self.op("prefill_attention", "attention", 4.0 * pairs * self.heads * self.hd,
+                                       q * a + context * 2 * self.kv_heads * self.hd * kv,
+                                       q * a + tokens * 2 * self.kv_heads * self.hd * kv))
             cached = self._prefill[key] = layer.scaled(self.layers)
         return cached
 

@@ -81,7 +81,7 @@ def _check_split(model: ModelConfig, tp: int, pp: int, scope: str) -> None:
         raise ScenarioError(f"{scope}.pp: {pp} stages for {model.layers} layers")
 
 
-def _precision(section: ServingSection, model: ModelConfig, spec: DeviceSpec, where: str) -> Precision:
+def _precision(section: ServingSection, model: ModelConfig) -> Precision:
     q = section.quantization
     compute = q.compute or (model.dtype if model.dtype in DTYPE_BYTES else "bf16")
     return Precision(weight_bytes=QUANT_BYTES[q.weights or model.dtype],
@@ -177,7 +177,7 @@ def serving_scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None,
         cluster = load_topology(f"ideal:{world}")
     pools = _pools(section, top, model, cluster, base, where)
     _check_offload(section, pools, where)
-    precision = _precision(section, model, pools[0].spec, where)
+    precision = _precision(section, model)
     limits = _limits(section, model, where)
     requests = _requests(section, base, where)
     too_long = check_lengths(requests, model.seq_len, section.too_long, _key(where, "serving.requests"))
