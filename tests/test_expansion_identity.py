@@ -46,7 +46,7 @@ def cases() -> dict[str, dict]:
     shipped = {}
     for path in sorted((root / "scenarios").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
-        if isinstance(raw, dict) and "model" in raw:
+        if isinstance(raw, dict) and "model" in raw and "serving" not in raw:   # training, not serving
             shipped[path.stem] = raw
     out = dict(shipped)
     out["quickstart.full"] = {**shipped["quickstart"], "training": {"fidelity": "full"}}
