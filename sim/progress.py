@@ -30,6 +30,7 @@ class Progress:
         self._bar = None
         self._start = None
         self._decile = 0
+        self.unit = "op"            # what is counted: ops; requests in serving runs
 
     def _write(self, text: str) -> None:
         with self._lock:
@@ -78,7 +79,7 @@ class Progress:
         if self.tty:
             if self._bar is None:
                 from tqdm import tqdm
-                self._bar = tqdm(total=total, unit="op", desc="  simulating", file=self.stream,
+                self._bar = tqdm(total=total, unit=self.unit, desc="  simulating", file=self.stream,
                                  leave=True, dynamic_ncols=True)
             self._bar.update(done - self._bar.n)
             if done >= total:
@@ -87,7 +88,7 @@ class Progress:
         decile = int(10 * done / total)
         if decile > self._decile:
             self._decile = decile
-            self._write(f"  simulated {done}/{total} ops ({10 * decile}%)\n")
+            self._write(f"  simulated {done}/{total} {self.unit}s ({10 * decile}%)\n")
 
     def close(self) -> None:
         """End the op bar (a newline on a terminal)."""

@@ -98,6 +98,8 @@ class ServingRun:
     def __init__(self, scenario: ServingScenario, progress: ProgressFn | None = None):
         self.scenario = scenario
         self.progress = progress
+        if hasattr(progress, "unit"):        # sim.progress.Progress: count requests, not ops
+            progress.unit = "request"
         self.env = Environment()
         self.network = NetworkRuntime(self.env, scenario.cluster, VectorFluidNetwork(self.env, {}),
                                       record=False)

@@ -58,6 +58,8 @@ class ServingScenario:
     record_links: bool
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     training: None = None
+    overrides: Any = ()              # what was applied (provenance)
+    source_file: str | None = None   # the scenario file, set by load_scenario
 
     @property
     def max_model_len(self) -> int:
@@ -157,8 +159,9 @@ def _check_offload(section: ServingSection, pools, where: str) -> None:
 
 
 def serving_scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",
-                               default_name: str = "scenario") -> ServingScenario:
-    """Validate and resolve a scenario with a ``serving:`` section."""
+                               default_name: str = "scenario", overrides: Any = ()) -> ServingScenario:
+    """Validate and resolve a scenario with a ``serving:`` section (``overrides``: the
+    ``--set`` items already applied to ``raw``, kept for provenance)."""
     from sim.network.topology import load_topology
     from sim.parallel.plan import model_from_dict
 
@@ -185,4 +188,5 @@ def serving_scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None,
     record = cluster.size <= 64 if link_rows == "auto" else bool(link_rows)
     return ServingScenario(name=str(top.name or default_name), path=where, model=model, cluster=cluster,
                            pools=pools, section=section, requests=requests, too_long=too_long,
-                           precision=precision, limits=limits, record_links=record, raw=dict(raw))
+                           precision=precision, limits=limits, record_links=record, raw=dict(raw),
+                           overrides=overrides)
