@@ -383,14 +383,17 @@ def provenance(scenario: Scenario) -> dict[str, Any]:
 def resolve(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
             overrides: Sequence[str] | Mapping[str, Any] = ()) -> Scenario:
     """A Scenario (or a sim.serving ServingScenario) from any of the forms ``run`` takes."""
-    from sim.serving.scenario import ServingScenario
-    if isinstance(scenario, (Scenario, ServingScenario)):
-        if overrides:
-            raise ScenarioError("overrides apply to a scenario file or mapping, not to a loaded Scenario; "
-                                "pass them to sim.load_scenario instead")
-        return scenario
     if isinstance(scenario, (str, os.PathLike)):
         return load_scenario(scenario, overrides)
     if isinstance(scenario, Mapping):
         return load_scenario_dict(scenario, overrides)
+    loaded = isinstance(scenario, Scenario)
+    if not loaded:
+        from sim.serving.scenario import ServingScenario     # imported only for a loaded serving scenario
+        loaded = isinstance(scenario, ServingScenario)
+    if loaded:
+        if overrides:
+            raise ScenarioError("overrides apply to a scenario file or mapping, not to a loaded Scenario; "
+                                "pass them to sim.load_scenario instead")
+        return scenario
     raise ScenarioError(f"scenario: expected a YAML path, a mapping or a Scenario, got {type(scenario).__name__}")
