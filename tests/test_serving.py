@@ -61,8 +61,8 @@ def test_batch1_decode_time_per_token_is_weights_plus_kv_over_bandwidth(tmp_path
     """One request alone on a GPU whose arithmetic is effectively free: every decode step
     reads the weights once and the KV cache of its context, so TPOT is
     (weights + mean KV + the small activation traffic) / bandwidth + kernels x launch."""
-    huge = {"count": 4, "matrix_flops_per_s": {"bf16": 1e19}, "vector_flops_per_s": {"bf16": 1e19},
-            "tile_m": 64, "tile_n": 64}
+    huge = {"count": 4, "clock_hz": 1e9, "matrix_flops_per_clock_per_sm": {"bf16": 1e12},
+            "vector_flops_per_clock_per_sm": {"bf16": 1e12}, "gemm_tiles": [[64, 64]], "max_split_k": 1}
     device = toy_device(tmp_path, sm_array=huge,
                         memory=[{"name": "hbm", "kind": "hbm", "capacity_bytes": 8e9,
                                  "bandwidth_bytes_per_s": 1e12}])
@@ -104,7 +104,9 @@ def test_kv_capacity_in_blocks_is_vllms_formula():
     block = 16 * layers * 2 * (kv_heads // tp) * (h // heads) * 2
     assert pool["kv_block_bytes"] == block
     assert pool["weights_bytes_per_gpu"] == pytest.approx(weights)
-    assert pool["kv_blocks"] == math.floor((80e9 * 0.9 - weights - reserve) / block)
+    from sim.hardware.specs import load_device_spec
+    hbm = load_device_spec("h100_sxm5_80gb").tier("hbm").capacity_bytes
+    assert pool["kv_blocks"] == math.floor((hbm * 0.9 - weights - reserve) / block)
     assert pool["kv_cpu_blocks"] == (4 * 2**30) // block            # swap_space 4 GiB
 
 
@@ -117,6 +119,10 @@ def test_quantization_changes_bytes_and_capacity():
     assert fp8["pools"][0]["kv_block_bytes"] == base["pools"][0]["kv_block_bytes"] / 2
     assert fp8["pools"][0]["kv_blocks"] > 2 * base["pools"][0]["kv_blocks"]
     assert fp8["tpot_s"]["mean"] < base["tpot_s"]["mean"]          # fewer bytes per decode step
+    int4 = sim.run(ROOT / "scenarios/serve_llama2_70b_h100.yaml",
+                   ["serving.requests.count=50", "serving.quantization.weights=int4"]).summary
+    assert int4["pools"][0]["weights_bytes_per_gpu"] == pytest.approx(base["pools"][0]["weights_bytes_per_gpu"] / 4)
+    assert int4["tpot_s"]["mean"] < base["tpot_s"]["mean"]         # weight-only: w4a16 GEMMs
 
 
 def test_more_bandwidth_never_slows_decode(tmp_path):
@@ -353,7 +359,7 @@ def test_request_that_never_fits_is_rejected_with_a_reason(tmp_path):
     (["serving.tp=3"], "serving.tp: 3 does not divide"),
     (["serving.replicas=2"], "the replicas need 16 devices"),
     (["serving.kv_cache.gpu_memory_utilization=0.2"], "no room for a KV cache"),
-    (["serving.quantization.compute=int8"], "no int8 peak"),
+    (["serving.quantization.compute=fp8"], "bf16 weights with fp8 math is not a GEMM"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, sets, expected):
     out = tmp_path / "out"

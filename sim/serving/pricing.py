@@ -79,12 +79,18 @@ def bucket(value: int) -> int:
 
 @dataclass(frozen=True)
 class Precision:
-    """Bytes per element of weights, KV cache and activations, and the matrix dtype."""
+    """Bytes per element of weights, KV cache and activations; ``compute_dtype`` the math
+    dtype of the matrix units (its peak is the one that counts); ``gemm_dtype`` the GEMM
+    precision of the kernel models (sim.hardware.gemm.PRECISIONS: ``bf16``, ``fp8``,
+    ``int8`` for W8A8, ``w8a16`` / ``w4a16`` for weight-only quantization); attention and
+    pointwise kernels run in ``act_dtype``, the model's type."""
 
     weight_bytes: float
     kv_bytes: float
     act_bytes: float
     compute_dtype: str
+    gemm_dtype: str = ""
+    act_dtype: str = "bf16"
 
 
 class Cost:
@@ -188,6 +194,7 @@ class StagePricer:
     def gemm_op(self, name: str, m: int, n: int, k: int, **fields) -> Op:
         """A weight GEMM: activations [m, k] x weights [k, n], the weights read once."""
         a, w = self.p.act_bytes, self.p.weight_bytes
+        fields.setdefault("dtype", self.p.gemm_dtype or self.p.compute_dtype)
         return self.op(name, "gemm", 2.0 * m * n * k, a * m * k + w * k * n, a * m * n, m=m, n=n, k=k, **fields)
 
     def pointwise_op(self, name: str, kind: str, elements: float, reads: int, flops_per: float,
@@ -202,6 +209,7 @@ class StagePricer:
         reads their queries and every cached K and V, writes their outputs and new K, V."""
         a, kv = self.p.act_bytes, self.p.kv_bytes
         q = seqs * self.heads * self.hd
+        fields.setdefault("dtype", self.p.act_dtype)
         return self.op("decode_attention", fields.pop("kind", "attention"), 4.0 * context * self.heads * self.hd,
                        q * a + context * 2 * self.kv_heads * self.hd * kv,
                        q * a + seqs * 2 * self.kv_heads * self.hd * kv, **fields)
@@ -322,7 +330,7 @@ class StagePricer:
             q = tokens * self.heads * self.hd
             layer = self.price(self.op("prefill_attention", "attention", 4.0 * pairs * self.heads * self.hd,
                                        q * a + context * 2 * self.kv_heads * self.hd * kv,
-                                       q * a + tokens * 2 * self.kv_heads * self.hd * kv))
+                                       q * a + tokens * 2 * self.kv_heads * self.hd * kv, dtype=self.p.act_dtype))
             cached = self._prefill[key] = layer.scaled(self.layers)
         return cached
 

@@ -83,12 +83,27 @@ def _check_split(model: ModelConfig, tp: int, pp: int, scope: str) -> None:
         raise ScenarioError(f"{scope}.pp: {pp} stages for {model.layers} layers")
 
 
-def _precision(section: ServingSection, model: ModelConfig) -> Precision:
+# (weights, compute) -> the GEMM precision of sim.hardware.gemm: weights stored narrower
+# than the math are dequantized in the main loop (weight-only: GPTQ / AWQ kernels)
+WEIGHT_ONLY = {("int4", "bf16"): "w4a16", ("int4", "fp16"): "w4a16", ("int8", "bf16"): "w8a16",
+               ("int8", "fp16"): "w8a16", ("fp8", "bf16"): "w8a16", ("fp8", "fp16"): "w8a16"}
+
+
+def _precision(section: ServingSection, model: ModelConfig, where: str) -> Precision:
     q = section.quantization
-    compute = q.compute or (model.dtype if model.dtype in DTYPE_BYTES else "bf16")
-    return Precision(weight_bytes=QUANT_BYTES[q.weights or model.dtype],
-                     kv_bytes=QUANT_BYTES[q.kv_cache or model.dtype],
-                     act_bytes=float(DTYPE_BYTES[model.dtype]), compute_dtype=compute)
+    act = model.dtype if model.dtype in ("fp32", "bf16", "fp16") else "bf16"
+    weights = q.weights or model.dtype
+    compute = q.compute or (weights if weights in ("fp8", "int8") and q.weights else act)
+    if weights == compute:
+        gemm = compute
+    elif (weights, compute) in WEIGHT_ONLY:
+        gemm = WEIGHT_ONLY[(weights, compute)]
+    else:
+        raise ScenarioError(f"{_key(where, 'serving.quantization')}: {weights} weights with {compute} math is "
+                            f"not a GEMM the kernel models know; use the same type for both, or weight-only "
+                            f"int8 / int4 / fp8 weights with bf16 or fp16 math")
+    return Precision(weight_bytes=QUANT_BYTES[weights], kv_bytes=QUANT_BYTES[q.kv_cache or act],
+                     act_bytes=float(DTYPE_BYTES[act]), compute_dtype=compute, gemm_dtype=gemm, act_dtype=act)
 
 
 def _limits(section: ServingSection, model: ModelConfig, where: str) -> Limits:
@@ -180,7 +195,7 @@ def serving_scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None,
         cluster = load_topology(f"ideal:{world}")
     pools = _pools(section, top, model, cluster, base, where)
     _check_offload(section, pools, where)
-    precision = _precision(section, model)
+    precision = _precision(section, model, where)
     limits = _limits(section, model, where)
     requests = _requests(section, base, where)
     too_long = check_lengths(requests, model.seq_len, section.too_long, _key(where, "serving.requests"))
