@@ -98,6 +98,18 @@ def test_ilp_never_moves_more_than_belady(case):
     assert windows.total_bytes >= free.total_bytes
 
 
+def test_the_ilp_solves_a_graph_highs_presolve_calls_infeasible():
+    """HiGHS 1.16's MIP presolve declared this feasible 7-op window infeasible
+    (hypothesis found it); the solver is asked again without presolve."""
+    ops = [Op(i, f"op{i}", "gemm", 1.0, 0.0, 1.0) for i in range(3)]
+    ops += [Op(3, "op3", "gemm", 1.0, 2.0, 1.0, deps=(0, 1))]
+    ops += [Op(i, f"op{i}", "gemm", 1.0, 1.0, 1.0, deps=(0,)) for i in (4, 5, 6)]
+    problem = problem_from_ops(ops, 10**9)
+    plan = plan_ilp(problem, 16, False)
+    assert sorted(plan.order) == list(range(7))
+    assert replay(problem, plan).non_compulsory_bytes == 0
+
+
 @settings(max_examples=150, deadline=None)
 @given(graphs(max_ops=14))
 def test_a_trace_that_fits_moves_only_compulsory_bytes(case):
