@@ -101,3 +101,23 @@ def test_vectorized_max_min_equals_progressive_filling(flows, capacities):
 def test_weighted_flow_counts_its_transfers_on_a_link():
     # a batch of 3 lockstep transfers on one link beside a single flow: shares 1/4 each per transfer
     assert max_min_rates([("L",), ("L",)], {"L": 4.0}, [(3.0,), (1.0,)]) == pytest.approx([1.0, 1.0])
+
+
+def test_a_rate_cap_is_a_private_resource():
+    """A capped flow freezes at its cap and leaves the rest of the link to the others."""
+    rates = max_min_rates([("L",), ("L",)], {"L": 10.0}, flow_caps=[2.0, float("inf")])
+    assert rates == pytest.approx([2.0, 8.0])
+    # uncapped on an idle link, a cap binds alone
+    assert max_min_rates([("L",)], {"L": 10.0}, flow_caps=[4.0]) == pytest.approx([4.0])
+
+
+def test_vector_network_honours_caps():
+    from sim.engine.fluid import VectorFluidNetwork
+    env = Environment()
+    net = VectorFluidNetwork(env, {"a": 10.0, "b": 10.0})
+    ends = {}
+    net.start(20.0, ("a", "b"), lambda f: ends.setdefault("capped", f.end_s), max_rate=2.0)
+    net.start(40.0, ("a",), lambda f: ends.setdefault("free", f.end_s))
+    env.run()
+    assert ends["capped"] == pytest.approx(10.0)      # 20 bytes at its cap of 2
+    assert ends["free"] == pytest.approx(5.0)         # 40 bytes at the 8 the cap leaves

@@ -36,7 +36,7 @@ def test_disconnected_graph(tmp_path):
 
 def test_non_positive_bandwidth(tmp_path):
     path = write(tmp_path, "devices: [a, b]\nlinks:\n  - {a: a, b: b, bandwidth_bytes_per_s: -1}\n")
-    with pytest.raises(SpecError, match=r"links\[0\] \(a - b\): bandwidth_bytes_per_s"):
+    with pytest.raises(SpecError, match=r"c.yaml: links\[0\]\.bandwidth_bytes_per_s: expected a positive rate"):
         load_topology(str(path))
 
 
@@ -66,7 +66,9 @@ def test_cli_table_and_json(tmp_path):
     proc = accsim("collective", "--topology", "ring:8", "--op", "all-reduce", "--algorithm", "ring",
                   "--bytes", "1KiB:1MiB", "--link-bandwidth", "1e11", "--link-latency", "1e-6")
     assert proc.returncode == 0, proc.stderr
-    assert len([l for l in proc.stdout.splitlines() if "GB/s" in l]) == 11
+    rows = [l.split() for l in proc.stdout.splitlines() if l.strip() and not l.startswith("#")]
+    assert [int(r[0]) for r in rows] == [1024 * 2 ** i for i in range(11)]
+    assert {r[-2] for r in rows} == {"ring"}
     proc = accsim("collective", "--topology", "ring:8", "--op", "allreduce", "--algorithm", "ring",
                   "--bytes", "64MiB", "--json", "--link-bandwidth", "1e11", "--link-latency", "0",
                   "--out", tmp_path / "coll")

@@ -11,12 +11,19 @@ Only the transfers connected to the one that started or ended (through shared
 resources) are re-rated, and each completion is a calendar entry, so a
 transfer costs no SimPy event of its own.
 
+A transfer may carry a rate ceiling (``max_rate``): the most it can use
+whatever the links offer, such as the bandwidth the thread blocks of an NCCL
+collective can drive. A ceiling is a private resource of that capacity
+crossed by the transfer alone, so progressive filling freezes the transfer at
+its ceiling when no shared resource saturates first.
+
 Reference: D. Bertsekas and R. Gallager, "Data Networks", 2nd ed., Sec. 6.5.2
 (max-min fairness and the progressive-filling algorithm).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Hashable, Mapping, Sequence
 
 import simpy
@@ -26,14 +33,16 @@ from sim.engine.calendar import Environment, cancel
 
 def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
                   capacity: Mapping[Hashable, float],
-                  flow_weights: Sequence[Sequence[float]] | None = None) -> list[float]:
+                  flow_weights: Sequence[Sequence[float]] | None = None,
+                  flow_caps: Sequence[float] | None = None) -> list[float]:
     """Max-min fair rates of flows, each crossing the listed resources.
 
     Progressive filling: raise every unfrozen flow's rate together; when a
     resource saturates, freeze the flows crossing it at their current rate.
     A flow with weight w on a resource uses w times its rate there (a batch
-    of w equal transfers moving in lockstep). Returns one rate per flow, in
-    the input order.
+    of w equal transfers moving in lockstep). A flow's cap (``flow_caps``,
+    inf for none) freezes it when the rising rate reaches it. Returns one
+    rate per flow, in the input order.
     """
     users: dict[Hashable, list[int]] = {}
     load: dict[Hashable, float] = {}
@@ -46,22 +55,24 @@ def max_min_rates(flow_resources: Sequence[Sequence[Hashable]],
     frozen = [False] * len(flow_resources)
     left = {r: float(capacity[r]) for r in users}
     remaining = len(flow_resources)
+    caps = list(flow_caps) if flow_caps is not None else [math.inf] * len(flow_resources)
     while remaining:
-        share = min(left[r] / load[r] for r in users if load[r] > 1e-12)
+        share = min((left[r] / load[r] for r in users if load[r] > 1e-12), default=math.inf)
+        share = min([share] + [c for c, done in zip(caps, frozen) if not done])
         limit = share * (1.0 + 1e-12)
-        saturated = [r for r in users if load[r] > 1e-12 and left[r] / load[r] <= limit]
-        for resource in saturated:
-            for index in users[resource]:
-                if frozen[index]:
-                    continue
-                frozen[index] = True
-                remaining -= 1
-                rates[index] = share
-                weights = flow_weights[index] if flow_weights is not None else None
-                for position, other in enumerate(flow_resources[index]):
-                    w = weights[position] if weights else 1.0
-                    left[other] -= share * w
-                    load[other] -= w
+        hit = [i for r in users if load[r] > 1e-12 and left[r] / load[r] <= limit for i in users[r]]
+        hit += [i for i, (c, done) in enumerate(zip(caps, frozen)) if not done and c <= limit]
+        for index in hit:
+            if frozen[index]:
+                continue
+            frozen[index] = True
+            remaining -= 1
+            rates[index] = share
+            weights = flow_weights[index] if flow_weights is not None else None
+            for position, other in enumerate(flow_resources[index]):
+                w = weights[position] if weights else 1.0
+                left[other] -= share * w
+                load[other] -= w
     return rates
 
 
@@ -76,7 +87,7 @@ class Flow:
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "idx", "w", "alone")
+                 "idx", "w", "alone", "max_rate")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -93,6 +104,7 @@ class Flow:
         self.lazy = False
         self.drained = False
         self.tag = tag
+        self.max_rate = math.inf
 
 
 class FluidNetwork:
@@ -122,13 +134,13 @@ class FluidNetwork:
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
-              weights: Sequence[float] | None = None) -> Flow:
+              weights: Sequence[float] | None = None, max_rate: float = math.inf) -> Flow:
         """Start a transfer; ``on_done(flow)`` runs when its last byte has crossed
         every resource, or at ``not_before`` if that is later. ``weights`` (one
         per resource) make the flow a batch of equal transfers in lockstep: it
-        uses weight x its rate on that resource."""
+        uses weight x its rate on that resource. ``max_rate`` caps its rate."""
         now = self.env._now
-        if weights is None and len(resources) == 1 and size > 0:
+        if weights is None and len(resources) == 1 and size > 0 and max_rate == math.inf:
             resource = resources[0]
             flows = self._users[resource]
             flow = Flow(size, resources, on_done, now, not_before, tag)
@@ -150,6 +162,7 @@ class FluidNetwork:
             weights = None
         flow = Flow(float(size), resources, on_done, now, not_before, tag,
                     tuple(weights) if weights is not None else None)
+        flow.max_rate = max_rate
         if size <= 0 or not resources:
             flow.bytes_end_s = now
             flow.drained = True
@@ -187,7 +200,7 @@ class FluidNetwork:
         return order
 
     def _remove(self, flow: Flow) -> None:
-        multi = len(flow.resources) > 1 or flow.weights is not None
+        multi = len(flow.resources) > 1 or flow.weights is not None or flow.max_rate != math.inf
         for resource in flow.resources:
             self._users[resource].remove(flow)
             if multi:
@@ -215,7 +228,7 @@ class FluidNetwork:
             rates = [share] * len(flows)
         else:
             rates = max_min_rates([f.resources for f in flows], self.capacity,
-                                  [f.weights for f in flows])
+                                  [f.weights for f in flows], [f.max_rate for f in flows])
         now = self.env.now
         at = self.env.at
         alone = len(flows) == 1
@@ -239,7 +252,7 @@ class FluidNetwork:
                 flow.bytes_end_s = now
             flow.lazy = False
             resources = flow.resources
-            if len(resources) == 1 and flow.weights is None:
+            if len(resources) == 1 and flow.weights is None and flow.max_rate == math.inf:
                 others = self._users[resources[0]]
                 others.remove(flow)
                 flow.drained = True
@@ -258,12 +271,13 @@ class FluidNetwork:
 
 
 def max_min_rates_vectorized(flow_of_entry, resource_of_entry, weight_of_entry, capacity,
-                             flows: int):
+                             flows: int, caps=None):
     """``max_min_rates`` over entries (flow, resource, weight) with numpy.
 
     Same progressive filling: each round finds the smallest fair share left
-    on any loaded resource, freezes every flow crossing a resource at that
-    share, and takes their usage off the capacities. One round costs a few
+    on any loaded resource (or the smallest cap of an unfrozen flow), freezes
+    every flow crossing a resource at that share (and every flow capped at
+    it), and takes their usage off the capacities. One round costs a few
     passes over the entries; rounds are at most the number of distinct
     bottleneck levels.
     """
@@ -273,16 +287,17 @@ def max_min_rates_vectorized(flow_of_entry, resource_of_entry, weight_of_entry, 
     frozen = np.zeros(flows, dtype=bool)
     left = capacity.astype(float).copy()
     size = len(capacity)
+    caps = np.full(flows, np.inf) if caps is None else caps
     while not frozen.all():
         live = ~frozen[flow_of_entry]
         load = np.bincount(resource_of_entry[live], weights=weight_of_entry[live], minlength=size)
         loaded = load > 1e-12
         share = np.full(size, np.inf)
         share[loaded] = left[loaded] / load[loaded]
-        level = share.min()
+        level = min(share.min(), caps[~frozen].min())
         saturated = share <= level * (1.0 + 1e-12)
         hit = live & saturated[resource_of_entry]
-        newly = np.zeros(flows, dtype=bool)
+        newly = caps <= level * (1.0 + 1e-12)
         newly[flow_of_entry[hit]] = True
         newly &= ~frozen
         rates[newly] = level
@@ -337,10 +352,12 @@ class VectorFluidNetwork(FluidNetwork):
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
-              weights: Sequence[float] | None = None, arrays=None) -> Flow:
+              weights: Sequence[float] | None = None, arrays=None,
+              max_rate: float = math.inf) -> Flow:
         now = self.env.now
         flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
                     tuple(weights) if weights is not None else None)
+        flow.max_rate = max_rate
         if size <= 0 or not resources:
             flow.bytes_end_s = now
             flow.drained = True
@@ -351,7 +368,7 @@ class VectorFluidNetwork(FluidNetwork):
         self._count[idx] += 1
         self._active.append(flow)
         if (self._count[idx] == 1).all():
-            self._set_rate(flow, alone, now)
+            self._set_rate(flow, min(alone, max_rate), now)
         else:
             self._rebalance_all()
         return flow
@@ -379,7 +396,8 @@ class VectorFluidNetwork(FluidNetwork):
         idx = np.concatenate([f.idx for f in flows])
         w = np.concatenate([f.w for f in flows])
         used, compact = np.unique(idx, return_inverse=True)
-        rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows))
+        caps = np.fromiter((f.max_rate for f in flows), dtype=float, count=len(flows))
+        rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows), caps)
         now = self.env.now
         for flow, rate in zip(flows, rates.tolist()):
             if rate != flow.rate:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from sim.errors import AccsimError
 from sim.units import parse_bytes
+
+MAX_SIZES = 1000     # sizes one command simulates; a range asking for more is a typo, not a study
 
 
 def parse_sizes(values: list[str]) -> list[int]:
@@ -11,6 +15,8 @@ def parse_sizes(values: list[str]) -> list[int]:
     ``LOW:HIGH`` (doubling from LOW up to HIGH inclusive) or ``LOW:HIGH:FACTOR``."""
     sizes: list[int] = []
     for value in values:
+        if len(sizes) >= MAX_SIZES:
+            raise AccsimError(f"--bytes: at most {MAX_SIZES} sizes")
         parts = value.split(":")
         try:
             if len(parts) == 1:
@@ -22,8 +28,12 @@ def parse_sizes(values: list[str]) -> list[int]:
             factor = float(parts[2]) if len(parts) == 3 else 2.0
         except ValueError as exc:
             raise AccsimError(str(exc)) from None
-        if low <= 0 or high < low or factor <= 1:
+        if low <= 0 or high < low or not math.isfinite(factor) or factor <= 1:
             raise AccsimError(f"--bytes {value!r}: expected 0 < LOW <= HIGH and FACTOR > 1")
+        count = math.floor(math.log(high / low) / math.log(factor) + 1e-9) + 1
+        if len(sizes) + count > MAX_SIZES:
+            raise AccsimError(f"--bytes {value!r} asks for {count} sizes; at most {MAX_SIZES} in all "
+                              f"(use a larger FACTOR)")
         size = float(low)
         while size <= high * (1 + 1e-12):
             sizes.append(int(round(size)))

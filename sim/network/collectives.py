@@ -34,9 +34,12 @@ from sim.errors import AccsimError
 
 OPS = ("allreduce", "reduce_scatter", "allgather", "broadcast", "reduce", "scatter", "gather",
        "alltoall", "sendrecv")
-ALGORITHMS = ("ring", "mst", "halving_doubling", "double_binary_tree", "hierarchical", "auto", "nccl")
-# ``nccl``: like ``auto``, but only among the algorithms NCCL itself implements.
-NCCL_ALGORITHMS = ("ring", "double_binary_tree", "hierarchical")
+# Alpha-beta algorithms (this module), ``auto`` (the fastest of them), and the NCCL family
+# (sim/network/nccl.py): ``nccl`` is NCCL's tuner choosing among the others.
+ALPHA_BETA = ("ring", "mst", "halving_doubling", "double_binary_tree", "hierarchical")
+NCCL_NAMES = ("nccl", "nccl_ring", "nccl_tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain",
+              "nccl_p2p", "nccl_hierarchical")
+ALGORITHMS = ALPHA_BETA + ("auto",) + NCCL_NAMES
 TREE_CHUNK_BYTES = 512 * 1024
 TREE_MAX_CHUNKS = 64
 BUSBW_FACTOR: dict[str, Callable[[int], float]] = {
@@ -59,22 +62,38 @@ class CollectiveError(AccsimError):
 
 @dataclass(frozen=True)
 class Step:
-    """Transfers ``(src_rank, dst_rank, bytes)`` that run together, ``repeat``
-    times in a row; each receiver then reduces ``reduce_bytes`` per repeat."""
+    """Transfers ``(src, dst, bytes)`` that run together, ``repeat`` times in a
+    row; each receiver then reduces ``reduce_bytes`` per repeat. ``src`` and
+    ``dst`` are ranks, or node names of the topology (a switch that reduces,
+    as NVLink SHARP does).
 
-    transfers: tuple[tuple[int, int, float], ...]
+    ``latency_s``: the step's latency; by default the largest path latency
+    of its transfers (the alpha of the alpha-beta model), set by NCCL-style
+    schedules to their per-hop protocol latency. ``max_rate``: a ceiling on
+    the rate of the step's largest transfer (bytes/s), such as the bandwidth
+    the channels of an NCCL collective can drive; other transfers of the
+    step scale with their size."""
+
+    transfers: tuple[tuple[int | str, int | str, float], ...]
     repeat: int = 1
     reduce_bytes: float = 0.0
     label: str = ""
+    latency_s: float | None = None
+    max_rate: float = math.inf
 
 
 @dataclass(frozen=True)
 class Schedule:
+    """A collective's steps. ``protocol`` and ``channels`` are set by the
+    NCCL family (the protocol it runs and the channels, one SM each, it uses)."""
+
     op: str
     algorithm: str
     ranks: tuple[int, ...]
     nbytes: float
     steps: tuple[Step, ...]
+    protocol: str = ""
+    channels: int = 0
 
 
 def normalize_op(text: str) -> str:
@@ -92,9 +111,21 @@ def normalize_op(text: str) -> str:
 def normalize_algorithm(text: str) -> str:
     key = text.strip().lower().replace("-", "_")
     key = {"tree": "mst", "binomial": "mst", "rabenseifner": "halving_doubling",
-           "dbt": "double_binary_tree", "nccl_tree": "double_binary_tree"}.get(key, key)
+           "dbt": "double_binary_tree", "collnet": "collnet_direct", "nvlstree": "nvls_tree",
+           "nvls_tree": "nvls_tree"}.get(key, key)
     if key not in ALGORITHMS:
         raise CollectiveError(f"unknown algorithm {text!r}; expected one of {list(ALGORITHMS)}")
+    return key
+
+
+def normalize_protocol(text: str | None) -> str | None:
+    """NCCL protocol names, any case: LL, LL128, Simple; ``auto`` or None: the tuner's."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return None
+    names = {"ll": "LL", "ll128": "LL128", "simple": "Simple"}
+    key = names.get(text.strip().lower())
+    if key is None:
+        raise CollectiveError(f"unknown protocol {text!r}; expected LL, LL128, Simple or auto")
     return key
 
 
@@ -383,10 +414,8 @@ def algorithms_for(op: str) -> list[str]:
     return found
 
 
-def build_schedule(op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
-                   machine_of: Callable[[int], int] | None = None) -> Schedule:
-    """The schedule of one collective (``algorithm`` must not be ``auto``)."""
-    op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
+def check_group(ranks: Sequence[int], nbytes: float) -> tuple[int, ...]:
+    """The group as a tuple, once checked: non-empty, no rank twice, size >= 0."""
     ranks = tuple(ranks)
     if len(set(ranks)) != len(ranks):
         raise CollectiveError(f"the group lists a rank twice: {list(ranks)}")
@@ -394,6 +423,14 @@ def build_schedule(op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
         raise CollectiveError("the group is empty")
     if nbytes < 0:
         raise CollectiveError(f"message size must be non-negative, got {nbytes}")
+    return ranks
+
+
+def build_schedule(op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
+                   machine_of: Callable[[int], int] | None = None) -> Schedule:
+    """The schedule of one collective (``algorithm`` must not be ``auto``)."""
+    op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
+    ranks = check_group(ranks, nbytes)
     if algorithm == "hierarchical":
         if op != "allreduce":
             raise CollectiveError(f"hierarchical implements allreduce only, not {op}")

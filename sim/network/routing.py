@@ -1,14 +1,26 @@
 """Deterministic routing over a cluster graph.
 
 Paths are shortest by total link latency, ties broken by fewest hops and then
-by the order in which networkx explores the graph (fixed by how the graph
-was built), so the same topology always routes the same way. With ``ecmp``,
-wherever the path goes a -> switch -> b, the switch is replaced by one of all
-the switches linking a and b with the same latency, chosen by a CRC32 hash of
-(source, destination, a, b): each pair takes its own fixed spine, as
-per-flow ECMP hashing does. In a two-level leaf/spine tree every equal-cost
-path differs only in its spine, so this reaches all of them; elsewhere it is
-a lower bound on path diversity.
+by the order in which the graph was built, so the same topology always routes
+the same way. With ``ecmp``, wherever the path goes a -> switch -> b, the
+switch is replaced by one of all the switches linking a and b with the same
+latency, chosen by the destination: its ``port`` (the index of its NIC on
+its leaf switch, set by ``cluster:``) or a CRC32 of its name, modulo the
+number of choices. That is D-mod-K routing (Zahavi, "D-Mod-K Routing
+Providing Non-Blocking Traffic for Shift Permutations on Real Life Fat
+Trees", Technion CCIT report 776, 2010), what InfiniBand subnet managers do
+by routing on the destination's address (OpenSM's fat-tree routing): the
+destinations of one leaf come down from different spines, so flows to
+different GPUs of a leaf never share a spine link. In a two-level leaf/spine
+tree every equal-cost path differs only in its spine, so this reaches all of
+them; elsewhere it is a lower bound on path diversity.
+
+Where the graph says ``devices_forward: False`` (GPUs behind switches and
+NICs, as in ``cluster:``), no path passes through a device but its two ends:
+a path climbs from its source to a switch (directly, or through one of its
+NICs), crosses the switches, and comes down to its destination the same way;
+shortest routes between switches are computed once per pair, so a 1,024-GPU
+cluster routes its thousands of pairs in milliseconds.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
 of a full-duplex link is its own shared resource.
@@ -26,7 +38,7 @@ Link = tuple[str, str]
 
 
 class Router:
-    """Cached shortest-latency paths between devices of one cluster."""
+    """Cached shortest-latency paths between devices (and switches) of one cluster."""
 
     def __init__(self, cluster: Cluster, ecmp: bool = False):
         self.cluster = cluster
@@ -38,6 +50,10 @@ class Router:
             data["_route_cost"] = data["latency_s"] + 1e-15
         self._switch = {node for node, kind in graph.nodes(data="kind") if kind == "switch"}
         self._middles: dict[tuple[str, str], list[str]] = {}
+        self._devices_forward = graph.graph.get("devices_forward", True)
+        self._uplinks: dict[str, list[tuple[str, tuple[str, ...], float]]] = {}
+        self._between: dict[tuple[str, str], tuple[float, tuple[str, ...]] | None] = {}
+        self._fabric = None
 
     def _equal_middles(self, a: str, b: str, via: str) -> list[str]:
         """Switches that join a and b with the same latency as ``via``, sorted."""
@@ -46,14 +62,15 @@ class Router:
         if cached is None:
             graph = self.cluster.graph
             cost = graph.edges[a, via]["latency_s"] + graph.edges[via, b]["latency_s"]
-            cached = sorted(m for m in self._switch & set(graph[a]) & set(graph[b])
+            smaller, larger = sorted((graph[a], graph[b]), key=len)
+            cached = sorted(m for m in smaller if m in larger and m in self._switch
                             if abs(graph.edges[a, m]["latency_s"] + graph.edges[m, b]["latency_s"] - cost)
                             <= 1e-15 * max(cost, 1e-30))
             self._middles[key] = cached
         return cached
 
     def path(self, src: str, dst: str) -> tuple[Link, ...]:
-        """Directed links from device node ``src`` to ``dst``."""
+        """Directed links from node ``src`` (a device, or a switch) to ``dst``."""
         key = (src, dst)
         cached = self._paths.get(key)
         if cached is not None:
@@ -61,18 +78,85 @@ class Router:
         if src == dst:
             links: tuple[Link, ...] = ()
         else:
-            _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")
+            if self._devices_forward:
+                _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")
+            else:
+                nodes = self._through_switches(src, dst)
             if self.ecmp:
-                nodes = list(nodes)
-                for i in range(1, len(nodes) - 1):
-                    if nodes[i] in self._switch:
-                        options = self._equal_middles(nodes[i - 1], nodes[i + 1], nodes[i])
-                        if len(options) > 1:
-                            salt = zlib.crc32(f"{src}->{dst}:{nodes[i - 1]}>{nodes[i + 1]}".encode())
-                            nodes[i] = options[salt % len(options)]
+                nodes = self._spread(list(nodes), dst)
             links = tuple(zip(nodes[:-1], nodes[1:]))
         self._paths[key] = links
         return links
+
+    def _spread(self, nodes: list[str], dst: str) -> list[str]:
+        port = self.cluster.graph.nodes[dst].get("port")
+        salt = port if port is not None else zlib.crc32(dst.encode())
+        switch = self._switch
+        for i in range(1, len(nodes) - 1):
+            # equal-cost alternatives to a switch lie between two switches (a spine between leaves)
+            if nodes[i] in switch and nodes[i - 1] in switch and nodes[i + 1] in switch:
+                options = self._equal_middles(nodes[i - 1], nodes[i + 1], nodes[i])
+                if len(options) > 1:
+                    nodes[i] = options[salt % len(options)]
+        return nodes
+
+    def _ups(self, node: str) -> list[tuple[str, tuple[str, ...], float]]:
+        """(switch, nodes from ``node`` up to it, cost): the switches a node
+        reaches without crossing a device: itself if a switch; its switches,
+        and those behind its NICs, if a device."""
+        cached = self._uplinks.get(node)
+        if cached is None:
+            graph = self.cluster.graph
+            if node in self._switch:
+                cached = [(node, (node,), 0.0)]
+            else:
+                cached = []
+                for near in graph[node]:
+                    cost = graph.edges[node, near]["_route_cost"]
+                    kind = graph.nodes[near].get("kind")
+                    if kind == "switch":
+                        cached.append((near, (node, near), cost))
+                    elif kind == "nic":
+                        cached += [(far, (node, near, far), cost + graph.edges[near, far]["_route_cost"])
+                                   for far in graph[near] if far in self._switch]
+            self._uplinks[node] = cached
+        return cached
+
+    def _switch_route(self, a: str, b: str) -> tuple[float, tuple[str, ...]] | None:
+        """Shortest route between two switches over switches only (cached)."""
+        key = (a, b)
+        if key not in self._between:
+            if self._fabric is None:
+                self._fabric = nx.Graph(self.cluster.graph.subgraph(
+                    n for n in self.cluster.graph if n in self._switch))
+                self._part = {n: i for i, part in enumerate(nx.connected_components(self._fabric))
+                              for n in part}
+            if self._part[a] != self._part[b]:
+                self._between[key] = None
+                return None
+            try:
+                cost, nodes = nx.bidirectional_dijkstra(self._fabric, a, b, weight="_route_cost")
+                self._between[key] = (cost, tuple(nodes))
+            except nx.NetworkXNoPath:
+                self._between[key] = None
+        return self._between[key]
+
+    def _through_switches(self, src: str, dst: str) -> list[str]:
+        graph = self.cluster.graph
+        best = None
+        if graph.has_edge(src, dst):
+            best = (graph.edges[src, dst]["_route_cost"], [src, dst])
+        for up, climb, cost_up in self._ups(src):
+            for down, descent, cost_down in self._ups(dst):
+                route = (0.0, (up,)) if up == down else self._switch_route(up, down)
+                if route is None:
+                    continue
+                cost = cost_up + route[0] + cost_down
+                if best is None or cost < best[0] * (1 - 1e-12):
+                    best = (cost, list(climb[:-1]) + list(route[1]) + list(reversed(descent[:-1])))
+        if best is None:
+            raise nx.NetworkXNoPath(f"no route from {src} to {dst} that passes through no other device")
+        return best[1]
 
     def rank_path(self, src_rank: int, dst_rank: int) -> tuple[Link, ...]:
         ranks = self.cluster.ranks

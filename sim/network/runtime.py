@@ -21,21 +21,27 @@ in docs/architecture.md.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from sim.engine.calendar import Environment
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
-from sim.network.collectives import (BUSBW_FACTOR, NCCL_ALGORITHMS, CollectiveError, Schedule, Step,
-                                     algorithms_for, build_schedule, normalize_algorithm,
-                                     normalize_op)
+from sim.network.collectives import (BUSBW_FACTOR, NCCL_NAMES, CollectiveError, Schedule, Step,
+                                     algorithms_for, build_schedule, check_group, normalize_algorithm,
+                                     normalize_op, normalize_protocol)
 from sim.network.routing import Router
 from sim.network.topology import Cluster
 
 @dataclass(frozen=True)
 class StepPattern:
-    """A step routed on the topology: the links it loads and how heavily."""
+    """A step routed on the topology: the links it loads and how heavily.
+
+    The step moves as one batch whose unit is its largest transfer
+    (``bytes_per_transfer``); a link's weight is the bytes the step puts on
+    it over that unit (the number of transfers crossing it when all are the
+    same size). ``max_rate`` caps the unit's rate."""
 
     links: tuple[tuple[str, str], ...]
     weights: tuple[float, ...]
@@ -43,6 +49,7 @@ class StepPattern:
     bytes_per_transfer: float
     alone_rate: float
     arrays: object = None
+    max_rate: float = math.inf
 
 
 class NetworkRuntime:
@@ -63,6 +70,7 @@ class NetworkRuntime:
         self.record = record
         self.rows: list[tuple] = []
         self._patterns: dict[int, tuple[Step, StepPattern]] = {}
+        self._geometries: dict[tuple[int, ...], object] = {}
 
     def pattern(self, step: Step) -> StepPattern:
         """Route a step's transfers (cached per step object)."""
@@ -71,20 +79,31 @@ class NetworkRuntime:
             return cached[1]
         load: Counter = Counter()
         latency = 0.0
-        size = 0.0
+        size = max((nbytes for _, _, nbytes in step.transfers), default=0.0)
         for src, dst, nbytes in step.transfers:
-            links = self.router.rank_path(src, dst)
-            load.update(links)
-            latency = max(latency, self.router.latency_s(links))
-            size = max(size, nbytes)
+            links = self._path(src, dst)
+            share = nbytes / size if size > 0 else 1.0
+            for link in links:
+                load[link] += share
+            if step.latency_s is None:
+                latency = max(latency, self.router.latency_s(links))
+        if step.latency_s is not None:
+            latency = step.latency_s
         links = tuple(load)
         weights = tuple(float(load[link]) for link in links)
         capacity = self.fluid.capacity
-        alone = min((capacity[l] / w for l, w in zip(links, weights)), default=float("inf"))
+        alone = min((capacity[l] / w for l, w in zip(links, weights)), default=math.inf)
+        alone = min(alone, step.max_rate)
         arrays = self.fluid.arrays(links, weights) if isinstance(self.fluid, VectorFluidNetwork) else None
-        pattern = StepPattern(links, weights, latency, size, alone, arrays)
+        pattern = StepPattern(links, weights, latency, size, alone, arrays, step.max_rate)
         self._patterns[id(step)] = (step, pattern)
         return pattern
+
+    def _path(self, src: int | str, dst: int | str):
+        """Directed links from a rank or node name to another."""
+        ranks = self.cluster.ranks
+        return self.router.path(ranks[src] if isinstance(src, int) else src,
+                                ranks[dst] if isinstance(dst, int) else dst)
 
     def predicted_time_s(self, schedule: Schedule) -> float:
         """The schedule's time on an otherwise idle network, ignoring sharing
@@ -100,17 +119,25 @@ class NetworkRuntime:
         return total
 
     def schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
-                 candidates: Sequence[str] | None = None) -> Schedule:
+                 candidates: Sequence[str] | None = None, protocol: str | None = None) -> Schedule:
         """Build the schedule; ``auto`` picks, among ``candidates`` (default: every
-        algorithm implementing ``op``), the one with the least predicted time."""
+        alpha-beta algorithm implementing ``op``), the one with the least predicted
+        time; ``nccl`` picks as NCCL's tuner does (sim/network/nccl.py), and the
+        NCCL family takes a ``protocol`` (LL, LL128, Simple; default: the tuner's).
+        ``algorithm`` may also be written ``ALGORITHM/PROTOCOL``."""
+        if "/" in algorithm and protocol is None:
+            algorithm, protocol = algorithm.split("/", 1)
         op, algorithm = normalize_op(op), normalize_algorithm(algorithm)
-        if algorithm == "nccl":
-            algorithm = "auto"
-            candidates = [a for a in NCCL_ALGORITHMS if a in algorithms_for(op)] or algorithms_for(op)
+        protocol = normalize_protocol(protocol)
         for rank in ranks:
             if not 0 <= rank < self.cluster.size:
                 raise CollectiveError(f"group names rank {rank}, but {self.cluster.name} has ranks "
                                       f"0..{self.cluster.size - 1}")
+        if algorithm in NCCL_NAMES:
+            return self._nccl_schedule(op, algorithm, ranks, nbytes, protocol)
+        if protocol is not None:
+            raise CollectiveError(f"--protocol applies to the NCCL family ({', '.join(NCCL_NAMES)}), "
+                                  f"not to {algorithm}")
         if algorithm != "auto":
             return build_schedule(op, algorithm, ranks, nbytes, self.cluster.machine)
         best = None
@@ -127,6 +154,47 @@ class NetworkRuntime:
         if best is None:
             raise CollectiveError(f"no algorithm implements {op} on this group")
         return best[1]
+
+    def geometry(self, ranks: Sequence[int]):
+        """NCCL's view of the communicator of ``ranks`` (cached)."""
+        from sim.network.nccl import geometry
+        key = tuple(ranks)
+        found = self._geometries.get(key)
+        if found is None:
+            found = self._geometries[key] = geometry(self.cluster, key)
+        return found
+
+    def _nccl_schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
+                       protocol: str | None) -> Schedule:
+        from sim.network import nccl, nccl_schedules
+        ranks = check_group(ranks, nbytes)
+        p2p = op in ("alltoall", "sendrecv", "scatter", "gather")
+        if len(ranks) == 1 or nbytes == 0:
+            return Schedule(op, "nccl_p2p" if p2p else algorithm, ranks, float(nbytes), (), protocol or "", 0)
+        geom = self.geometry(ranks)
+        if math.isinf(geom.intra_bw) or (geom.n_nodes > 1 and math.isinf(geom.nic_bw)):
+            # an ideal interconnect (ideal:N): communication takes no time
+            return Schedule(op, algorithm, ranks, float(nbytes), (), protocol or "", 0)
+        if p2p:
+            if algorithm not in ("nccl", "nccl_p2p", "nccl_hierarchical"):
+                raise CollectiveError(f"NCCL runs {op} as send/receive: use nccl, nccl_p2p or "
+                                      f"nccl_hierarchical, not {algorithm}")
+            if protocol not in (None, "Simple"):
+                raise CollectiveError(f"NCCL's send/receive ({op}) runs the Simple protocol, not {protocol}")
+            return nccl_schedules.p2p_schedule(self.cluster, geom, op, ranks, nbytes,
+                                               hierarchical=algorithm == "nccl_hierarchical")
+        if algorithm in ("nccl_p2p", "nccl_hierarchical"):
+            raise CollectiveError(f"{algorithm} runs all-to-all, scatter, gather and sendrecv, not {op}")
+        protocols = (protocol,) if protocol else nccl.PROTOCOLS
+        algorithms = nccl.NCCL_FAMILY if algorithm == "nccl" else (algorithm,)
+        if algorithm != "nccl":
+            for proto in protocols:
+                if not nccl.enabled(geom, op, algorithm, proto) and (protocol is not None or not any(
+                        nccl.enabled(geom, op, algorithm, p) for p in protocols)):
+                    nccl.execution(geom, op, algorithm, proto, nbytes)      # raises the explanation
+        chosen, proto = nccl.choose(geom, op, nbytes, algorithms, protocols)
+        ex = nccl.execution(geom, op, chosen, proto, nbytes)
+        return nccl_schedules.BUILDERS[chosen](self.cluster, geom, op, ex, ranks, nbytes)
 
     def start(self, schedule: Schedule, on_done: Callable[[float, float], None], op_id: int = -1,
               name: str = "") -> None:
@@ -181,7 +249,7 @@ class _CollectiveRun:
         pattern = self.pattern
         if pattern.bytes_per_transfer > 0 and pattern.links:
             net.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links, self._reduce,
-                            weights=pattern.weights,
+                            weights=pattern.weights, max_rate=pattern.max_rate,
                             **({"arrays": pattern.arrays} if pattern.arrays is not None else {}))
         else:
             self._reduce()
@@ -206,7 +274,8 @@ class _CollectiveRun:
                        f"{self.schedule.op}/{self.schedule.algorithm}")
             for link, weight in zip(pattern.links, pattern.weights):
                 net.rows.append(("network", f"{link[0]}->{link[1]}", self.op_id, f"{self.label}: {step.label}",
-                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0, int(weight),
+                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0,
+                                 max(1, round(weight)),
                                  context))
         self.index += 1
         self.next_step()
@@ -221,6 +290,8 @@ class CollectiveResult:
     time_s: float
     steps: int
     events: int
+    protocol: str = ""
+    channels: int = 0
 
     @property
     def algbw_bytes_per_s(self) -> float:
@@ -231,22 +302,28 @@ class CollectiveResult:
         return self.algbw_bytes_per_s * BUSBW_FACTOR[self.op](self.ranks)
 
     def as_dict(self) -> dict:
-        return {"op": self.op, "algorithm": self.algorithm, "ranks": self.ranks,
-                "bytes": self.nbytes, "time_s": self.time_s,
-                "algbw_bytes_per_s": self.algbw_bytes_per_s,
-                "busbw_bytes_per_s": self.busbw_bytes_per_s, "steps": self.steps,
+        """JSON-ready fields; a bandwidth that is infinite (no time taken) is null."""
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+        return {"op": self.op, "algorithm": self.algorithm, "protocol": self.protocol,
+                "channels": self.channels, "ranks": self.ranks, "bytes": self.nbytes,
+                "time_s": self.time_s, "algbw_bytes_per_s": finite(self.algbw_bytes_per_s),
+                "busbw_bytes_per_s": finite(self.busbw_bytes_per_s), "steps": self.steps,
                 "events": self.events}
 
 
 def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Sequence[int], float]],
                          gamma_s_per_byte: float = 0.0, ecmp: bool = False, record: bool = False,
                          on_network: Callable[[NetworkRuntime], None] | None = None,
-                         candidates: Sequence[str] | None = None) -> list[CollectiveResult]:
+                         candidates: Sequence[str] | None = None,
+                         protocol: str | None = None) -> list[CollectiveResult]:
     """Run collectives (op, algorithm, ranks, bytes) concurrently from time 0
-    on an otherwise idle cluster; one result per request."""
+    on an otherwise idle cluster; one result per request. ``protocol`` applies
+    to the NCCL family's requests."""
     env = Environment()
     network = NetworkRuntime(env, cluster, ecmp=ecmp, gamma_s_per_byte=gamma_s_per_byte, record=record)
-    schedules = [network.schedule(op, algo, ranks, nbytes, candidates)
+    schedules = [network.schedule(op, algo, ranks, nbytes, candidates,
+                                  protocol if normalize_algorithm(algo.split("/")[0]) in NCCL_NAMES else None)
                  for op, algo, ranks, nbytes in requests]
     processes = [env.process(network.run(s, op_id=i)) for i, s in enumerate(schedules)]
     env.run()
@@ -254,15 +331,15 @@ def simulate_collectives(cluster: Cluster, requests: Sequence[tuple[str, str, Se
     if on_network is not None:
         on_network(network)
     return [CollectiveResult(s.op, s.algorithm, len(s.ranks), s.nbytes, p.value[1] - p.value[0],
-                             sum(step.repeat for step in s.steps), events)
+                             sum(step.repeat for step in s.steps), events, s.protocol, s.channels)
             for s, p in zip(schedules, processes)]
 
 
 def simulate_collective(cluster: Cluster, op: str, algorithm: str, nbytes: float,
                         ranks: Sequence[int] | None = None, gamma_s_per_byte: float = 0.0,
-                        ecmp: bool = False, candidates: Sequence[str] | None = None
-                        ) -> CollectiveResult:
+                        ecmp: bool = False, candidates: Sequence[str] | None = None,
+                        protocol: str | None = None) -> CollectiveResult:
     """One collective alone on the cluster (all ranks by default)."""
     ranks = list(range(cluster.size)) if ranks is None else list(ranks)
     return simulate_collectives(cluster, [(op, algorithm, ranks, nbytes)], gamma_s_per_byte, ecmp,
-                                candidates=candidates)[0]
+                                candidates=candidates, protocol=protocol)[0]

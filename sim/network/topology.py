@@ -3,15 +3,27 @@
 A cluster is an undirected ``networkx.Graph``: device nodes (``kind:
 device``, with a ``rank`` and the ``spec`` of the device), switch nodes
 (``kind: switch``) and NIC nodes (``kind: nic``). Every edge is a full-duplex
-link with ``bandwidth_bytes_per_s`` per direction, ``latency_s`` and an
+link with ``bandwidth_bytes_per_s`` per direction, ``latency_s``, an
 ``efficiency`` (the fraction of line rate an application sees after protocol
-overhead; effective capacity = bandwidth x efficiency). Each direction of a
+overhead; effective capacity = bandwidth x efficiency) and a ``link_type``
+naming its kind (``topologies/links/``: NVLink3, InfiniBand NDR, ...), which
+carries the NCCL link class and per-protocol figures. Each direction of a
 link is a separate shared resource in simulation.
 
-Clusters come from YAML files (``topologies/clusters/*.yaml``, explicit or
-naming a generator) or from parametric names: ``ring:N``,
-``fully_connected:N``, ``switch:N``, ``tree:N``, ``torus:AxB[xC]``,
-``cluster:NODESxGPUS``.
+Clusters come from YAML files (``topologies/clusters/*.yaml``, naming a
+generator with options or listing devices, switches, NICs and links) or from
+parametric names: ``ring:N``, ``fully_connected:N``, ``switch:N``,
+``tree:N``, ``torus:AxB[xC]``, ``cluster:NODESxGPUS``, ``ideal:N``; at most
+``MAX_DEVICES`` devices.
+
+``cluster:NODESxGPUS`` is a DGX-style machine room: per node an NVSwitch
+joining its GPUs, one NIC per GPU, and the NICs in a two-level leaf/spine fat
+tree. With ``rails`` (the default) the fat tree is rail-optimised as DGX
+SuperPODs are cabled: NIC i of every node plugs into the leaf switches of
+rail i, so traffic between GPUs of the same local index never leaves its
+rail's leaf. GPUs do not forward traffic: a route from a GPU to another
+node's GPU goes through its own NIC (NCCL's PXN relays through a peer GPU
+explicitly, in sim/network/nccl_schedules.py).
 """
 
 from __future__ import annotations
@@ -26,15 +38,21 @@ from typing import Any, Mapping
 import networkx as nx
 
 from sim.errors import SpecError
-from sim.hardware.specs import device_catalog, read_yaml, topologies_dir
+from sim.hardware.specs import device_catalog
+from sim.network.specs import (ExplicitCluster, GeneratorCluster, GeneratorOptions, LinkType,
+                               NcclSystem, generic_link_type, link_type)
+from sim.paths import topologies_dir
+from sim.schema import load_yaml, validate as validate_model
 
 DEFAULT_BANDWIDTH = 100e9
 DEFAULT_LATENCY = 1e-6
+MAX_DEVICES = 32768        # a bound on parametric sizes: larger graphs take minutes just to build
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """A validated topology: the graph and the device nodes in rank order."""
+    """A validated topology: the graph, the device nodes in rank order, and
+    what NCCL's model needs beyond the links (``nccl``, ``link_types`` by name)."""
 
     name: str
     graph: nx.Graph
@@ -42,6 +60,8 @@ class Cluster:
     source: str = ""
     node_of_rank: tuple[int, ...] = field(default=())
     ecmp: bool = False
+    nccl: NcclSystem = field(default_factory=NcclSystem)
+    link_types: Mapping[str, LinkType] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -54,11 +74,17 @@ class Cluster:
         """Index of the machine (node) holding ``rank``; 0 for single-level topologies."""
         return self.node_of_rank[rank] if self.node_of_rank else 0
 
+    def link_type(self, a: str, b: str) -> LinkType:
+        """The kind of the link between nodes ``a`` and ``b`` (generic NVLink-class if unnamed)."""
+        name = self.graph.edges[a, b].get("link_type", "")
+        found = self.link_types.get(name)
+        return found if found is not None else generic_link_type()
+
 
 def _link(graph: nx.Graph, a: str, b: str, bandwidth: float, latency: float,
-          efficiency: float = 1.0) -> None:
+          efficiency: float = 1.0, kind: str = "") -> None:
     graph.add_edge(a, b, bandwidth_bytes_per_s=float(bandwidth), latency_s=float(latency),
-                   efficiency=float(efficiency))
+                   efficiency=float(efficiency), link_type=kind)
 
 
 def _devices(graph: nx.Graph, names: list[str], spec: str) -> None:
@@ -66,8 +92,14 @@ def _devices(graph: nx.Graph, names: list[str], spec: str) -> None:
         graph.add_node(name, kind="device", rank=rank, spec=spec)
 
 
-def _numbered_devices(n: int, spec: str) -> tuple[nx.Graph, list[str]]:
+def _check_size(kind: str, count: int) -> None:
+    if count > MAX_DEVICES:
+        raise SpecError(f"topology {kind}: {count} devices; at most {MAX_DEVICES} are supported")
+
+
+def _numbered_devices(n: int, spec: str, kind: str = "") -> tuple[nx.Graph, list[str]]:
     """A graph holding devices dev0 .. dev{n-1} (ranks in that order) and no links yet."""
+    _check_size(f"{kind}:{n}", n)
     graph = nx.Graph()
     names = [f"dev{i}" for i in range(n)]
     _devices(graph, names, spec)
@@ -77,7 +109,7 @@ def _numbered_devices(n: int, spec: str) -> tuple[nx.Graph, list[str]]:
 def ring(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
          spec: str = "", efficiency: float = 1.0) -> Cluster:
     """``n`` devices in a bidirectional ring."""
-    graph, names = _numbered_devices(n, spec)
+    graph, names = _numbered_devices(n, spec, "ring")
     for i in range(n):
         if n > 1 and not graph.has_edge(names[i], names[(i + 1) % n]):
             _link(graph, names[i], names[(i + 1) % n], bandwidth, latency, efficiency)
@@ -87,7 +119,10 @@ def ring(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_
 def fully_connected(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
                     spec: str = "", efficiency: float = 1.0) -> Cluster:
     """``n`` devices with a direct link between every pair."""
-    graph, names = _numbered_devices(n, spec)
+    if n * (n - 1) // 2 > 4 * MAX_DEVICES:
+        raise SpecError(f"topology fully_connected:{n}: {n * (n - 1) // 2} links; at most "
+                        f"{4 * MAX_DEVICES} are supported")
+    graph, names = _numbered_devices(n, spec, "fully_connected")
     for i in range(n):
         for j in range(i + 1, n):
             _link(graph, names[i], names[j], bandwidth, latency, efficiency)
@@ -98,7 +133,7 @@ def switch(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAUL
            spec: str = "", efficiency: float = 1.0) -> Cluster:
     """``n`` devices on one crossbar switch (such as an NVSwitch): one link each.
     ``latency`` is per link, so device to device costs two links."""
-    graph, names = _numbered_devices(n, spec)
+    graph, names = _numbered_devices(n, spec, "switch")
     graph.add_node("switch", kind="switch")
     for name in names:
         _link(graph, name, "switch", bandwidth, latency, efficiency)
@@ -107,11 +142,13 @@ def switch(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAUL
 
 def tree(n: int, bandwidth: float = DEFAULT_BANDWIDTH, latency: float = DEFAULT_LATENCY,
          spec: str = "", efficiency: float = 1.0, arity: int = 2) -> Cluster:
-    """``n`` devices as leaves of an ``arity``-ary tree of switches: each leaf
-    switch holds ``arity`` devices and every switch level above joins
+    """``n`` devices as leaves of an ``arity``-ary tree of switches (arity >= 2):
+    each leaf switch holds ``arity`` devices and every switch level above joins
     ``arity`` switches, up to one root. Every link has the same bandwidth, so
     upper links are oversubscribed, as in a plain tree."""
-    graph, names = _numbered_devices(n, spec)
+    if arity < 2:
+        raise SpecError(f"topology tree:{n}: arity must be at least 2, got {arity}")
+    graph, names = _numbered_devices(n, spec, "tree")
     level = 0
     children = names
     while len(children) > 1 or level == 0:
@@ -133,6 +170,7 @@ def torus(dims: tuple[int, ...], bandwidth: float = DEFAULT_BANDWIDTH,
     every dimension, with wraparound. Ranks are in row-major order."""
     if len(dims) not in (2, 3) or any(d < 1 for d in dims):
         raise SpecError(f"torus: expected 2 or 3 positive dimensions, got {dims}")
+    _check_size("torus:" + "x".join(map(str, dims)), math.prod(dims))
     graph = nx.Graph()
     coords = list(_coords(dims))
     names = ["chip" + ".".join(map(str, c)) for c in coords]
@@ -159,47 +197,81 @@ def _coords(dims: tuple[int, ...]):
             yield (head,) + tail
 
 
-def multi_node(nodes: int, gpus: int, nvlink_bandwidth: float = 300e9,
-               nvlink_latency: float = 1e-6, nvlink_efficiency: float = 1.0,
-               nic_bandwidth: float = 25e9, nic_latency: float = 2e-6, nic_efficiency: float = 1.0,
-               nics_per_leaf: int = 32, spec: str = "") -> Cluster:
+# Link kinds of `cluster:` when the options name no link type: the figures this generator
+# always had, with NCCL's own per-protocol hop latencies for the class.
+def _default_kind(name: str, nccl_class: str, bandwidth: float, latency: float) -> LinkType:
+    base = generic_link_type(nccl_class)
+    return LinkType(name=name, nccl_class=nccl_class, bandwidth=bandwidth, latency=latency,
+                    protocols=base.protocols, source=base.source)
+
+
+def multi_node(nodes: int, gpus: int, nvlink: LinkType | None = None, nic: LinkType | None = None,
+               nvlink_bandwidth: float | None = None, nvlink_latency: float | None = None,
+               nvlink_efficiency: float | None = None, nic_bandwidth: float | None = None,
+               nic_latency: float | None = None, nic_efficiency: float | None = None,
+               nics_per_leaf: int = 32, rails: bool = True, spec: str = "",
+               nccl: NcclSystem | None = None) -> Cluster:
     """``nodes`` machines of ``gpus`` GPUs: inside a machine every GPU links to
-    the machine's NVSwitch; every GPU also has its own NIC, and the NICs hang
-    off a two-level leaf/spine fat tree. Each leaf takes ``nics_per_leaf``
-    NICs and has as many uplinks, one to each spine, so the tree is
-    non-blocking (full bisection bandwidth). Routing uses ECMP by default, as
-    fat trees do (``ecmp: false`` for one fixed path per pair)."""
-    graph = nx.Graph()
+    the machine's NVSwitch (link type ``nvlink``); every GPU has its own NIC
+    (link type ``nic``, also used for the GPU-NIC PCIe hop), and the NICs hang
+    off a two-level leaf/spine fat tree. A leaf takes up to ``nics_per_leaf``
+    NICs and has one uplink to each spine, as many spines as NICs on the
+    fullest leaf, so the tree is non-blocking. With ``rails`` the leaves are
+    per rail: NIC g of node n plugs into leaf ``g * L + n // nics_per_leaf``
+    (L leaves per rail); without, NICs fill leaves in rank order. Explicit
+    ``nvlink_*`` / ``nic_*`` figures override the link types'. Routing uses
+    ECMP, as fat trees do (``ecmp: false`` for one fixed path per pair)."""
+    _check_size(f"cluster:{nodes}x{gpus}", nodes * gpus)
+    nvlink = nvlink or _default_kind("nvlink", "nvlink", 300e9, 1e-6)
+    nic = nic or _default_kind("nic", "net", 25e9, 2e-6)
+    nv = (nvlink_bandwidth or nvlink.bandwidth, nvlink.latency if nvlink_latency is None else nvlink_latency,
+          nvlink_efficiency or nvlink.efficiency, nvlink.name)
+    net = (nic_bandwidth or nic.bandwidth, nic.latency if nic_latency is None else nic_latency,
+           nic_efficiency or nic.efficiency, nic.name)
+    graph = nx.Graph(devices_forward=False)
     names = [f"node{n}/gpu{g}" for n in range(nodes) for g in range(gpus)]
     _devices(graph, names, spec)
-    total = nodes * gpus
-    leaves = math.ceil(total / nics_per_leaf)
-    spines = nics_per_leaf if leaves > 1 else 0
+    leaf_of = _leaf_assignment(nodes, gpus, nics_per_leaf, rails)
+    leaves = max(leaf_of.values()) + 1
+    fullest = max(sum(1 for v in leaf_of.values() if v == leaf) for leaf in range(leaves))
+    spines = fullest if leaves > 1 else 0
     for s in range(spines):
         graph.add_node(f"spine{s}", kind="switch")
     for leaf in range(leaves):
         graph.add_node(f"leaf{leaf}", kind="switch")
         for s in range(spines):
-            _link(graph, f"leaf{leaf}", f"spine{s}", nic_bandwidth, nic_latency, nic_efficiency)
+            _link(graph, f"leaf{leaf}", f"spine{s}", *net)
     for n in range(nodes):
         nvswitch = f"node{n}/nvswitch"
-        graph.add_node(nvswitch, kind="switch")
+        graph.add_node(nvswitch, kind="switch", machine=n)
         for g in range(gpus):
-            gpu, nic = f"node{n}/gpu{g}", f"node{n}/nic{g}"
-            _link(graph, gpu, nvswitch, nvlink_bandwidth, nvlink_latency, nvlink_efficiency)
-            graph.add_node(nic, kind="nic")
-            _link(graph, gpu, nic, nic_bandwidth, nic_latency, nic_efficiency)
-            _link(graph, nic, f"leaf{(n * gpus + g) // nics_per_leaf}", nic_bandwidth, nic_latency,
-                  nic_efficiency)
-    node_of_rank = tuple(r // gpus for r in range(total))
+            gpu, nic_name = f"node{n}/gpu{g}", f"node{n}/nic{g}"
+            graph.nodes[gpu].update(machine=n, local=g, port=_port(n, g, gpus, nics_per_leaf, rails))
+            _link(graph, gpu, nvswitch, *nv)
+            graph.add_node(nic_name, kind="nic", machine=n, rail=g)
+            _link(graph, gpu, nic_name, *net)
+            _link(graph, nic_name, f"leaf{leaf_of[(n, g)]}", *net)
+    node_of_rank = tuple(r // gpus for r in range(nodes * gpus))
     return Cluster(f"cluster:{nodes}x{gpus}", graph, tuple(names), node_of_rank=node_of_rank,
-                   ecmp=True)
+                   ecmp=True, nccl=nccl or NcclSystem(), link_types={nvlink.name: nvlink, nic.name: nic})
+
+
+def _port(node: int, gpu: int, gpus: int, nics_per_leaf: int, rails: bool) -> int:
+    """The index of a GPU's NIC among the NICs of its leaf switch (routing spreads by it)."""
+    return node % nics_per_leaf if rails else (node * gpus + gpu) % nics_per_leaf
+
+
+def _leaf_assignment(nodes: int, gpus: int, nics_per_leaf: int, rails: bool) -> dict[tuple[int, int], int]:
+    if rails:
+        per_rail = math.ceil(nodes / nics_per_leaf)
+        return {(n, g): g * per_rail + n // nics_per_leaf for n in range(nodes) for g in range(gpus)}
+    return {(n, g): (n * gpus + g) // nics_per_leaf for n in range(nodes) for g in range(gpus)}
 
 
 def ideal(n: int, spec: str = "") -> Cluster:
     """``n`` devices on one switch with unbounded bandwidth and zero latency:
     communication takes no time (for closed-form checks of schedules)."""
-    graph, names = _numbered_devices(n, spec)
+    graph, names = _numbered_devices(n, spec, "ideal")
     graph.add_node("switch", kind="switch")
     for name in names:
         _link(graph, name, "switch", math.inf, 0.0)
@@ -207,76 +279,82 @@ def ideal(n: int, spec: str = "") -> Cluster:
 
 
 _PARAMETRIC = re.compile(r"^(ring|fully_connected|switch|tree|torus|cluster|ideal):([0-9x]+)$")
+_OPTIONS_OF = {
+    "ideal": set(),
+    "cluster": {"nvlink", "nic", "nvlink_bandwidth", "nvlink_latency", "nvlink_efficiency",
+                "nic_bandwidth", "nic_latency", "nic_efficiency", "nics_per_leaf", "rails",
+                "bandwidth_bytes_per_s", "latency_s", "efficiency", "nccl"},
+    "tree": {"bandwidth_bytes_per_s", "latency_s", "efficiency", "arity", "nccl"},
+}
+_SINGLE_LEVEL = {"bandwidth_bytes_per_s", "latency_s", "efficiency", "nccl"}
 
 
-def from_name(text: str, options: Mapping[str, Any] | None = None) -> Cluster:
+def from_name(text: str, options: Mapping[str, Any] | None = None, where: str = "") -> Cluster:
     """Build a parametric topology from ``kind:SIZE`` and keyword options
-    (``bandwidth_bytes_per_s``, ``latency_s``, ``efficiency``, ``device``, and
-    for ``cluster`` the nvlink_/nic_ options and ``nics_per_leaf``)."""
+    (``bandwidth_bytes_per_s``, ``latency_s``, ``efficiency``, ``device``,
+    ``ecmp``, ``nccl``; for ``tree`` the ``arity``; for ``cluster`` the link
+    types ``nvlink`` and ``nic``, their ``nvlink_*`` / ``nic_*`` figures,
+    ``nics_per_leaf`` and ``rails``)."""
+    where = where or f"topology {text!r}"
     match = _PARAMETRIC.match(text.strip())
     if not match:
         raise SpecError(f"topology {text!r}: expected a YAML file or one of "
                         f"ring:N, fully_connected:N, switch:N, tree:N, torus:AxB[xC], cluster:NODESxGPUS, ideal:N")
     kind, size = match.groups()
-    options = dict(options or {})
-    spec = str(options.pop("device", ""))
-    ecmp = options.pop("ecmp", None)
+    if len(size) > 12:
+        raise SpecError(f"topology {text!r}: size too large; at most {MAX_DEVICES} devices")
     try:
         numbers = tuple(int(x) for x in size.split("x"))
     except ValueError:
         raise SpecError(f"topology {text!r}: bad size {size!r}") from None
     if any(x < 1 for x in numbers):
         raise SpecError(f"topology {text!r}: sizes must be positive")
-    common = {}
-    for key, name in (("bandwidth_bytes_per_s", "bandwidth"), ("latency_s", "latency"),
-                      ("efficiency", "efficiency")):
-        if key in options:
-            common[name] = _positive(options.pop(key), f"{text}: {key}", allow_zero=key == "latency_s")
+    try:
+        opts = validate_model(GeneratorOptions, dict(options or {}), "", SpecError)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    given = set(opts.model_fields_set) - {"device", "ecmp"}
+    allowed = _OPTIONS_OF.get(kind, _SINGLE_LEVEL)
+    if given - allowed:
+        raise SpecError(f"{where}: option {sorted(given - allowed)[0]!r} does not apply to {kind}:N; "
+                        f"expected some of {sorted(allowed | {'device', 'ecmp'})}")
+    cluster = _build(kind, numbers, opts, text, where)
+    if opts.ecmp is not None:
+        cluster = dataclasses.replace(cluster, ecmp=opts.ecmp)
+    if opts.nccl is not None:
+        cluster = dataclasses.replace(cluster, nccl=opts.nccl)
+    return validate(cluster, where)
+
+
+def _build(kind: str, numbers: tuple[int, ...], opts: GeneratorOptions, text: str, where: str) -> Cluster:
+    spec = opts.device
+    common = {name: value for name, value in (("bandwidth", opts.bandwidth_bytes_per_s),
+                                              ("latency", opts.latency_s),
+                                              ("efficiency", opts.efficiency)) if value is not None}
     if kind == "ideal":
-        if len(numbers) != 1 or common:
-            raise SpecError(f"topology {text!r}: expected ideal:N with no link options")
-        cluster = ideal(numbers[0], spec=spec)
-    elif kind == "torus":
-        cluster = torus(numbers, spec=spec, **common)
-    elif kind == "cluster":
+        if len(numbers) != 1:
+            raise SpecError(f"topology {text!r}: expected ideal:N")
+        return ideal(numbers[0], spec=spec)
+    if kind == "torus":
+        return torus(numbers, spec=spec, **common)
+    if kind == "cluster":
         if len(numbers) != 2:
             raise SpecError(f"topology {text!r}: expected cluster:NODESxGPUS")
-        kwargs = {}
-        for key in ("nvlink_bandwidth", "nvlink_latency", "nvlink_efficiency", "nic_bandwidth",
-                    "nic_latency", "nic_efficiency", "nics_per_leaf"):
-            if key in options:
-                value = _positive(options.pop(key), f"{text}: {key}", allow_zero=key.endswith("latency"))
-                kwargs[key] = int(value) if key == "nics_per_leaf" else value
-        if "bandwidth" in common:
-            kwargs["nvlink_bandwidth"] = kwargs["nic_bandwidth"] = common["bandwidth"]
-        if "latency" in common:
-            kwargs["nvlink_latency"] = kwargs["nic_latency"] = common["latency"]
-        if "efficiency" in common:
-            kwargs["nvlink_efficiency"] = kwargs["nic_efficiency"] = common["efficiency"]
-        cluster = multi_node(numbers[0], numbers[1], spec=spec, **kwargs)
-    else:
-        if len(numbers) != 1:
-            raise SpecError(f"topology {text!r}: expected {kind}:N")
-        builder = {"ring": ring, "fully_connected": fully_connected, "switch": switch, "tree": tree}[kind]
-        if kind == "tree" and "arity" in options:
-            common["arity"] = int(_positive(options.pop("arity"), f"{text}: arity"))
-        cluster = builder(numbers[0], spec=spec, **common)
-    if options:
-        raise SpecError(f"topology {text!r}: unknown option {sorted(options)[0]!r}")
-    if ecmp is not None:
-        cluster = dataclasses.replace(cluster, ecmp=bool(ecmp))
-    return validate(cluster, text)
-
-
-def _positive(value: Any, where: str, allow_zero: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"{where}: expected a number, got {value!r}") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise SpecError(f"{where}: expected a {'non-negative' if allow_zero else 'positive'} "
-                        f"number, got {value!r}")
-    return number
+        kinds = {"nvlink": link_type(opts.nvlink, f"{where}: nvlink") if opts.nvlink else None,
+                 "nic": link_type(opts.nic, f"{where}: nic") if opts.nic else None}
+        figures = {key: getattr(opts, key) for key in ("nvlink_bandwidth", "nvlink_latency",
+                                                       "nvlink_efficiency", "nic_bandwidth",
+                                                       "nic_latency", "nic_efficiency")}
+        for key, value in common.items():      # one figure for both kinds of link
+            figures[f"nvlink_{key}"] = figures[f"nic_{key}"] = value
+        return multi_node(numbers[0], numbers[1], spec=spec, nics_per_leaf=opts.nics_per_leaf or 32,
+                          rails=True if opts.rails is None else opts.rails, **kinds, **figures)
+    if len(numbers) != 1:
+        raise SpecError(f"topology {text!r}: expected {kind}:N")
+    if kind == "tree" and opts.arity is not None:
+        common["arity"] = opts.arity
+    builder = {"ring": ring, "fully_connected": fully_connected, "switch": switch, "tree": tree}[kind]
+    return builder(numbers[0], spec=spec, **common)
 
 
 def validate(cluster: Cluster, where: str) -> Cluster:
@@ -288,18 +366,6 @@ def validate(cluster: Cluster, where: str) -> Cluster:
         parts = sorted((sorted(c)[0] for c in nx.connected_components(graph)))
         raise SpecError(f"{where}: the topology is disconnected ({len(parts)} parts, e.g. "
                         f"{parts[0]!r} cannot reach {parts[1]!r})")
-    for a, b, data in graph.edges(data=True):
-        for key, allow_zero in (("bandwidth_bytes_per_s", False), ("latency_s", True),
-                                ("efficiency", False)):
-            value = data.get(key)
-            if key == "bandwidth_bytes_per_s" and value == math.inf:
-                continue
-            if not isinstance(value, (int, float)) or value != value or value < 0 or (
-                    value == 0 and not allow_zero):
-                raise SpecError(f"{where}: link {a} - {b}: {key} must be "
-                                f"{'non-negative' if allow_zero else 'positive'}, got {value!r}")
-        if data["efficiency"] > 1:
-            raise SpecError(f"{where}: link {a} - {b}: efficiency must be at most 1, got {data['efficiency']}")
     catalog = device_catalog()
     for name in cluster.ranks:
         spec = graph.nodes[name].get("spec")
@@ -311,51 +377,55 @@ def validate(cluster: Cluster, where: str) -> Cluster:
 
 def from_yaml(path: Path, overrides: Mapping[str, Any] | None = None) -> Cluster:
     """Load a cluster file: either ``generator: kind:SIZE`` with options, or
-    explicit ``devices``, ``switches`` and ``links``."""
-    raw = read_yaml(path) or {}
+    explicit ``devices``, ``switches``, ``nics`` and ``links``."""
+    raw = load_yaml(path, SpecError)
     where = str(path)
+    if raw is None:
+        raw = {}
     if not isinstance(raw, Mapping):
-        raise SpecError(f"{where}: expected a mapping")
+        raise SpecError(f"{where}: expected a mapping of cluster keys")
     raw = {**raw, **(overrides or {})}
-    source = str(raw.get("source", ""))
     if "generator" in raw:
-        options = {k: v for k, v in raw.items() if k not in ("generator", "name", "source", "note")}
-        cluster = from_name(str(raw["generator"]), options)
-        return dataclasses.replace(cluster, name=str(raw.get("name", path.stem)), source=source)
-    unknown = sorted(set(raw) - {"name", "source", "note", "device", "devices", "switches", "links",
-                                 "ecmp"})
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}; expected generator, or devices, "
-                        f"switches and links")
-    graph = nx.Graph()
-    default_spec = str(raw.get("device", ""))
-    devices = raw.get("devices") or []
-    if not isinstance(devices, list) or not devices:
-        raise SpecError(f"{where}: devices: expected a non-empty list")
-    names = []
-    for i, item in enumerate(devices):
-        item = {"name": item} if isinstance(item, str) else item
-        if not isinstance(item, Mapping) or "name" not in item:
-            raise SpecError(f"{where}: devices[{i}]: expected a name or a mapping with 'name'")
-        names.append(str(item["name"]))
-        graph.add_node(str(item["name"]), kind="device", rank=i, spec=str(item.get("device", default_spec)))
-    for name in raw.get("switches") or []:
-        graph.add_node(str(name), kind="switch")
-    for i, link in enumerate(raw.get("links") or []):
-        if not isinstance(link, Mapping) or "a" not in link or "b" not in link:
-            raise SpecError(f"{where}: links[{i}]: expected a mapping with 'a' and 'b'")
-        for end in (link["a"], link["b"]):
-            if str(end) not in graph:
-                raise SpecError(f"{where}: links[{i}]: {end!r} is not a device or switch")
-        bandwidth = link.get("bandwidth_bytes_per_s")
-        if bandwidth is None:
-            raise SpecError(f"{where}: links[{i}]: missing bandwidth_bytes_per_s")
-        _link(graph, str(link["a"]), str(link["b"]),
-              _positive(bandwidth, f"{where}: links[{i}] ({link['a']} - {link['b']}): bandwidth_bytes_per_s"),
-              _positive(link.get("latency_s", 0.0), f"{where}: links[{i}]: latency_s", allow_zero=True),
-              _positive(link.get("efficiency", 1.0), f"{where}: links[{i}]: efficiency"))
-    return validate(Cluster(str(raw.get("name", path.stem)), graph, tuple(names), source,
-                            ecmp=bool(raw.get("ecmp", False))), where)
+        spec = validate_model(GeneratorCluster, raw, where, SpecError)
+        options = spec.model_dump(exclude_unset=True, exclude={"generator", "name", "source", "note"})
+        if "nccl" in options:
+            options["nccl"] = spec.nccl
+        cluster = from_name(spec.generator, options, where)
+        return dataclasses.replace(cluster, name=spec.name or path.stem, source=spec.source)
+    spec = validate_model(ExplicitCluster, raw, where, SpecError)
+    return validate(_explicit(spec, where, path.stem), where)
+
+
+def _explicit(spec: ExplicitCluster, where: str, stem: str) -> Cluster:
+    graph = nx.Graph(devices_forward=spec.devices_forward)
+    names, nodes = [], []
+    for i, item in enumerate(spec.devices):
+        entry = {"name": item} if isinstance(item, str) else item.model_dump()
+        if entry["name"] in graph:
+            raise SpecError(f"{where}: devices[{i}]: {entry['name']!r} is listed twice")
+        names.append(entry["name"])
+        nodes.append(entry.get("node", 0))
+        graph.add_node(entry["name"], kind="device", rank=i, spec=entry.get("device") or spec.device,
+                       machine=entry.get("node", 0))
+    for kind, members in (("switch", spec.switches), ("nic", spec.nics)):
+        for name in members:
+            if name in graph:
+                raise SpecError(f"{where}: {kind} {name!r} is also named elsewhere")
+            graph.add_node(name, kind=kind)
+    kinds: dict[str, LinkType] = {}
+    for i, link in enumerate(spec.links):
+        for end in (link.a, link.b):
+            if end not in graph:
+                raise SpecError(f"{where}: links[{i}]: {end!r} is not a device, switch or NIC")
+        if link.type is not None and link.type not in kinds:
+            kinds[link.type] = link_type(link.type, f"{where}: links[{i}].type")
+        _link(graph, link.a, link.b, link.bandwidth_bytes_per_s, link.latency_s, link.efficiency,
+              kinds[link.type].name if link.type else "")
+        if link.type and kinds[link.type].name != link.type:
+            kinds[kinds[link.type].name] = kinds[link.type]
+    node_of_rank = tuple(nodes) if any(nodes) else ()
+    return Cluster(spec.name or stem, graph, tuple(names), spec.source, node_of_rank=node_of_rank,
+                   ecmp=spec.ecmp, nccl=spec.nccl or NcclSystem(), link_types=kinds)
 
 
 def cluster_catalog() -> dict[str, Path]:
@@ -380,10 +450,10 @@ def with_links(cluster: Cluster, bandwidth: float | None = None, latency: float 
     """A copy of ``cluster`` with every link's bandwidth and/or latency replaced."""
     if bandwidth is None and latency is None:
         return cluster
-    if bandwidth is not None:
-        _positive(bandwidth, "--link-bandwidth")
-    if latency is not None:
-        _positive(latency, "--link-latency", allow_zero=True)
+    if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
+        raise SpecError(f"--link-bandwidth: expected a positive number, got {bandwidth!r}")
+    if latency is not None and not (math.isfinite(latency) and latency >= 0):
+        raise SpecError(f"--link-latency: expected a non-negative number, got {latency!r}")
     graph = cluster.graph.copy()
     for _, _, data in graph.edges(data=True):
         if bandwidth is not None:

@@ -15,6 +15,7 @@ sequence numbers), so the same inputs produce byte-identical Arrow files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -31,7 +32,7 @@ from sim.engine.device import HOST_UNIT, UNIT_NAMES, BoundOp, DeviceRuntime, OpT
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
 from sim.engine.recorder import TimelineRecorder
 from sim.errors import ScenarioError, TraceError
-from sim.network.collectives import CollectiveError, Schedule, Step
+from sim.network.collectives import CollectiveError, Schedule
 from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, utilization_table
 from sim.reports.writer import write_run
@@ -86,11 +87,9 @@ def _combine(schedules: Sequence[Schedule]) -> Schedule:
     first = schedules[0]
     if len(schedules) == 1:
         return first
-    steps = []
-    for parts in zip(*(s.steps for s in schedules)):
-        steps.append(Step(tuple(t for part in parts for t in part.transfers), parts[0].repeat,
-                          parts[0].reduce_bytes, parts[0].label))
-    return Schedule(first.op, first.algorithm, first.ranks, first.nbytes, tuple(steps))
+    steps = [dataclasses.replace(parts[0], transfers=tuple(t for part in parts for t in part.transfers))
+             for parts in zip(*(s.steps for s in schedules))]
+    return dataclasses.replace(first, steps=tuple(steps))
 
 
 class Simulation:
@@ -163,7 +162,8 @@ class Simulation:
             try:
                 # auto picks the algorithm on the op's own group; its mirrors use the same one
                 primary = self.network.schedule(op.op, op.algorithm or "auto", op.group, op.bytes_read)
-                schedule = _combine([primary] + [self.network.schedule(op.op, primary.algorithm, group, op.bytes_read)
+                schedule = _combine([primary] + [self.network.schedule(op.op, primary.algorithm, group, op.bytes_read,
+                                                                       protocol=primary.protocol or None)
                                                  for group in op.mirror_groups])
             except CollectiveError as exc:
                 raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
@@ -186,10 +186,13 @@ class Simulation:
         for rank in (op.group if takes_time else ()):
             device = self.devices.get(rank)
             sm = device.spec.sm_array if device is not None else None
-            if sm is not None and sm.comm_sms:
+            # NCCL runs one thread block (one SM) per channel: the schedule's channels,
+            # else the device's comm_sms
+            wanted = (bound.channels or sm.comm_sms) if sm is not None else 0
+            if wanted:
                 # The communication kernel takes the SMs it can get now; if none
                 # are free it runs in the gaps, which is not modelled.
-                granted = device.pools["sm_array"].try_acquire(sm.comm_sms)
+                granted = device.pools["sm_array"].try_acquire(wanted)
                 if granted:
                     held.append((device.pools["sm_array"], granted))
         self.network.start(bound, lambda start, end, i=index, h=held: self._comm_done(i, start, end, h),
