@@ -1,6 +1,6 @@
 """Collective simulation speed: wall time to simulate ring and MST all-reduce
-(1 GiB) on 8, 64, 256 and 1,024 ranks, and 100 concurrent collectives on
-disjoint groups.
+(1 GiB) on 8, 64, 256 and 1,024 ranks, NCCL's choice (``nccl``) on the DGX
+clusters, and 100 concurrent collectives on disjoint groups.
 
     python benchmarks/collectives.py
 
@@ -31,11 +31,12 @@ def timed(fn):
 
 def main() -> None:
     print(f"{'topology':<16} {'ranks':>6} {'algorithm':>10} {'wall':>9} {'simulated':>12} {'busbw':>12} {'events':>7}")
-    cases = [(f"ring:{p}", p) for p in (8, 64, 256, 1024)] + [("a100_1024", 1024)]
+    cases = [(f"ring:{p}", p) for p in (8, 64, 256, 1024)] + [("dgx_a100", 8), ("h100_64", 64),
+                                                               ("a100_1024", 1024)]
     for name, p in cases:
         cluster = (from_name(name, {"bandwidth_bytes_per_s": 100e9, "latency_s": 1e-6})
                    if ":" in name else load_topology(name))
-        for algorithm in ("ring", "mst"):
+        for algorithm in ("ring", "mst") + (("nccl", "nccl_ring") if ":" not in name else ()):
             wall, result = timed(lambda: simulate_collective(cluster, "allreduce", algorithm, GIB))
             print(f"{name:<16} {p:>6} {algorithm:>10} {wall:>8.3f}s {result.time_s * 1e3:>9.2f} ms "
                   f"{result.busbw_bytes_per_s / 1e9:>7.1f} GB/s {result.events:>7}")

@@ -1,18 +1,17 @@
-"""All-reduce bus bandwidth on one DGX A100 from 1 KiB to 4 GiB, per algorithm,
-and where ``auto`` switches algorithm.
+"""All-reduce bus bandwidth on one DGX from 1 KiB to 4 GiB: the alpha-beta ring,
+each NCCL algorithm and protocol, and what NCCL's tuner picks (and where it
+switches).
 
     python scenarios/collectives_dgx.py [--topology dgx_a100] [--op allreduce]
 
-The link figures (NVLink3 300 GB/s per direction at 76.7% efficiency, per-hop
-latency) live in topologies/clusters/dgx_a100.yaml with their sources; the
-algorithms know nothing of them. Small messages are latency-bound (bus
-bandwidth grows with size), large ones bandwidth-bound: the ring plateaus near
-the ~230 GB/s NCCL's maintainers report for 8 A100s.
-
-Two ``auto`` columns: over every algorithm we implement (on a non-blocking
-NVSwitch, Rabenseifner's halving-doubling has the ring's bandwidth term and a
-log p latency term, so it wins at every size), and over NCCL's own choices,
-ring and the double binary tree, which switches from tree to ring.
+The link figures (topologies/links/nvlink3.yaml, ib_hdr.yaml) and NCCL's tuning
+constants (topologies/nccl/tuning.yaml) carry their sources; the algorithms
+know nothing of them. The alpha-beta ring reaches the links' effective rate
+(240 GB/s on NVLink3) at every large size and costs a few microseconds at
+small ones; NCCL's protocols trade latency for bandwidth (LL: ~20 us, half the
+bandwidth; LL128; Simple: the full bandwidth after ~60 us of per-step latency),
+and its tuner walks from LL to LL128 to Simple as the size grows, which is
+the shape nccl-tests measures (docs/validation.md).
 """
 
 from __future__ import annotations
@@ -23,10 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.network.collectives import algorithms_for, normalize_op  # noqa: E402
+from sim.errors import AccsimError  # noqa: E402
+from sim.network.collectives import normalize_op  # noqa: E402
 from sim.network.runtime import simulate_collective  # noqa: E402
 from sim.network.topology import load_topology  # noqa: E402
 from sim.units import format_bytes  # noqa: E402
+
+COLUMNS = [("ring", None), ("nccl_ring", "LL"), ("nccl_ring", "LL128"), ("nccl_ring", "Simple"),
+           ("nccl_tree", "Simple"), ("nvls", "Simple")]
 
 
 def main() -> None:
@@ -36,22 +39,26 @@ def main() -> None:
     args = parser.parse_args()
     op = normalize_op(args.op)
     cluster = load_topology(args.topology)
-    algorithms = [a for a in algorithms_for(op) if a != "hierarchical" or len(set(
-        cluster.machine(r) for r in range(cluster.size))) > 1]
     sizes = [1024 * 4 ** i for i in range(12)]
+    columns = []
+    for algorithm, protocol in COLUMNS:
+        try:
+            simulate_collective(cluster, op, algorithm, sizes[-1], protocol=protocol)
+            columns.append((algorithm, protocol))
+        except AccsimError:
+            pass                     # not on this machine (NVLS on A100) or not for this op
     print(f"# {op} bus bandwidth (GB/s) on {cluster.name}, {cluster.size} ranks")
-    nccl_like = [a for a in ("ring", "double_binary_tree") if a in algorithms]
-    print(f"{'size':>10} " + " ".join(f"{a:>17}" for a in algorithms)
-          + f" {'auto (all)':>17} {'auto (ring|tree)':>18} {'time':>10}")
+    names = [f"{a}/{p}" if p else a for a, p in columns]
+    print(f"{'size':>10} " + " ".join(f"{n:>16}" for n in names) + f" {'nccl picks':>20} {'time':>10}")
     previous = None
     for size in sizes:
-        row = {a: simulate_collective(cluster, op, a, size) for a in algorithms}
-        auto = simulate_collective(cluster, op, "auto", size)
-        nccl = simulate_collective(cluster, op, "auto", size, candidates=nccl_like)
-        note = "" if previous in (None, nccl.algorithm) else f"   <- switches from {previous}"
-        previous = nccl.algorithm
-        print(f"{format_bytes(size):>10} " + " ".join(f"{row[a].busbw_bytes_per_s / 1e9:>17.2f}" for a in algorithms)
-              + f" {auto.algorithm:>17} {nccl.algorithm:>18} {nccl.time_s * 1e6:>8.1f}us{note}")
+        row = [simulate_collective(cluster, op, a, size, protocol=p) for a, p in columns]
+        pick = simulate_collective(cluster, op, "nccl", size)
+        choice = f"{pick.algorithm}/{pick.protocol}"
+        note = "" if previous in (None, choice) else f"   <- switches from {previous}"
+        previous = choice
+        print(f"{format_bytes(size):>10} " + " ".join(f"{r.busbw_bytes_per_s / 1e9:>16.2f}" for r in row)
+              + f" {choice:>20} {pick.time_s * 1e6:>8.1f}us{note}")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,30 @@ def _chain_schedule(cluster: Cluster, geom: Geometry, op: str, ex: Execution, ra
     return _schedule(op, ex, ranks, nbytes, steps)
 
 
+def tree_chunk(geom: Geometry, ex: Execution, nbytes: float, depth: int) -> float:
+    """NCCL's smaller tree chunks for sizes that would not fill the pipeline
+    (enqueue.cc, calcCollChunking): LL128 halves the chunk while a channel has
+    fewer than (1 + log2 nodes + ppn / 10) x 64 / ppn chunks (down to 128 KiB),
+    then while fewer than that x 16 / ppn (down to 32 KiB); Simple halves it
+    while fewer than depth x 8 (down to 128 KiB), x 4 (64 KiB), x 1 (32 KiB)
+    chunks, as NCCL 2.1x did."""
+    chunk = ex.chunk_bytes
+
+    def per_channel() -> float:
+        return nbytes / (ex.channels * chunk)
+
+    if ex.protocol == "LL128":
+        steps = 1 + math.log2(geom.n_nodes) + 0.1 * geom.ppn
+        for factor, floor in ((64, 131072), (16, 32768)):
+            while per_channel() < steps * factor / geom.ppn and chunk > floor:
+                chunk /= 2
+    elif ex.protocol == "Simple":
+        for factor, floor in ((8, 131072), (4, 65536), (1, 32768)):
+            while per_channel() < depth * factor and chunk > floor:
+                chunk /= 2
+    return chunk
+
+
 def tree_schedule(cluster: Cluster, geom: Geometry, op: str, ex: Execution, ranks: Sequence[int],
                   nbytes: float) -> Schedule:
     """Tree all-reduce: chunks reduced up the trees and broadcast down at the
@@ -190,7 +214,8 @@ def tree_schedule(cluster: Cluster, geom: Geometry, op: str, ex: Execution, rank
         hops[(b, a)] = hops.get((b, a), 0.0) + k
     net_depth = (geom.n_nodes - 1).bit_length()
     journey = 2 * ((geom.ppn - 1) * ex.hop_intra_s + net_depth * ex.hop_net_s)
-    chunks = max(1, math.ceil(nbytes / (ex.channels * ex.chunk_bytes)))
+    chunk = tree_chunk(geom, ex, nbytes, depth)
+    chunks = max(1, math.ceil(nbytes / (ex.channels * chunk)))
     chunk = nbytes / (ex.channels * chunks)
     steps = [_base(ex, "base latency"),
              _step(hops, chunk / ex.payload_fraction, chunks + 2 * depth - 1, journey / (2 * depth),

@@ -12,22 +12,8 @@ from __future__ import annotations
 
 from sim.validation import Group, Point
 
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-
-# Sources
-THANOS = ("public nccl-tests log, 8 x A100-SXM4-80GB on one host ('thanos'), all_reduce_perf -b 8 -e 4G "
-          "run both as mpirun -np 8 -g 1 and as -g 8 (search-index document 33201577724; repository not "
-          "identified)")
-DKH = ("public nccl-tests 2.19.4 log, 8 x A100-SXM4-80GB, all_reduce_perf -g 8, NCCL 2.19.3 "
-       "(search-index document 69473998636)")
-AZURE_A100 = ("Azure ND A100 v4, NCCL 2.18.5: samuel-bohman/AI-benchmarking-guide "
-              "Azure_Results/ND_A100_v4_results.md@26d18e94 (fork of Azure/AI-benchmarking-guide)")
-AZURE_H100 = ("Azure ND H100 v5, NCCL 2.18.5: samuel-bohman/AI-benchmarking-guide "
-              "Azure_Results/ND_H100_v5_results.md@26d18e94")
-H100_NODE = ("public nccl-tests log, 8 x H100 80GB HBM3, all_reduce_perf -g 8, 128 MiB - 4 GiB "
-             "(search-index document 69758259407)")
-H100_2NODE = ("public README 'Multiple Nodes NCCL Test', 2 x 8 H100 80GB HBM3, 8 NICs per node "
-              "(search-index document 15057250191)")
+from sim.validation.nccl_tests_data import (A100_AZURE, A100_DKH, A100_G8, A100_MPI, GIB, H100_AZURE,
+                                            H100_G8, H100_TWO_NODES, KIB, MIB, Run)
 
 
 def _harness_time_s(topology: str, op: str, nbytes: float, gpus: int = 1, algorithm: str = "nccl",
@@ -90,70 +76,51 @@ def busbw_point(name, published_gb_s, source, role, topology, nbytes, gpus=1, op
                  note=note)
 
 
+def sample(run: Run, size: int, role: str = "check", note: str = "") -> Point:
+    """One row of a published run as a point: its time, or its bus bandwidth where only that
+    was published."""
+    name = f"{run.label}, {_size_text(size) if size >= KIB else f'{size} B'}"
+    note = "; ".join(n for n in (note, run.note) if n)
+    if run.time_us:
+        return time_point(name, run.time_us[size], run.source, role, run.topology, size,
+                          gpus=run.gpus_per_process, note=note)
+    return busbw_point(name, run.busbw_gb_s[size], run.source, role, run.topology, size,
+                       gpus=run.gpus_per_process, note=note)
+
+
 def _a100_points() -> list[Point]:
-    cal, chk = "calibration", "check"
-    mpi = "8x A100 all-reduce, mpirun -np 8"
-    g8 = "8x A100 all-reduce, -g 8"
-    points = [
+    cal = "calibration"
+    return [
         # one process per GPU: the execution model's hop latencies and LL128 factor (nvlink3.yaml)
-        time_point(f"{mpi}, 8 B (latency floor)", 20.26, THANOS, cal, "dgx_a100", 8,
-                   note="NVLink3 LL hop latency"),
-        time_point(f"{mpi}, 1 KiB", 24.43, THANOS, chk, "dgx_a100", KIB),
-        time_point(f"{mpi}, 64 KiB", 31.82, THANOS, chk, "dgx_a100", 64 * KIB),
-        time_point(f"{mpi}, 256 KiB", 27.65, THANOS, chk, "dgx_a100", 256 * KIB),
-        time_point(f"{mpi}, 1 MiB", 37.89, THANOS, chk, "dgx_a100", MIB),
-        time_point(f"{mpi}, 2 MiB", 55.39, THANOS, chk, "dgx_a100", 2 * MIB),
-        time_point(f"{mpi}, 4 MiB", 81.66, THANOS, cal, "dgx_a100", 4 * MIB, note="NVLink3 LL128 hop latency"),
-        time_point(f"{mpi}, 8 MiB", 130.6, THANOS, chk, "dgx_a100", 8 * MIB),
-        time_point(f"{mpi}, 16 MiB", 213.3, THANOS, cal, "dgx_a100", 16 * MIB,
-                   note="NVLink3 LL128 bandwidth factor"),
-        time_point(f"{mpi}, 32 MiB", 377.6, THANOS, chk, "dgx_a100", 32 * MIB),
-        time_point(f"{mpi}, 64 MiB", 615.7, THANOS, chk, "dgx_a100", 64 * MIB),
-        time_point(f"{mpi}, 256 MiB", 2218.2, THANOS, chk, "dgx_a100", 256 * MIB),
-        time_point(f"{mpi}, 1 GiB", 8244.5, THANOS, cal, "dgx_a100", GIB, note="NVLink3 Simple hop latency"),
-        time_point(f"{mpi}, 4 GiB", 32285.0, THANOS, chk, "dgx_a100", 4 * GIB),
+        sample(A100_MPI, 8, cal, "NVLink3 LL hop latency"),
+        *(sample(A100_MPI, size) for size in (KIB, 64 * KIB, 256 * KIB, MIB, 2 * MIB)),
+        sample(A100_MPI, 4 * MIB, cal, "NVLink3 LL128 hop latency"),
+        sample(A100_MPI, 8 * MIB),
+        sample(A100_MPI, 16 * MIB, cal, "NVLink3 LL128 bandwidth factor"),
+        *(sample(A100_MPI, size) for size in (32 * MIB, 64 * MIB, 256 * MIB)),
+        sample(A100_MPI, GIB, cal, "NVLink3 Simple hop latency"),
+        sample(A100_MPI, 4 * GIB),
         # one process driving 8 GPUs: the host floor (dgx_a100.yaml host_call_overhead)
-        time_point(f"{g8}, 8 B (host floor)", 40.12, THANOS, cal, "dgx_a100", 8, gpus=8,
-                   note="host_call_overhead"),
-        time_point(f"{g8}, 64 KiB", 40.97, THANOS, chk, "dgx_a100", 64 * KIB, gpus=8),
-        time_point(f"{g8}, 1 MiB", 52.61, THANOS, chk, "dgx_a100", MIB, gpus=8),
-        time_point(f"{g8}, 16 MiB", 260.5, THANOS, chk, "dgx_a100", 16 * MIB, gpus=8),
-        time_point(f"{g8}, 256 MiB", 2392.6, THANOS, chk, "dgx_a100", 256 * MIB, gpus=8),
-        time_point(f"{g8} (NCCL 2.19), 8 B", 34.84, DKH, chk, "dgx_a100", 8, gpus=8),
-        time_point(f"{g8} (NCCL 2.19), 1 MiB", 67.31, DKH, chk, "dgx_a100", MIB, gpus=8),
-        time_point(f"{g8} (NCCL 2.19), 128 MiB", 1295.41, DKH, chk, "dgx_a100", 128 * MIB, gpus=8),
-        busbw_point("8x A100 all-reduce (Azure), 64 KiB", 2.70, AZURE_A100, chk, "dgx_a100", 64 * KIB, gpus=8,
-                    note="launch mode not stated; -g 8 assumed"),
-        busbw_point("8x A100 all-reduce (Azure), 1 MiB", 36.22, AZURE_A100, chk, "dgx_a100", MIB, gpus=8),
-        busbw_point("8x A100 all-reduce (Azure), 16 MiB", 109.22, AZURE_A100, chk, "dgx_a100", 16 * MIB, gpus=8),
-        busbw_point("8x A100 all-reduce (Azure), 128 MiB", 174.18, AZURE_A100, chk, "dgx_a100", 128 * MIB,
-                    gpus=8),
-        busbw_point("8x A100 all-reduce (Azure), 1 GiB", 228.10, AZURE_A100, chk, "dgx_a100", GIB, gpus=8),
+        sample(A100_G8, 8, cal, "host_call_overhead"),
+        *(sample(A100_G8, size) for size in (64 * KIB, MIB, 16 * MIB, 256 * MIB)),
+        *(sample(A100_DKH, size) for size in (8, MIB, 128 * MIB)),
+        *(sample(A100_AZURE, size) for size in (64 * KIB, MIB, 16 * MIB, 128 * MIB, GIB)),
         busbw_point("8x A100 all-reduce plateau, 4 GiB", 230.0,
-                    "NCCL maintainers: 8 x A100 'should reach 230 GB/s' (NVIDIA/nccl-tests#149, #175)", chk,
+                    "NCCL maintainers: 8 x A100 'should reach 230 GB/s' (NVIDIA/nccl-tests#149, #175)", "check",
                     "dgx_a100", 4 * GIB, note="follows from NCCL's 240 GB/s and the Simple hop fitted at 1 GiB"),
-        time_point("2x A100 all-reduce, -g 2, 32 B", 10.14, "NVIDIA/nccl#583 (A100-SXM4-40GB, -g 2)", chk,
+        time_point("2x A100 all-reduce, -g 2, 32 B", 10.14, "NVIDIA/nccl#583 (A100-SXM4-40GB, -g 2)", "check",
                    "dgx_a100", 32, gpus=2, group=[0, 1]),
     ]
-    return points
 
 
 def _h100_points() -> list[Point]:
     chk = "check"
-    az = "8x H100 all-reduce (Azure)"
     return [
-        busbw_point(f"{az}, 4 KiB (host floor)", 0.27, AZURE_H100, "calibration", "dgx_h100", 4 * KIB, gpus=8,
-                    note="host_call_overhead; -g 8 assumed"),
-        busbw_point(f"{az}, 64 KiB", 2.72, AZURE_H100, chk, "dgx_h100", 64 * KIB, gpus=8),
-        busbw_point(f"{az}, 1 MiB", 43.70, AZURE_H100, chk, "dgx_h100", MIB, gpus=8),
-        busbw_point(f"{az}, 4 MiB", 128.73, AZURE_H100, chk, "dgx_h100", 4 * MIB, gpus=8),
-        busbw_point(f"{az}, 16 MiB", 234.45, AZURE_H100, chk, "dgx_h100", 16 * MIB, gpus=8),
-        busbw_point(f"{az}, 64 MiB", 361.78, AZURE_H100, chk, "dgx_h100", 64 * MIB, gpus=8),
-        busbw_point(f"{az}, 256 MiB", 423.38, AZURE_H100, chk, "dgx_h100", 256 * MIB, gpus=8),
-        busbw_point(f"{az}, 1 GiB", 466.35, AZURE_H100, chk, "dgx_h100", GIB, gpus=8),
-        busbw_point(f"{az}, 4 GiB", 475.54, AZURE_H100, chk, "dgx_h100", 4 * GIB, gpus=8),
-        time_point("8x H100 all-reduce, -g 8, 128 MiB", 613.3, H100_NODE, chk, "dgx_h100", 128 * MIB, gpus=8),
-        time_point("8x H100 all-reduce, -g 8, 4 GiB", 15870.0, H100_NODE, chk, "dgx_h100", 4 * GIB, gpus=8),
+        sample(H100_AZURE, 4 * KIB, "calibration", "host_call_overhead"),
+        *(sample(H100_AZURE, size) for size in (64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB, 256 * MIB, GIB,
+                                                4 * GIB)),
+        sample(H100_G8, 128 * MIB),
+        sample(H100_G8, 4 * GIB),
         busbw_point("8x H100 all-reduce, ring, 4 GiB", 370.0,
                     "NCCL maintainers: ~370 GB/s with NCCL_ALGO=RING (NVIDIA/nccl-tests#212)", chk,
                     "dgx_h100", 4 * GIB, algorithm="nccl_ring"),
@@ -175,9 +142,7 @@ def _multi_node_points() -> list[Point]:
         busbw_point("2x DGX A100 all-reduce, 1 GiB (NCCL 2.14)", 170.99,
                     "Kubeflow MPIJob example, 2 x 8 A100-SXM4-40GB, NCCL 2.14.3 (search-index document "
                     "10934760407)", chk, "a100_2node", GIB, note="network not stated"),
-        busbw_point("2x DGX H100 all-reduce, 256 MiB", 389.61, H100_2NODE, chk, "h100_2node", 256 * MIB),
-        busbw_point("2x DGX H100 all-reduce, 1 GiB", 448.31, H100_2NODE, chk, "h100_2node", GIB),
-        busbw_point("2x DGX H100 all-reduce, 4 GiB", 465.05, H100_2NODE, chk, "h100_2node", 4 * GIB),
+        *(sample(H100_TWO_NODES, size) for size in (256 * MIB, GIB, 4 * GIB)),
         busbw_point("one NDR NIC, send/recv between nodes, 1 GiB", 47.0,
                     "NCCL maintainers: one 400 Gb/s NDR NIC gives 46-48 GB/s (NVIDIA/nccl-tests#290)", chk,
                     "h100_2node", GIB, op="sendrecv", group=[0, 8]),
@@ -201,8 +166,9 @@ def group() -> Group:
             "latter; the Azure H100 table (launch mode and NCCL settings not stated) is 30-33% slower "
             "than the model at 64 KiB and 4-16 MiB, which in bus bandwidth reads +40-49%. Hence a "
             "per-point tolerance of 50% and a mean of 15%; the one-process-per-GPU A100 curve, the "
-            "maintainers' plateaus and the multi-node points are all within 16%. The "
-            "predicted-versus-measured curves: docs/collectives_busbw.png "
-            "(`python scenarios/collectives_busbw_plot.py`)."),
+            "maintainers' plateaus and the multi-node points are all within 16%.\n\n"
+            "![predicted versus measured all-reduce bus bandwidth](collectives_busbw.png)\n\n"
+            "Lines: accsim; markers: the published runs (`python scenarios/collectives_busbw_plot.py`, "
+            "after `pip install -e '.[plot]'`)."),
         points=tuple(_a100_points() + _h100_points() + _multi_node_points()),
         mape_tolerance=0.15, max_tolerance=0.50)
