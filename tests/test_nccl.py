@@ -1,6 +1,7 @@
 """The NCCL family: NCCL's tuner, the execution model's closed forms, multi-rail
 topologies, contention, and the SMs a collective holds."""
 
+import dataclasses
 import math
 
 import pytest
@@ -20,9 +21,12 @@ REL = 1e-9
 
 def ring_closed_form(cluster, op, protocol, nbytes, ranks):
     """baseLat + loops x nsteps x (hop + chunk / per-channel rate), from the
-    execution parameters alone (no schedule, no links)."""
+    execution parameters alone (no schedule): the rate is the channel's ceiling or
+    its share of the GPU's NVLink (wire bytes), whichever is lower."""
     geom = nccl.geometry(cluster, ranks)
     ex = nccl.execution(geom, op, "nccl_ring", protocol, nbytes)
+    share = geom.intra_bw / ex.channels * ex.payload_fraction
+    ex = dataclasses.replace(ex, channel_rate=min(ex.channel_rate, share))
     n, steps = geom.n, nccl.nsteps(op, geom.n)
     inter = 0 if geom.n_nodes == 1 else (2 if op == "allreduce" else 1) * (geom.n_nodes - 1)
     hop = ((steps - inter) * ex.hop_intra_s + inter * ex.hop_net_s) / steps
@@ -51,7 +55,7 @@ def test_ring_all_reduce_costs_latency_per_step_plus_bytes_over_bus_bandwidth():
     nbytes = 96 * MIB                      # below one loop (24 channels x 8 ranks x 2 MiB)
     geom = nccl.geometry(cluster, range(8))
     ex = nccl.execution(geom, "allreduce", "nccl_ring", "Simple", nbytes)
-    bus = ex.channels * ex.channel_rate
+    bus = min(ex.channels * ex.channel_rate, geom.intra_bw)     # channels' ceiling or the NVLink
     expected = ex.base_s + 14 * ex.hop_intra_s + nbytes * 14 / 8 / bus
     result = simulate_collective(cluster, "allreduce", "nccl_ring", nbytes, protocol="Simple")
     assert result.time_s == pytest.approx(expected, rel=REL)
@@ -177,12 +181,17 @@ def test_contention_slows_concurrent_collectives():
 
 
 def test_more_link_bandwidth_never_slows_a_collective():
-    """At sizes that use every channel. (Below, NCCL drops channels but keeps each at its
-    search speed, and a faster NIC can split the same NVLink into more, slower channels:
-    at 8 B that moves the time by nanoseconds.)"""
+    """For a given algorithm and protocol at any size, and for NCCL's choice where bandwidth
+    dominates. (NCCL's own discrete choices, its search splitting a faster NIC into more and
+    slower channels and its chunk halving keyed on bytes per channel, can make its tree a few
+    tens of microseconds slower at 1 MiB on the faster NIC, as they would in NCCL.)"""
     slow = from_name("cluster:2x8", {"nvlink": "nvlink3", "nic": "ib_hdr"})
     fast = from_name("cluster:2x8", {"nvlink": "nvlink3", "nic": "ib_ndr"})
-    for size in (MIB, 64 * MIB, GIB):
+    for size in (8, 64 * KIB, MIB, 64 * MIB, GIB):
+        for protocol in ("LL", "LL128", "Simple"):
+            assert simulate_collective(fast, "allreduce", "nccl_ring", size, protocol=protocol).time_s <= \
+                simulate_collective(slow, "allreduce", "nccl_ring", size, protocol=protocol).time_s * (1 + 1e-9)
+    for size in (64 * MIB, GIB, 4 * GIB):
         assert simulate_collective(fast, "allreduce", "nccl", size).time_s <= \
             simulate_collective(slow, "allreduce", "nccl", size).time_s * (1 + 1e-9)
 

@@ -110,11 +110,13 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Search:
-    """NCCL's search result: channels, and per-channel GB/s inside and across nodes."""
+    """NCCL's search result: channels, and per-channel GB/s inside and across nodes;
+    ``split``: the channels were doubled at half speed."""
 
     channels: int
     bw_intra: float
     bw_inter: float
+    split: bool = False
 
     @property
     def exec_channels(self) -> int:
@@ -236,7 +238,7 @@ def search(geom: Geometry, tuning: NcclTuning | None = None) -> Search:
     count, speed = best
     hopper_or_later = geom.arch in ("hopper", "blackwell")
     if speed >= tuning.duplicate_above and not (hopper_or_later and speed < 50 and count > 4):
-        count, speed = 2 * count, speed / 2
+        return Search(2 * count, speed / 2, speed / 2, split=True)
     return Search(count, speed, speed)
 
 
@@ -485,7 +487,10 @@ def execution(geom: Geometry, op: str, algorithm: str, protocol: str, nbytes: fl
     factor = geom.intra_type.protocol(protocol).bandwidth_factor
     if geom.n_nodes > 1:
         factor = min(factor, geom.net_type.protocol(protocol).bandwidth_factor)
-    per_channel = found.channels * (found.bw_inter if geom.n_nodes > 1 else found.bw_intra) * GB / found.exec_channels
+    # A search channel runs as two execution channels, each at most half its speed; a split
+    # search (twice the channels at half speed) only divides the links among more channels,
+    # which the links' max-min sharing does, so each keeps the undivided ceiling.
+    per_channel = (found.bw_inter if geom.n_nodes > 1 else found.bw_intra) * GB / 2 * (2 if found.split else 1)
     ll_max = (tuning.ll_max_bw_single_node_gb_per_s[geom.arch] if geom.n_nodes == 1
               else tuning.ll_max_bw_multi_node_gb_per_s[geom.cpu][index - 1]) * GB
     if algorithm == "nccl_tree":
@@ -502,14 +507,15 @@ def execution(geom: Geometry, op: str, algorithm: str, protocol: str, nbytes: fl
     elif algorithm in ("nvls", "nvls_tree"):
         # nvls.cc: nvlsEfficiency of the NVLink rate, one channel of nCh held back
         per_channel = table.nvls_efficiency * geom.intra_bw * (channels - 1) / channels / channels
-    if protocol == "LL":
+    per_channel *= factor
+    if protocol == "LL":            # NCCL's LL ceiling is for all channels together
         per_channel = min(per_channel, ll_max / channels)
     hop_intra = geom.intra_type.protocol(protocol).hop_latency
     hop_net = geom.net_type.protocol(protocol).hop_latency if geom.n_nodes > 1 else hop_intra
     base = tuning.base_latency[name].get(protocol, 0.0)
     if algorithm in ("nvls", "nvls_tree"):
         base += tuning.hop_latency["nvlink"][name]["Simple"]
-    return Execution(algorithm, protocol, channels, per_channel * factor, chunk_bytes(op, algorithm, protocol, tuning),
+    return Execution(algorithm, protocol, channels, per_channel, chunk_bytes(op, algorithm, protocol, tuning),
                      base, hop_intra, hop_net, payload)
 
 

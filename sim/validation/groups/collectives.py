@@ -80,12 +80,14 @@ def sample(run: Run, size: int, role: str = "check", note: str = "") -> Point:
     """One row of a published run as a point: its time, or its bus bandwidth where only that
     was published."""
     name = f"{run.label}, {_size_text(size) if size >= KIB else f'{size} B'}"
-    note = "; ".join(n for n in (note, run.note) if n)
     if run.time_us:
-        return time_point(name, run.time_us[size], run.source, role, run.topology, size,
-                          gpus=run.gpus_per_process, note=note)
-    return busbw_point(name, run.busbw_gb_s[size], run.source, role, run.topology, size,
-                       gpus=run.gpus_per_process, note=note)
+        published = run.time_us[size]
+    else:      # nccl-tests measures time; busbw = size / time x 2(n-1)/n, published to 0.01 GB/s
+        published = size / (run.busbw_gb_s[size] * 1e9 * 8 / 14) * 1e6
+        note = "; ".join(n for n in (note, f"time from the published busbw {run.busbw_gb_s[size]} GB/s") if n)
+    note = "; ".join(n for n in (note, run.note) if n)
+    return time_point(name, published, run.source, role, run.topology, size, gpus=run.gpus_per_process,
+                      note=note)
 
 
 def _a100_points() -> list[Point]:
@@ -93,7 +95,9 @@ def _a100_points() -> list[Point]:
     return [
         # one process per GPU: the execution model's hop latencies and LL128 factor (nvlink3.yaml)
         sample(A100_MPI, 8, cal, "NVLink3 LL hop latency"),
-        *(sample(A100_MPI, size) for size in (KIB, 64 * KIB, 256 * KIB, MIB, 2 * MIB)),
+        sample(A100_MPI, KIB),
+        sample(A100_MPI, 64 * KIB, cal, "NVLink3 LL bandwidth factor"),
+        *(sample(A100_MPI, size) for size in (256 * KIB, MIB, 2 * MIB)),
         sample(A100_MPI, 4 * MIB, cal, "NVLink3 LL128 hop latency"),
         sample(A100_MPI, 8 * MIB),
         sample(A100_MPI, 16 * MIB, cal, "NVLink3 LL128 bandwidth factor"),
@@ -160,15 +164,16 @@ def group() -> Group:
             "per-protocol hop latencies and LL128 bandwidth factor (topologies/links/nvlink3.yaml) "
             "and the host call overheads (topologies/clusters/dgx_a100.yaml, dgx_h100.yaml); "
             "everything else comes from NCCL's tuning constants and the link figures, and is a "
-            "check. The tolerances cover what the model leaves out: runs that drive 8 GPUs from one "
-            "process (nccl-tests `-g 8`) are 15-25% slower than one process per GPU between 1 MiB and "
-            "256 MiB on the same machine (the THANOS log has both) and the model is fitted to the "
-            "latter; the Azure H100 table (launch mode and NCCL settings not stated) is 30-33% slower "
-            "than the model at 64 KiB and 4-16 MiB, which in bus bandwidth reads +40-49%. Hence a "
-            "per-point tolerance of 50% and a mean of 15%; the one-process-per-GPU A100 curve, the "
-            "maintainers' plateaus and the multi-node points are all within 16%.\n\n"
+            "check. Every point is a time (nccl-tests measures time; where a table published only "
+            "bus bandwidth, the time is size / busbw x 2(n-1)/n). The tolerances cover what the model "
+            "leaves out: runs that drive 8 GPUs from one process (nccl-tests `-g 8`) are 15-25% slower "
+            "than one process per GPU between 1 MiB and 256 MiB on the same machine (the THANOS log has "
+            "both) and the model is fitted to the latter; the Azure H100 table (launch mode and NCCL "
+            "settings not stated) is 30-37% slower than the model at 64 KiB and 4-16 MiB. Hence a "
+            "per-point tolerance of 40% and a mean of 15%; the one-process-per-GPU A100 curve, the "
+            "maintainers' plateaus and the multi-node points are all within 17%.\n\n"
             "![predicted versus measured all-reduce bus bandwidth](collectives_busbw.png)\n\n"
             "Lines: accsim; markers: the published runs (`python scenarios/collectives_busbw_plot.py`, "
             "after `pip install -e '.[plot]'`)."),
         points=tuple(_a100_points() + _h100_points() + _multi_node_points()),
-        mape_tolerance=0.15, max_tolerance=0.50)
+        mape_tolerance=0.15, max_tolerance=0.40)
