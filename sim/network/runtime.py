@@ -21,6 +21,7 @@ in docs/architecture.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Callable, Sequence
 
 from sim.engine.calendar import Environment
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
-from sim.network.collectives import (BUSBW_FACTOR, NCCL_NAMES, CollectiveError, Schedule, Step,
+from sim.network.collectives import (BUILDERS, BUSBW_FACTOR, NCCL_NAMES, CollectiveError, Schedule, Step,
                                      algorithms_for, build_schedule, check_group, normalize_algorithm,
                                      normalize_op, normalize_protocol)
 from sim.network.routing import Router
@@ -173,8 +174,10 @@ class NetworkRuntime:
             return Schedule(op, "nccl_p2p" if p2p else algorithm, ranks, float(nbytes), (), protocol or "", 0)
         geom = self.geometry(ranks)
         if math.isinf(geom.intra_bw) or (geom.n_nodes > 1 and math.isinf(geom.nic_bw)):
-            # an ideal interconnect (ideal:N): communication takes no time
-            return Schedule(op, algorithm, ranks, float(nbytes), (), protocol or "", 0)
+            # an ideal interconnect (ideal:N): the transfers cross its links in no time
+            plain = "ring" if (op, "ring") in BUILDERS else "mst"
+            return dataclasses.replace(build_schedule(op, plain, ranks, nbytes, self.cluster.machine),
+                                       algorithm=algorithm)
         if p2p:
             if algorithm not in ("nccl", "nccl_p2p", "nccl_hierarchical"):
                 raise CollectiveError(f"NCCL runs {op} as send/receive: use nccl, nccl_p2p or "
