@@ -360,7 +360,7 @@ BUILDERS = {"nccl_ring": ring_schedule, "nccl_tree": tree_schedule, "nvls": nvls
 # ---------------------------------------------------------------- point to point
 
 
-def _p2p_steps(cluster: Cluster, geom: Geometry, pairs: Sequence[tuple[int, int, float]], label: str,
+def _p2p_step(cluster: Cluster, geom: Geometry, pairs: Sequence[tuple[int, int, float]], label: str,
                ex: Execution) -> Step:
     hops: Hops = {}
     crosses = False
@@ -387,18 +387,18 @@ def p2p_schedule(cluster: Cluster, geom: Geometry, op: str, ranks: Sequence[int]
     if op == "sendrecv":
         if n != 2:
             raise CollectiveError(f"sendrecv needs a group of exactly 2 ranks (sender, receiver), got {n}")
-        steps.append(_p2p_steps(cluster, geom, [(order[0], order[1], nbytes)], "send", ex))
+        steps.append(_p2p_step(cluster, geom, [(order[0], order[1], nbytes)], "send", ex))
     elif op in ("scatter", "gather"):
         pairs = [(order[0], r, nbytes / n) for r in order[1:]]
         if op == "gather":
             pairs = [(b, a, size) for a, b, size in pairs]
-        steps.append(_p2p_steps(cluster, geom, pairs, op, ex))
+        steps.append(_p2p_step(cluster, geom, pairs, op, ex))
     elif op == "alltoall" and hierarchical and geom.n_nodes > 1:
         steps += _hierarchical_alltoall(cluster, geom, nbytes, ex)
     elif op == "alltoall":
         for shift in range(1, n):
             pairs = [(order[i], order[(i + shift) % n], nbytes / n) for i in range(n)]
-            steps.append(_p2p_steps(cluster, geom, pairs, f"pairwise shift {shift}", ex))
+            steps.append(_p2p_step(cluster, geom, pairs, f"pairwise shift {shift}", ex))
     else:
         raise CollectiveError(f"{op} is a collective, not a send/receive operation")
     algorithm = "nccl_hierarchical" if hierarchical else "nccl_p2p"
@@ -414,9 +414,9 @@ def _hierarchical_alltoall(cluster: Cluster, geom: Geometry, nbytes: float, ex: 
     steps = []
     for shift in range(1, ppn):
         pairs = [(m[p], m[(p + shift) % ppn], block * count) for m in nodes for p in range(ppn)]
-        steps.append(_p2p_steps(cluster, geom, pairs, f"intra-node shift {shift}", ex))
+        steps.append(_p2p_step(cluster, geom, pairs, f"intra-node shift {shift}", ex))
     for shift in range(1, count):
         pairs = [(nodes[i][p], nodes[(i + shift) % count][p], block * ppn)
                  for i in range(count) for p in range(ppn)]
-        steps.append(_p2p_steps(cluster, geom, pairs, f"inter-node shift {shift}", ex))
+        steps.append(_p2p_step(cluster, geom, pairs, f"inter-node shift {shift}", ex))
     return steps
