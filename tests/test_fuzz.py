@@ -8,7 +8,7 @@ in this process for speed; a sample runs the real entry point as a subprocess.
 
 Surfaces owned by other helpers in this wave (device specs: kernels, #10; topologies and
 ``accsim collective``: nccl, #11) run against whatever main has; inputs known to fail
-there are listed in OWNED_ELSEWHERE as expected failures, to be removed as they land.
+there were listed as expected failures until they landed (COLLECTIVE_BOUNDS, nccl #11).
 """
 
 from __future__ import annotations
@@ -345,9 +345,9 @@ def test_device_specs(tmp_path_factory, path, value):
 
 # ---------------------------------------------------------------- topologies and collectives (nccl, #11)
 
-# Known to hang or to accept bad input on main today, in modules nccl (#11) is rewriting;
-# run as expected failures (in a subprocess, so a hang costs HANG_S and no more).
-OWNED_ELSEWHERE = {
+# Inputs that once hung or were accepted (fixed by nccl, #11): each is one error line, exit 2
+# (in a subprocess, so a hang would cost HANG_S and no more).
+COLLECTIVE_BOUNDS = {
     "switch:100000 builds a huge cluster": ["--topology", "switch:100000", "--op", "allreduce",
                                             "--algorithm", "ring", "--bytes", "1KiB"],
     "a size range of a million steps": ["--topology", "ring:4", "--op", "allreduce", "--algorithm", "ring",
@@ -359,11 +359,9 @@ OWNED_ELSEWHERE = {
 }
 
 
-@pytest.mark.xfail(reason="sim/network/* and accsim collective are nccl's (#11); remove as it lands",
-                   strict=False)
-@pytest.mark.parametrize("name", sorted(OWNED_ELSEWHERE))
-def test_collective_inputs_owned_by_nccl(tmp_path, name):
-    code, _, err = accsim_subprocess("collective", *OWNED_ELSEWHERE[name], surface="collective", hang_s=15)
+@pytest.mark.parametrize("name", sorted(COLLECTIVE_BOUNDS))
+def test_collective_inputs_are_bounded(tmp_path, name):
+    code, _, err = accsim_subprocess("collective", *COLLECTIVE_BOUNDS[name], surface="collective", hang_s=15)
     check_error(code, err, name)
 
 
