@@ -31,6 +31,13 @@ class Progress:
         self._start = None
         self._decile = 0
         self.unit = "op"            # what is counted: ops; requests in serving runs
+        self._open_line = False      # a terminal line a stage began and has not ended
+
+    def _end_open_line(self) -> None:
+        """Start a fresh line if a stage's line is open (nested stages, the op bar)."""
+        if self._open_line:
+            self._write("\n")
+            self._open_line = False
 
     def _write(self, text: str) -> None:
         with self._lock:
@@ -51,8 +58,11 @@ class Progress:
 
         def show() -> None:
             shown.set()
+            self._end_open_line()
             self._write(f"  {label}...")
-            if not self.tty:
+            if self.tty:
+                self._open_line = True
+            else:
                 self._write("\n")
 
         timer = threading.Timer(self.delay_s, show)
@@ -60,12 +70,18 @@ class Progress:
         timer.start()
         try:
             yield
-        finally:
+        except BaseException:
             timer.cancel()
-            if shown.is_set():
-                elapsed = time.monotonic() - start
-                self._write(f"\r  {label}: done in {elapsed:.1f} s\n" if self.tty
-                            else f"  {label}: done in {elapsed:.1f} s\n")
+            self._end_open_line()          # the error line that follows starts on its own line
+            raise
+        timer.cancel()
+        if shown.is_set():
+            elapsed = time.monotonic() - start
+            if self.tty and self._open_line:
+                self._write(f"\r  {label}: done in {elapsed:.1f} s\n")
+                self._open_line = False
+            else:
+                self._write(f"  {label}: done in {elapsed:.1f} s\n")
 
     def __call__(self, done: int, total: int) -> None:
         """Ops simulated so far (the engine calls this every few thousand ops)."""
@@ -79,6 +95,7 @@ class Progress:
         if self.tty:
             if self._bar is None:
                 from tqdm import tqdm
+                self._end_open_line()
                 self._bar = tqdm(total=total, unit=self.unit, desc="  simulating", file=self.stream,
                                  leave=True, dynamic_ncols=True)
             self._bar.update(done - self._bar.n)
@@ -95,6 +112,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._end_open_line()
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -40,3 +40,18 @@ def test_quiet_prints_nothing():
         time.sleep(0.05)
     progress(10, 10)
     assert stream.getvalue() == ""
+
+
+def test_nested_stages_and_a_failure_each_start_their_own_line():
+    stream = Terminal()
+    progress = Progress(stream=stream, delay_s=0.05)
+    try:
+        with progress.stage("outer"):
+            time.sleep(0.2)
+            with progress.stage("inner"):
+                time.sleep(0.2)
+            raise ValueError
+    except ValueError:
+        stream.write("accsim: error: x\n")
+    lines = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+    assert lines == ["  outer...", "  inner: done in 0.2 s", "accsim: error: x", ""], lines

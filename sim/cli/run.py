@@ -142,7 +142,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     serving = not isinstance(scenario, sim.Scenario)      # sim.serving: requests over time
     if serving and args.write_trace:
         raise sim.AccsimError("--write-trace: a serving scenario has no operator trace to write")
-    result = sim.run(scenario, progress=progress)
+    try:
+        result = sim.run(scenario, progress=progress)
+    finally:
+        progress.close()             # a bar left by a failing run ends its line
     extras = []
     if args.write_trace:
         from sim.workload.trace import write_trace
