@@ -251,17 +251,75 @@ def test_pim_sub_batch_interleaving_follows_the_engine():
     raw["serving"]["requests"]["count"] = 2
     scenario = serving_scenario_from_dict(raw, ROOT / "scenarios")
     stage = _stages(scenario, scenario.pools[0], scenario.pools[0].replicas[0], None)[0]
-    concurrent = InterleavedDecode(stage, 2).cost(64, 64 * 600).seconds
-    one = InterleavedDecode(stage, 1).cost(64, 64 * 600).seconds
+    context = 18 * 2048                       # a point of the price grid (no interpolation)
+    concurrent = InterleavedDecode(stage, 2).cost(64, context).seconds
+    one = InterleavedDecode(stage, 1).cost(64, context).seconds
     raw["device_overrides"]["pim"]["mode"] = "blocked"
     blocked_stage = _stages(serving_scenario_from_dict(raw, ROOT / "scenarios"), scenario.pools[0],
                             scenario.pools[0].replicas[0], None)[0]
-    blocked = InterleavedDecode(blocked_stage, 2).cost(64, 64 * 600).seconds
+    blocked = InterleavedDecode(blocked_stage, 2).cost(64, context).seconds
     assert concurrent <= blocked
     # with one sub-batch nothing overlaps: the sum of the ops' isolated times (layers x per layer)
-    ops = InterleavedDecode(stage, 1)._ops(64, 64 * 600)
+    ops = InterleavedDecode(stage, 1).ops(64, context)
     per_two_layers = sum(isolated_seconds(bind_op(op, stage.spec, "t"), stage.spec) for op in ops)
     assert one == pytest.approx(per_two_layers * stage.layers / 2, rel=1e-9)
+
+
+def test_attention_on_memory_rich_devices_holds_the_kv_cache_and_pays_the_round_trips():
+    """Model-attention disaggregation: the KV cache is sized on the attention devices (vLLM's
+    formula with their memory), and with one sub-batch a decode layer is its ops' isolated
+    times plus the two transfers' times on the idle links."""
+    from sim.engine.calendar import Environment
+    from sim.hardware.specs import load_device_spec
+    from sim.network.runtime import NetworkRuntime
+    from sim.serving.offload import InterleavedDecode, RemoteAttention
+    from sim.serving.run import _stages
+    from sim.serving.scenario import serving_scenario_from_dict
+    raw = yaml.safe_load(open(ROOT / "scenarios/serve_attention_offload.yaml"))
+    raw["serving"]["requests"]["count"] = 30
+    result = sim.run(raw)
+    pool = result.summary["pools"][0]
+    mi300x = load_device_spec("mi300x").tier("hbm").capacity_bytes
+    block = 16 * 80 * 2 * (8 // 4) * 128 * 2
+    assert pool["kv_block_bytes"] == block and pool["kv_blocks"] == math.floor(mi300x * 0.9 // block)
+    assert result.summary["finished"] == 30
+    scenario = serving_scenario_from_dict(raw, ROOT / "scenarios")
+    plan = scenario.pools[0]
+    assert plan.replicas == ((0, 1, 2, 3),) and plan.attention_ranks == ((4, 5, 6, 7),)
+    stage = _stages(scenario, plan, plan.replicas[0], None)[0]
+    remote = RemoteAttention(plan.attention_spec, scenario.cluster, 0, 4)
+    decode = InterleavedDecode(stage, 1, remote)
+    context = 18 * 2048
+    ops = decode.ops(64, context)
+    network = NetworkRuntime(Environment(), scenario.cluster, record=False)
+    expected = 0.0
+    for op in ops:
+        if op.op == "sendrecv":
+            expected += network.predicted_time_s(network.schedule("sendrecv", "ring", op.group, op.bytes_read))
+        else:
+            spec = plan.attention_spec if op.rank == 4 else stage.spec
+            expected += isolated_seconds(bind_op(op, spec, "t"), spec)
+    assert decode.cost(64, context).seconds == pytest.approx(expected * stage.layers / 2, rel=1e-6)
+
+
+def test_a_request_rate_sweep_gives_latency_and_throughput_columns(tmp_path):
+    device = toy_device(tmp_path)
+    scenario = serving_scenario(device, {"count": 80, "seed": 5, "arrivals": {"process": "poisson", "rate_per_s": 1},
+                                         "prompt_tokens": 64, "output_tokens": 32})
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(scenario))
+    sweep = {"scenario": str(tmp_path / "serve.yaml"),
+             "grid": {"serving.requests.arrivals.rate_per_s": [5, 500], "serving.scheduler.policy":
+                      ["prefill_first", "chunked_prefill"]}}
+    rows = sim.sweep(sweep, out=tmp_path / "sweep", workers=1, progress=False).to_pylist()
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    by = {(r["serving.requests.arrivals.rate_per_s"], r["serving.scheduler.policy"]): r for r in rows}
+    for policy in ("prefill_first", "chunked_prefill"):
+        slow, fast = by[(5, policy)], by[(500, policy)]
+        assert fast["throughput_tokens_per_s"] > slow["throughput_tokens_per_s"]
+        assert fast["ttft_p99_s"] > slow["ttft_p99_s"]                   # queueing at the higher rate
+    bad = dict(sweep, grid={"serving.kv_cache.block_sise": [16]})
+    with pytest.raises(sim.ScenarioError, match="unknown key 'block_sise'"):
+        sim.sweep(bad, out=tmp_path / "bad", workers=1, progress=False)
 
 
 # ------------------------------------------------------------------ files, CLI, outputs
@@ -360,6 +418,8 @@ def test_request_that_never_fits_is_rejected_with_a_reason(tmp_path):
     (["serving.replicas=2"], "the replicas need 16 devices"),
     (["serving.kv_cache.gpu_memory_utilization=0.2"], "no room for a KV cache"),
     (["serving.quantization.compute=fp8"], "bf16 weights with fp8 math is not a GEMM"),
+    (["serving.attention.offload=device"], "serving.attention.device: offload: device needs"),
+    (["serving.attention.sub_batches=2"], "sub-batch interleaving overlaps offloaded attention"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, sets, expected):
     out = tmp_path / "out"

@@ -174,13 +174,16 @@ class Disaggregation(StrictModel):
 
 class Attention(StrictModel):
     """``offload: pim`` runs decode attention as GEMVs on the device's PIM banks
-    (NeuPIMs); ``sub_batches`` > 1 splits each decode batch so one sub-batch's
-    GEMMs overlap another's attention (NeuPIMs' sub-batch interleaving). Whether
-    PIM and the matrix unit may touch memory at once is the device's
-    ``pim.mode`` (``blocked`` or ``concurrent``, dual row buffers)."""
+    (NeuPIMs); ``offload: device`` on memory-rich ``device``s, one per
+    tensor-parallel GPU, which hold the KV cache (model-attention disaggregation,
+    Lamina). ``sub_batches`` > 1 splits each decode batch so one sub-batch's GEMMs
+    overlap another's attention (NeuPIMs' sub-batch interleaving). Whether PIM and
+    the matrix unit may touch memory at once is the device's ``pim.mode``
+    (``blocked`` or ``concurrent``, dual row buffers)."""
 
-    offload: Literal["none", "pim"] = "none"
+    offload: Literal["none", "pim", "device"] = "none"
     sub_batches: PositiveInt = 1
+    device: str | None = None
 
 
 class Slo(StrictModel):
@@ -265,3 +268,12 @@ def default_max_num_batched_tokens(policy: str, max_model_len: int) -> int:
 
 
 
+
+
+def check_serving_structure(raw: Mapping[str, Any], where: str) -> ServingSection:
+    """The top level and the ``serving:`` section of a serving scenario validated
+    (what a sweep checks for every point before running any); devices, model and
+    requests are checked when the point runs."""
+    top = validate(ServingTop, raw, where)
+    scope = f"{where}: serving" if where.endswith((".yaml", ".yml")) else f"{where}.serving"
+    return validate(ServingSection, top.serving, scope)

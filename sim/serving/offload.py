@@ -1,4 +1,5 @@
-"""Decode attention offloaded to PIM, with NeuPIMs' sub-batch interleaving.
+"""Decode attention offloaded: to PIM banks (NeuPIMs) or to memory-rich devices (Lamina),
+with sub-batch interleaving.
 
 NeuPIMs (Heo et al., "NeuPIMs: NPU-PIM Heterogeneous Acceleration for
 Batched LLM Inferencing", ASPLOS 2024) runs the weight GEMMs of batched
@@ -10,23 +11,39 @@ NeuPIMs' dual row buffers allow (``pim.mode: concurrent``) and a
 conventional PIM does not (``blocked``: PIM commands and normal reads
 time-share the banks).
 
-The decode part of an iteration is therefore not a sum of isolated op times.
-It is simulated on the engine itself: two layers of the iteration as an
-operator trace on one device (the NPU stream runs QKV of every sub-batch,
-then each sub-batch's projection and MLP once its attention is done; the
-PIM stream runs each sub-batch's attention after its QKV), replayed by
-``sim.runtime.simulate.Simulation``, where the device's PIM mode decides
-whether PIM traffic shares the tier with the GEMMs (sim.engine.device). The
-iteration is that time x layers / 2; prices are cached by (sequences,
-summed context rounded as in sim.serving.pricing).
+Model-attention disaggregation (Chen et al., "Efficient Heterogeneous Large
+Language Model Decoding with Model-Attention Disaggregation" (Lamina), arXiv
+2405.01814; AttAcc, Park et al., ASPLOS 2024, with PIM as the memory-rich
+side) keeps the KV cache and the attention on separate memory-rich devices:
+each layer sends a sub-batch's new query, key and value (tokens x (hidden +
+2 kv_dim) / tp) from its compute GPU to its attention device over the
+cluster's links and the attention output (tokens x hidden / tp) back, while
+the compute GPU runs another sub-batch's GEMMs.
+
+In both cases the decode part of an iteration is not a sum of isolated op
+times. It is simulated on the engine itself: two layers of the iteration as
+an operator trace (the compute stream runs every sub-batch's QKV, then each
+sub-batch's projection and MLP once its attention is back; attention runs on
+the PIM unit's stream, or on the attention device between two point-to-point
+transfers), replayed by ``sim.runtime.simulate.Simulation`` on one device or
+on the two ranks of the cluster, where the device's PIM mode, or the links'
+shared bandwidth, decide the contention. The iteration is that time x layers
+/ 2 plus the tensor-parallel all-reduces; prices are taken on the
+interpolation grid of sim.serving.pricing (16 points per octave of the summed
+context) and interpolated linearly between.
 """
 
 from __future__ import annotations
 
-from sim.serving.pricing import ACT_FLOPS, NORM_FLOPS, Cost, StagePricer, bucket
+import dataclasses
+from dataclasses import dataclass
+
+from sim.hardware.specs import DeviceSpec
+from sim.serving.pricing import ACT_FLOPS, NORM_FLOPS, Cost, StagePricer, grid
 from sim.workload.trace import Op
 
 SIMULATED_LAYERS = 2
+COMPUTE_STREAM, PIM_STREAM, SEND_STREAM = 0, 1, 2
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -35,59 +52,104 @@ def split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-class InterleavedDecode:
-    """Prices the decode part of iterations with attention on PIM, by simulation."""
+@dataclass(frozen=True)
+class RemoteAttention:
+    """Where offloaded attention runs: ``attention_rank`` (a ``spec`` device) of
+    ``cluster``, paired with the compute GPU ``compute_rank``."""
 
-    def __init__(self, stage: StagePricer, sub_batches: int):
+    spec: DeviceSpec
+    cluster: object
+    compute_rank: int
+    attention_rank: int
+
+
+def _attention_dtype(spec: DeviceSpec, dtype: str) -> str:
+    """The attention device computes in the model's type if it has a rate for it."""
+    table = spec.sm_array.matrix_flops_per_s if spec.sm_array is not None else {}
+    return dtype if not table or dtype in table else next(iter(table))
+
+
+class InterleavedDecode:
+    """Prices the decode part of iterations with offloaded attention, by simulation."""
+
+    def __init__(self, stage: StagePricer, sub_batches: int, remote: RemoteAttention | None = None):
         self.stage = stage
         self.sub_batches = sub_batches
+        self.remote = remote
         self._cache: dict[tuple[int, int], Cost] = {}
 
     def cost(self, seqs: int, context: int) -> Cost:
         """Decode part (all layers) of ``seqs`` sequences attending to ``context`` keys in all."""
         if seqs == 0:
             return Cost(0.0, 0.0, 0.0)
-        key = (seqs, bucket(context))
-        cached = self._cache.get(key)
+        low, high = grid(context)
+        a = self._at(seqs, low)
+        if high == low:
+            return a
+        b = self._at(seqs, high)
+        w = (context - low) / (high - low)
+        return Cost(a.seconds + (b.seconds - a.seconds) * w, a.flops + (b.flops - a.flops) * w,
+                    a.bytes + (b.bytes - a.bytes) * w)
+
+    def _at(self, seqs: int, context: int) -> Cost:
+        cached = self._cache.get((seqs, context))
         if cached is None:
-            cached = self._cache[key] = self._simulate(*key)
+            cached = self._cache[(seqs, context)] = self._simulate(seqs, context)
         return cached
 
-    def _ops(self, seqs: int, context: int) -> list[Op]:
-        """Two layers of the decode part: per sub-batch, QKV on the NPU stream (0), its
-        attention on PIM (stream 1, after its QKV), then projection and MLP (after its
+    def _attention(self, add, n: int, context: int, deps: tuple[int, ...], tag: str) -> int:
+        """The attention of one sub-batch, after ``deps``; returns the op its output is ready after."""
+        stage, remote = self.stage, self.remote
+        if remote is None:
+            return add(stage.decode_attention_op(n, context, kind="gemv", unit="pim", stream=PIM_STREAM,
+                                                 deps=deps))
+        model, p = stage.model, stage.p
+        c, a = remote.compute_rank, remote.attention_rank
+        qkv_bytes = n * (model.hidden + 2 * model.kv_dim) // stage.tp * p.act_bytes
+        out_bytes = n * model.hidden // stage.tp * p.act_bytes
+        sent = add(Op(id=0, name=f"{tag}.send_qkv", op="sendrecv", flops=0.0, bytes_read=float(qkv_bytes),
+                      bytes_written=0.0, group=(c, a), rank=c, stream=SEND_STREAM, deps=deps, algorithm="ring"))
+        attended = add(dataclasses.replace(stage.decode_attention_op(n, context, rank=a, deps=(sent,)),
+                                           dtype=_attention_dtype(remote.spec, p.act_dtype)))
+        return add(Op(id=0, name=f"{tag}.send_out", op="sendrecv", flops=0.0, bytes_read=float(out_bytes),
+                      bytes_written=0.0, group=(a, c), rank=a, stream=SEND_STREAM, deps=(attended,),
+                      algorithm="ring"))
+
+    def ops(self, seqs: int, context: int) -> list[Op]:
+        """Two layers of the decode part: per sub-batch, QKV on the compute stream, its
+        attention offloaded (after its QKV), then projection and MLP (after its
         attention); sub-batches' QKVs first, so one's attention overlaps another's GEMMs."""
         stage, model = self.stage, self.stage.model
         h, tp = model.hidden, stage.tp
         fc1 = (2 if model.gated_mlp else 1) * model.ffn // tp
         ffn = model.ffn // tp
+        on = {"rank": self.remote.compute_rank} if self.remote is not None else {}
         counts = split(seqs, min(self.sub_batches, seqs))
         contexts = [context * n // seqs for n in counts]
         contexts[0] += context - sum(contexts)
         ops: list[Op] = []
 
         def add(op: Op) -> int:
-            ops.append(op)
-            return op.id
+            ops.append(dataclasses.replace(op, id=len(ops)))
+            return len(ops) - 1
 
         for layer in range(SIMULATED_LAYERS):
             tag = f"L{layer}"
             qkv = []
             for s, n in enumerate(counts):
-                add(stage.pointwise_op(f"{tag}.s{s}.input_norm", "norm", n * h, 1, NORM_FLOPS, id=len(ops)))
-                qkv.append(add(stage.gemm_op(f"{tag}.s{s}.qkv", n, (h + 2 * model.kv_dim) // tp, h, id=len(ops))))
-            attention = [add(stage.decode_attention_op(n, ctx, kind="gemv", unit="pim", stream=1, id=len(ops),
-                                                       deps=(qkv[s],)))
-                         for s, (n, ctx) in enumerate(zip(counts, contexts))]
+                add(stage.pointwise_op(f"{tag}.s{s}.input_norm", "norm", n * h, 1, NORM_FLOPS, **on))
+                qkv.append(add(stage.gemm_op(f"{tag}.s{s}.qkv", n, (h + 2 * model.kv_dim) // tp, h, **on)))
+            ready = [self._attention(add, n, ctx, (qkv[s],), f"{tag}.s{s}")
+                     for s, (n, ctx) in enumerate(zip(counts, contexts))]
             for s, n in enumerate(counts):
-                add(stage.gemm_op(f"{tag}.s{s}.o_proj", n, h, h // tp, id=len(ops), deps=(attention[s],)))
-                add(stage.pointwise_op(f"{tag}.s{s}.residual", "elementwise", n * h, 2, 1.0, id=len(ops)))
-                add(stage.pointwise_op(f"{tag}.s{s}.post_norm", "norm", n * h, 1, NORM_FLOPS, id=len(ops)))
-                add(stage.gemm_op(f"{tag}.s{s}.mlp_up", n, fc1, h, id=len(ops)))
+                add(stage.gemm_op(f"{tag}.s{s}.o_proj", n, h, h // tp, deps=(ready[s],), **on))
+                add(stage.pointwise_op(f"{tag}.s{s}.residual", "elementwise", n * h, 2, 1.0, **on))
+                add(stage.pointwise_op(f"{tag}.s{s}.post_norm", "norm", n * h, 1, NORM_FLOPS, **on))
+                add(stage.gemm_op(f"{tag}.s{s}.mlp_up", n, fc1, h, **on))
                 add(stage.pointwise_op(f"{tag}.s{s}.activation", "elementwise", n * ffn,
-                                       2 if model.gated_mlp else 1, ACT_FLOPS, id=len(ops)))
-                add(stage.gemm_op(f"{tag}.s{s}.mlp_down", n, h, ffn, id=len(ops)))
-                add(stage.pointwise_op(f"{tag}.s{s}.residual2", "elementwise", n * h, 2, 1.0, id=len(ops)))
+                                       2 if model.gated_mlp else 1, ACT_FLOPS, **on))
+                add(stage.gemm_op(f"{tag}.s{s}.mlp_down", n, h, ffn, **on))
+                add(stage.pointwise_op(f"{tag}.s{s}.residual2", "elementwise", n * h, 2, 1.0, **on))
         return ops
 
     def _simulate(self, seqs: int, context: int) -> Cost:
@@ -95,17 +157,20 @@ class InterleavedDecode:
         from sim.runtime.simulate import Simulation
         from sim.workload.trace import validate_ops
 
-        ops = self._ops(seqs, context)
-        trace = validate_ops(ops, f"{self.stage.where} (decode with attention on PIM)")
-        scenario = Scenario(name="pim-decode", device=self.stage.spec, device_name="npu", trace=trace)
-        result = Simulation(scenario).run()
-        scale = self.stage.layers / SIMULATED_LAYERS
-        flops = sum(op.flops for op in ops)
-        moved = sum(op.bytes_read + op.bytes_written for op in ops)
+        ops = self.ops(seqs, context)
+        stage, remote = self.stage, self.remote
+        trace = validate_ops(ops, f"{stage.where} (decode with offloaded attention)")
+        if remote is None:
+            scenario = Scenario(name="offload", device=stage.spec, device_name="npu", trace=trace)
+        else:
+            scenario = Scenario(name="offload", device=stage.spec, device_name="gpu", trace=trace,
+                                cluster=remote.cluster, rank_specs={remote.compute_rank: stage.spec,
+                                                                    remote.attention_rank: remote.spec})
+        makespan = Simulation(scenario).run().summary["makespan_s"]
+        scale = stage.layers / SIMULATED_LAYERS
+        flops = sum(op.flops for op in ops if op.op != "sendrecv")
+        moved = sum(op.bytes_read + op.bytes_written for op in ops if op.op != "sendrecv")
         allreduce = 0.0
-        if self.stage.allreduce is not None:
-            allreduce = 2.0 * self.stage.allreduce.seconds(seqs * self.stage.model.hidden
-                                                           * self.stage.p.act_bytes)
-        return Cost(result.summary["makespan_s"] * scale + allreduce * self.stage.layers,
-                    flops * scale, moved * scale)
-
+        if stage.allreduce is not None:
+            allreduce = 2.0 * stage.allreduce.seconds(seqs * stage.model.hidden * stage.p.act_bytes)
+        return Cost(makespan * scale + allreduce * stage.layers, flops * scale, moved * scale)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from sim.serving.kvcache import BlockManager, KvBudget
+from sim.serving.kvcache import BlockManager, KvBudget, kv_bytes_per_token
 from sim.serving.pricing import Cost, StagePricer, bucket
 from sim.serving.schedulers import Batch, Scheduler
 
@@ -39,7 +39,7 @@ class Replica:
 
     def __init__(self, env: simpy.Environment, index: int, name: str, role: str, ranks: tuple[int, ...],
                  tp: int, pp: int, stages: list[StagePricer], budget: KvBudget, host_bytes_per_s: float,
-                 offload=None):
+                 offload=None, kv_shipping=None):
         self.env = env
         self.index = index
         self.name = name
@@ -51,6 +51,7 @@ class Replica:
         self.budget = budget
         self.host_bytes_per_s = host_bytes_per_s
         self.offload = offload
+        self.kv_shipping = kv_shipping
         self.engines: list[Engine] = []
         self.resources = [simpy.Resource(env, capacity=1) for _ in stages] if pp > 1 else []
         self.outstanding = 0
@@ -73,7 +74,15 @@ class Replica:
                 costs.append(offload.cost(shape.decode_seqs, shape.decode_context)
                              + stage.extras(key) + stage.head(shape.sampled))
             return costs
-        return [stage.iteration(shape) for stage in self.stages]
+        costs = [stage.iteration(shape) for stage in self.stages]
+        if self.kv_shipping is not None and shape.prefill_tokens:
+            # the prefill's new K and V go to the attention devices, layer by layer as they are
+            # computed: the iteration lasts as long as the longer of the two
+            stage = self.stages[0]
+            nbytes = shape.prefill_tokens * kv_bytes_per_token(stage.model, stage.layers, self.tp, stage.p.kv_bytes)
+            cost = costs[0]
+            costs[0] = Cost(max(cost.seconds, self.kv_shipping.seconds(nbytes)), cost.flops, cost.bytes)
+        return costs
 
     def note_memory(self, now: float, records: Records) -> None:
         engines = self.engines

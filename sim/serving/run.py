@@ -25,7 +25,7 @@ from sim.reports.network import link_units
 from sim.serving.comm import CollectivePricer
 from sim.serving.disagg import KvTransfers
 from sim.serving.kvcache import BlockManager, activation_bytes, kv_budget, kv_bytes_per_token, stage_layers
-from sim.serving.offload import InterleavedDecode
+from sim.serving.offload import InterleavedDecode, RemoteAttention
 from sim.serving.pricing import StagePricer
 from sim.serving.replica import Engine, Records, Replica
 from sim.serving.router import ROUTERS
@@ -72,6 +72,19 @@ def _budget(scenario: ServingScenario, pool: PoolPlan, stages: list[StagePricer]
         budgets.append(kv_budget(hbm, kv.gpu_memory_utilization, stage.weights_bytes, act, kv.block_size,
                                  per_token, kv.swap_space_bytes, kv.watermark, share=pool.pp))
     budget = min(budgets, key=lambda b: b.num_gpu_blocks)
+    if pool.attention_spec is not None:
+        # attention offloaded to memory-rich devices: the KV cache lives there, one device per
+        # TP rank holding its KV heads; the GPUs keep weights and activations only
+        if hbm * kv.gpu_memory_utilization < stages[0].weights_bytes + act:
+            raise ScenarioError(
+                f"{scenario.path}: serving: the weights ({format_bytes(stages[0].weights_bytes)}) and "
+                f"activations ({format_bytes(act)}) per GPU do not fit in {spec.name}'s {format_bytes(hbm)} x "
+                f"gpu_memory_utilization {kv.gpu_memory_utilization}")
+        att = pool.attention_spec
+        per_token = kv_bytes_per_token(model, model.layers, pool.tp, scenario.precision.kv_bytes)
+        budget = kv_budget(att.tier(att.default_tier).capacity_bytes, kv.gpu_memory_utilization, 0.0, 0.0,
+                           kv.block_size, per_token, kv.swap_space_bytes, kv.watermark)
+        spec = att
     if budget.num_gpu_blocks < 1:
         worst = max(stages, key=lambda st: st.weights_bytes)
         raise ScenarioError(
@@ -83,7 +96,9 @@ def _budget(scenario: ServingScenario, pool: PoolPlan, stages: list[StagePricer]
 
 
 def _host_bandwidth(scenario: ServingScenario, pool: PoolPlan) -> float:
-    hosts = [t for t in pool.spec.memory if t.kind == "host"]
+    """Swaps cross the host link of the device holding the KV cache."""
+    holder = pool.attention_spec or pool.spec
+    hosts = [t for t in holder.memory if t.kind == "host"]
     if hosts:
         return hosts[0].bandwidth_bytes_per_s
     if scenario.section.kv_cache.preemption == "swap":
@@ -125,13 +140,12 @@ class ServingRun:
             stages = _stages(scenario, pool, pool.replicas[0], self.network)
             budget = _budget(scenario, pool, stages)
             host = _host_bandwidth(scenario, pool)
-            offload = ([InterleavedDecode(stage, section.attention.sub_batches) for stage in stages]
-                       if section.attention.offload == "pim" else None)
+            offload = self._offload(pool, stages)
             members = []
             for number, ranks in enumerate(pool.replicas):
                 name = f"replica{number}" if pool.role == "unified" else f"{pool.role}{number}"
                 replica = Replica(self.env, len(self.replicas), name, pool.role, ranks, pool.tp, pool.pp,
-                                  stages, budget, host, offload)
+                                  stages, budget, host, offload, self._kv_shipping(pool))
                 self._engines(replica, budget)
                 self.replicas.append(replica)
                 self.names.append(name)
@@ -139,6 +153,24 @@ class ServingRun:
             self.pools[pool.role] = members
         if self.transfers is not None:
             self.transfers.decode_replicas = self.pools["decode"]
+
+    def _offload(self, pool: PoolPlan, stages: list[StagePricer]):
+        """Pricers of decode iterations with offloaded attention (None without offload)."""
+        attention = self.scenario.section.attention
+        if attention.offload == "pim":
+            return [InterleavedDecode(stage, attention.sub_batches) for stage in stages]
+        if attention.offload == "device":
+            remote = RemoteAttention(pool.attention_spec, self.scenario.cluster, pool.replicas[0][0],
+                                     pool.attention_ranks[0][0])
+            return [InterleavedDecode(stage, attention.sub_batches, remote) for stage in stages]
+        return None
+
+    def _kv_shipping(self, pool: PoolPlan):
+        """With attention on other devices, prefills send their new KV there (a pricer), else None."""
+        if pool.attention_spec is None:
+            return None
+        return CollectivePricer(self.network, "sendrecv", (pool.replicas[0][0], pool.attention_ranks[0][0]),
+                                "ring", f"{self.scenario.path}: serving.attention")
 
     def _engines(self, replica: Replica, budget) -> None:
         scenario, section = self.scenario, self.scenario.section

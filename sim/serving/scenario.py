@@ -8,11 +8,13 @@ KV cache, and impossible requests all fail with one line naming the key.
 Placement: the replicas of the (single, or prefill then decode) pool(s)
 take consecutive cluster ranks, tp x pp each, tensor-parallel ranks
 innermost (a replica with tp 8 fills one 8-GPU node, as vLLM deployments
-place it).
+place it); with ``attention: {offload: device}`` the attention devices take
+the next ranks, tp per replica, paired in order with the replica's GPUs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,6 +41,8 @@ class PoolPlan:
     spec: DeviceSpec
     tp: int
     pp: int
+    attention_ranks: tuple[tuple[int, ...], ...] = ()   # offload: device; one per TP rank of each replica
+    attention_spec: DeviceSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,22 @@ def _pools(section: ServingSection, top: ServingTop, model: ModelConfig, cluster
                                 f"device its ranks are; add device: NAME")
         spec = load_device_spec(name, base, overrides)
         pools.append(PoolPlan(role, tuple(replicas), spec, pool.tp, pool.pp))
+    attention = section.attention
+    if attention.offload == "device":
+        # the attention devices take the ranks after every pool's GPUs, tp per replica
+        plan = pools[0]
+        scope = _key(where, "serving.attention")
+        if not attention.device:
+            raise ScenarioError(f"{scope}.device: offload: device needs the memory-rich device's spec name")
+        ranks = []
+        for _ in plan.replicas:
+            ranks.append(tuple(range(next_rank, next_rank + plan.tp)))
+            next_rank += plan.tp
+        if next_rank > cluster.size:
+            raise ScenarioError(f"{scope}: the replicas and their attention devices need {next_rank} devices in "
+                                f"all, but the cluster {cluster.name} has {cluster.size}")
+        pools[0] = dataclasses.replace(plan, attention_ranks=tuple(ranks),
+                                       attention_spec=load_device_spec(attention.device, base, overrides))
     return tuple(pools)
 
 
@@ -168,9 +188,18 @@ def _check_offload(section: ServingSection, pools, where: str) -> None:
         if section.scheduler.policy not in ("prefill_first", "static"):
             raise ScenarioError(f"{scope}.offload: pim prices decode-only iterations (NeuPIMs runs prefill "
                                 f"and decode apart); use scheduler.policy prefill_first or static")
+    elif attention.offload == "device":
+        if section.disaggregation is not None or pools[0].pp > 1:
+            raise ScenarioError(f"{scope}.offload: device offload is modelled for single-stage replicas of one "
+                                f"pool (no pipeline parallelism, no disaggregation)")
+        if section.scheduler.policy not in ("prefill_first", "static"):
+            raise ScenarioError(f"{scope}.offload: device prices decode-only iterations; use scheduler.policy "
+                                f"prefill_first or static")
     elif attention.sub_batches > 1:
-        raise ScenarioError(f"{scope}.sub_batches: sub-batch interleaving overlaps attention on PIM with "
-                            f"GEMMs; it needs offload: pim")
+        raise ScenarioError(f"{scope}.sub_batches: sub-batch interleaving overlaps offloaded attention with "
+                            f"GEMMs; it needs offload: pim or device")
+    if attention.offload != "device" and attention.device is not None:
+        raise ScenarioError(f"{scope}.device: only used with offload: device")
 
 
 def serving_scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",

@@ -264,7 +264,12 @@ def load_sweep(source: str | Path | Mapping[str, Any], base_dir: Path | None = N
     base = read_scenario_file(scenario_path)
     points, filtered = expand_points(raw, where)
     for point in points:
-        validate(ScenarioFile, resolved(base, point), f"{where} (at the point {_short(point)})")
+        scenario = resolved(base, point)
+        if "serving" in scenario:        # an LLM serving scenario: its own schema (sim.serving.config)
+            from sim.serving.config import check_serving_structure
+            check_serving_structure(scenario, f"{where} (at the point {_short(point)})")
+        else:
+            validate(ScenarioFile, scenario, f"{where} (at the point {_short(point)})")
     params = tuple(dict.fromkeys(k for p in points for k in p))
     name = doc.name or (Path(str(source)).stem if not isinstance(source, Mapping) else "sweep")
     return SweepSpec(name, scenario_path.resolve(), base, tuple(points), filtered, params,
