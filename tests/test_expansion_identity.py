@@ -82,6 +82,12 @@ def cases() -> dict[str, dict]:
                                        "full", gated_mlp=True,
                                        moe={"experts": 8, "top_k": 2, "routing_alpha": 1.0, "shared_experts": 1,
                                             "first_dense_layers": 1, "capacity_factor": 1.5})
+    out["cp_ring_unbalanced.full"] = _small("cluster:2x4", {"dp": 1, "tp": 2, "cp": 2, "pp": 2, "microbatches": 4,
+                                                            "sequence_parallel": True, "cp_load_balance": False,
+                                                            "recompute": "full"}, "full", seq_len=2048)
+    out["cp_allgather_zero3.folded"] = _small("cluster:2x4", {"dp": 2, "tp": 2, "cp": 2, "microbatches": 2,
+                                                              "sequence_parallel": True, "cp_algorithm": "allgather",
+                                                              "zero": 3}, seq_len=2048)
     return out
 
 
@@ -94,7 +100,11 @@ def fingerprint(raw: dict) -> str:
     training = scenario.training
     keys: dict[tuple, str] = {}
     for spec in {spec.name: spec for spec in scenario.rank_specs.values()}.values():
-        for key, seg in layer_segments(training.model, training.plan, spec).items():
+        segments = layer_segments(training.model, training.plan, spec)
+        if training.plan.cp > 1:
+            from sim.parallel.emit.context import layer_segments as context_segments
+            segments = context_segments(training.model, training.plan, spec)
+        for key, seg in segments.items():
             keys.setdefault((seg.flops, seg.bytes_read, seg.bytes_written, seg.duration_s), f"{spec.name}:{key}")
     digest = hashlib.sha256()
     for op in training.expansion.ops:

@@ -43,7 +43,7 @@ def _plane(plan: ParallelPlan, flat: int) -> tuple[int, int]:
 
 def ep_group(plan: ParallelPlan, d: int, s: int, j: int) -> list[int]:
     """The expert-parallel group of rank (replica d, stage s, TP rank j), in EP-index order."""
-    flat, size = d * plan.tp + j, plan.dp * plan.tp
+    flat, size = d * plan.tp + j, plan.replicas * plan.tp
     if plan.ep_placement == "strided":
         stride = size // plan.ep
         members = [flat % stride + x * stride for x in range(plan.ep)]
@@ -56,7 +56,7 @@ def ep_group(plan: ParallelPlan, d: int, s: int, j: int) -> list[int]:
 def ep_groups(plan: ParallelPlan, s: int) -> list[list[int]]:
     """Every expert-parallel group of stage ``s``."""
     seen, groups = set(), []
-    for flat in range(plan.dp * plan.tp):
+    for flat in range(plan.replicas * plan.tp):
         d, j = _plane(plan, flat)
         group = ep_group(plan, d, s, j)
         if group[0] not in seen:
@@ -88,7 +88,7 @@ def moe_layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[fl
     layer is recomputed): the module docstring's accounting, with the same
     recomputation rules as a dense layer (selective: the attention scores are
     not kept; full: only the layer input)."""
-    s, b, h, a, t = cfg.seq_len, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
+    s, b, h, a, t = cfg.seq_len // plan.cp, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
     moe = cfg.moe
     sbh, tokens = s * b * h, s * b / t
     f = expert_ffn(cfg)
@@ -110,7 +110,7 @@ def moe_layer_wgrad_input_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
     backward): the inputs of the weight GEMMs: QKV and projection (4 s b h / t),
     per token the router's input (2h), per routed copy the fc1 and fc2 inputs
     (2h + 2f), the shared experts' fc2 inputs (2f each)."""
-    s, b, h, t = cfg.seq_len, plan.microbatch_size, cfg.hidden, plan.tp
+    s, b, h, t = cfg.seq_len // plan.cp, plan.microbatch_size, cfg.hidden, plan.tp
     moe, f = cfg.moe, expert_ffn(cfg)
     per_token = 2 * h + moe.top_k * (2 * h + 2 * f) + moe.shared_experts * 2 * f
     return 4 * s * b * h / t + s * b / t * per_token

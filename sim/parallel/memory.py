@@ -110,8 +110,9 @@ def _moe_stage_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float
 
 def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float, float]:
     """(bytes kept per layer per microbatch between forward and backward,
-    extra working bytes while one layer is recomputed)."""
-    s, b, h, a, t = cfg.seq_len, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
+    extra working bytes while one layer is recomputed); with context
+    parallelism for the rank's seq_len / cp tokens."""
+    s, b, h, a, t = cfg.seq_len // plan.cp, plan.microbatch_size, cfg.hidden, cfg.heads, plan.tp
     sbh = s * b * h
     # the s x s scores, softmax and dropout mask (5 a s / h): not kept with flash attention,
     # which stores only the output and the softmax statistics (Dao et al., FlashAttention)
@@ -127,7 +128,7 @@ def layer_activation_bytes(cfg: ModelConfig, plan: ParallelPlan) -> tuple[float,
 def layer_wgrad_input_bytes(cfg: ModelConfig, plan: ParallelPlan) -> float:
     """Bytes per layer and microbatch that a W pass needs after its B pass: the
     inputs of the layer's weight GEMMs (see the module docstring)."""
-    sb, h, t = cfg.seq_len * plan.microbatch_size, cfg.hidden, plan.tp
+    sb, h, t = cfg.seq_len // plan.cp * plan.microbatch_size, cfg.hidden, plan.tp
     replicated = 2 * sb * h * 2  # layer-norm outputs feeding QKV and fc1
     split = 2 * sb * h + 2 * sb * cfg.ffn  # attention context (proj input), activation (fc2 input)
     if plan.sequence_parallel:
@@ -253,7 +254,7 @@ def model_states(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> tuple[floa
     dense = zero_model_states(stage_params(cfg, plan, stage) - experts, plan.shards, plan.zero, cfg.dtype_bytes)
     if not experts:
         return dense
-    sharded = zero_model_states(experts, plan.dp * plan.tp // plan.ep, plan.zero, cfg.dtype_bytes)
+    sharded = zero_model_states(experts, plan.replicas * plan.tp // plan.ep, plan.zero, cfg.dtype_bytes)
     return tuple(a + b for a, b in zip(dense, sharded))
 
 
@@ -263,7 +264,7 @@ def optimizer_params(cfg: ModelConfig, plan: ParallelPlan, stage: int) -> float:
     experts = stage_expert_params(cfg, plan, stage)
     if not experts:
         return stage_params(cfg, plan, stage) / plan.shards
-    expert_shards = plan.dp * plan.tp // plan.ep if plan.zero else 1
+    expert_shards = plan.replicas * plan.tp // plan.ep if plan.zero else 1
     return (stage_params(cfg, plan, stage) - experts) / plan.shards + experts / expert_shards
 
 

@@ -19,9 +19,9 @@ Definitions:
   parallel), ``pp`` (pipeline sends), ``dp`` (data-parallel gradient
   reduction and ZeRO parameter all-gather) and ``embedding_sync`` (the
   all-reduce of the tied embedding's gradient between the first and last
-  stage, present with pp > 1 even when dp = 1), ``ep`` (MoE dispatch and
-  combine all-to-alls) and ``cp`` (context-parallel KV exchanges). A kind
-  the plan does not issue is 0.
+  stage, present with pp > 1 even when dp = 1); plans with expert or context
+  parallelism add ``ep`` (MoE dispatch and combine all-to-alls) and ``cp``
+  (context-parallel KV exchanges). A kind the plan does not issue is 0.
 - ``bubble_s_by_cause_per_device``: each device's idle time on its compute
   units by cause, averaged over the simulated devices (the run summary's
   ``bubble_s_by_cause`` is the sum over them); ``bubble_aggregation`` says so
@@ -40,7 +40,9 @@ from sim.reports.tables import merge_intervals, unit_codes
 from sim.workload.transformer import ModelConfig
 
 # Kinds of collective a training iteration issues (the ``phase`` of its ops).
-COMM_KINDS = ("tp", "pp", "dp", "embedding_sync", "ep", "cp")
+COMM_KINDS = ("tp", "pp", "dp", "embedding_sync")
+# kinds only plans using them report: MoE all-to-alls, context-parallel KV exchanges
+OPTIONAL_KINDS = {"ep": lambda plan: plan.ep > 1, "cp": lambda plan: plan.cp > 1}
 
 
 def forward_flops(cfg: ModelConfig, tokens: int, sequences: int) -> tuple[float, float, float]:
@@ -60,8 +62,18 @@ def forward_flops(cfg: ModelConfig, tokens: int, sequences: int) -> tuple[float,
 
 
 def training_flops(cfg: ModelConfig, global_batch: int, recompute: str) -> tuple[float, float]:
-    """(model FLOPs, hardware FLOPs) of one iteration."""
+    """(model FLOPs, hardware FLOPs) of one iteration. Materialized attention
+    computes the whole s x s scores (Megatron-LM's Eq. 3 counts them). Causal
+    FlashAttention does half of that work in each pass, and its backward
+    counts 2.5 times its forward (it recomputes the scores; Dao, 2023, as
+    sim.hardware.kernels counts it): the model needs 0.5 + 1 of the core's
+    full forward, the hardware runs 0.5 + 1.25 (+ 0.5 replayed with full
+    recomputation; selective recomputation replays nothing)."""
     dense, core, head = forward_flops(cfg, global_batch * cfg.seq_len, global_batch)
+    if getattr(cfg, "attention", "materialized") == "flash":
+        model = 3.0 * (dense + head) + 1.5 * core
+        hardware = 3.0 * (dense + head) + 1.75 * core + (dense + 0.5 * core if recompute == "full" else 0.0)
+        return model, hardware
     model = 3.0 * (dense + core + head)
     extra = {"none": 0.0, "selective": core, "full": dense + core}[recompute]
     return model, model + extra
@@ -113,13 +125,14 @@ def training_summary(scenario, result) -> dict[str, Any]:
     comm = timeline.filter(pc.and_(pc.equal(category, "comm"), pc.equal(timeline["unit"], "comm")))
     compute_codes = unit_codes(compute.set_column(1, "unit", pa.array(["compute"] * compute.num_rows)), keys)
     comm_codes = unit_codes(comm, keys)
-    code = {kind: index for index, kind in enumerate(COMM_KINDS)}
-    kinds = np.array([code.get(trace.op(op_id).phase, len(COMM_KINDS))
+    comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
+    code = {kind: index for index, kind in enumerate(comm_kinds)}
+    kinds = np.array([code.get(trace.op(op_id).phase, len(comm_kinds))
                       for op_id in comm["op_id"].to_pylist()], dtype=np.int64)
     c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
     m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
     per_stage: dict[int, list[float]] = {}
-    exposed = {kind: 0.0 for kind in COMM_KINDS}
+    exposed = {kind: 0.0 for kind in comm_kinds}
     for index, device in enumerate(simulated):
         mask = compute_codes == index
         busy = _union(c_start[mask], c_end[mask])
@@ -127,9 +140,9 @@ def training_summary(scenario, result) -> dict[str, Any]:
         stage = stage_of[simulated_ranks[index]]
         per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
         mine = comm_codes == len(simulated) + index
-        for index, kind in enumerate(COMM_KINDS):
+        for index, kind in enumerate(comm_kinds):
             sel = mine & (kinds == index)
-            exposed[kind] += _uncovered(_union(m_start[sel], m_end[sel]), busy)
+            exposed[kind] += max(0.0, _uncovered(_union(m_start[sel], m_end[sel]), busy))  # no -1e-16
     for kind in exposed:
         exposed[kind] /= max(len(simulated), 1)
     stage_bubbles = [float(np.mean(per_stage[s])) for s in sorted(per_stage)]

@@ -4,7 +4,15 @@ Rank mapping: ``mapping`` lists the dimensions from innermost (consecutive
 ranks) to outermost; the default ``tp,pp,dp`` puts a tensor-parallel group
 inside a node, consecutive pipeline stages on consecutive nodes, and data
 parallel replicas outermost, as Megatron-LM does (Narayanan et al., SC'21,
-Sec. 3.3).
+Sec. 3.3). A context-parallel dimension ``cp`` goes right after ``tp`` unless
+the mapping places it (Megatron-Core's order tp-cp-ep-dp-pp).
+
+Context-parallel ranks hold the same weights and split each sequence, so the
+expansion treats a stage's ranks as ``replicas = dp x cp`` copies of the
+model (the group its gradients are reduced and ZeRO shards over, as
+Megatron-Core's data-parallel-with-context-parallel group) of which each
+consecutive ``cp`` share sequences; replica r is (data-parallel index r // cp,
+context-parallel index r % cp).
 """
 
 from __future__ import annotations
@@ -48,6 +56,11 @@ class ParallelPlan:
     ``ep``: expert-parallel degree of MoE layers, carved from the dp x tp
     ranks of a stage; ``ep_placement``: ``contiguous`` or ``strided`` groups
     (sim.parallel.experts); ``ep_algorithm``: the all-to-all's algorithm.
+    ``cp``: context-parallel degree (each rank takes seq_len / cp tokens of
+    every sequence); ``cp_algorithm``: ``ring`` (ring attention, KV blocks
+    passed around the CP group) or ``allgather`` (K and V all-gathered, Llama
+    3); ``cp_load_balance``: each rank takes chunks i and 2cp - 1 - i of 2cp,
+    balancing causal attention (sim.parallel.emit.context).
     """
 
     dp: int = 1
@@ -60,7 +73,7 @@ class ParallelPlan:
     sequence_parallel: bool = False
     zero: int = 0
     recompute: str = "none"
-    mapping: tuple[str, str, str] = ("tp", "pp", "dp")
+    mapping: tuple[str, ...] = ("tp", "pp", "dp")
     dp_bucket_bytes: int = 25 * 2**20
     tp_algorithm: str = "nccl"
     dp_algorithm: str = "nccl"
@@ -72,26 +85,36 @@ class ParallelPlan:
     ep_algorithm: str = "nccl"
     cp: int = 1
     cp_algorithm: str = "ring"
+    cp_load_balance: bool = True
 
     @property
     def shards(self) -> int:
         """How many ways ZeRO shards the model states (1 without ZeRO)."""
-        return (self.shard_group or self.dp) if self.zero else 1
+        return (self.shard_group or self.replicas) if self.zero else 1
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each stage's weights: data- times context-parallel ranks."""
+        return self.dp * self.cp
 
     @property
     def world(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
 
     @property
     def global_batch(self) -> int:
         return self.dp * self.microbatch_size * self.microbatches
 
     def rank(self, dp: int, stage: int, tp: int) -> int:
-        """Cluster rank of (data-parallel replica, pipeline stage, tensor-parallel index)."""
-        index = {"dp": dp, "pp": stage, "tp": tp}
-        size = {"dp": self.dp, "pp": self.pp, "tp": self.tp}
+        """Cluster rank of (replica, pipeline stage, tensor-parallel index);
+        replica r is data-parallel index r // cp, context-parallel index r % cp."""
+        index = {"dp": dp // self.cp, "cp": dp % self.cp, "pp": stage, "tp": tp}
+        size = {"dp": self.dp, "cp": self.cp, "pp": self.pp, "tp": self.tp}
+        mapping = self.mapping
+        if "cp" not in mapping:
+            mapping = (mapping[:mapping.index("tp") + 1] + ("cp",) + mapping[mapping.index("tp") + 1:])
         rank, stride = 0, 1
-        for dim in self.mapping:
+        for dim in mapping:
             rank += index[dim] * stride
             stride *= size[dim]
         return rank
@@ -118,8 +141,9 @@ def _algorithm(value: Any) -> str:
 def _mapping(value: Any) -> tuple[str, ...]:
     parts = value.split(",") if isinstance(value, str) else value
     if not isinstance(parts, (list, tuple)) or any(not isinstance(p, str) for p in parts) \
-            or sorted(p.strip() for p in parts) != ["dp", "pp", "tp"]:
-        raise PydanticCustomError("accsim", f"expected an order of tp, pp, dp such as 'tp,pp,dp', got {value!r}")
+            or sorted(p.strip() for p in parts) not in (["dp", "pp", "tp"], ["cp", "dp", "pp", "tp"]):
+        raise PydanticCustomError("accsim", f"expected an order of tp, pp, dp (and optionally cp) such as "
+                                            f"'tp,pp,dp', got {value!r}")
     return tuple(p.strip() for p in parts)
 
 
@@ -152,6 +176,9 @@ class ParallelSchema(StrictModel):
     ep: int_range(1, MAX_RANKS) = 1
     ep_placement: choice("contiguous", "strided") = "contiguous"
     ep_algorithm: Algorithm = "nccl"
+    cp: int_range(1, MAX_RANKS) = 1
+    cp_algorithm: choice("ring", "allgather") = "ring"
+    cp_load_balance: Bool = True
 
 
 PositiveNumber = Annotated[float, BeforeValidator(lambda v: _positive_number(v))]
@@ -267,9 +294,18 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
     dp, tp, pp, v, mbs = p.dp, p.tp, p.pp, p.virtual_stages, p.microbatch_size
     if p.schedule != "interleaved" and v != 1:
         raise _fail(where, "virtual_stages", f"{v} virtual stages need schedule: interleaved")
-    if dp * tp * pp != world:
-        raise _fail(where, "", f"dp x tp x pp = {dp} x {tp} x {pp} = {dp * tp * pp} does not "
-                               f"match the cluster's {world} devices")
+    if dp * tp * pp * p.cp != world:
+        sizes = f"dp x tp x pp = {dp} x {tp} x {pp} = {dp * tp * pp}" if p.cp == 1 else \
+            f"dp x tp x pp x cp = {dp} x {tp} x {pp} x {p.cp} = {dp * tp * pp * p.cp}"
+        raise _fail(where, "", f"{sizes} does not match the cluster's {world} devices")
+    if p.cp > 1 and model.attention != "flash":
+        raise _fail(where, "cp", "context parallelism runs blockwise FlashAttention (Transformer Engine's); "
+                                 "set model.attention: flash")
+    chunks = p.cp * (2 if p.cp_load_balance and p.cp > 1 else 1)
+    if model.seq_len % chunks:
+        raise _fail(where, "cp", f"{p.cp} does not divide the sequence: seq_len {model.seq_len} is not a "
+                                 f"multiple of {chunks}" + (" (2 x cp chunks with cp_load_balance)" if chunks > p.cp
+                                                            else ""))
     if model.layers % (pp * v):
         raise _fail(where, "", f"{model.layers} layers do not divide into pp x virtual_stages = "
                                f"{pp} x {v} = {pp * v} stages")
@@ -290,13 +326,14 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
     if p.schedule == "interleaved" and m % pp:
         raise _fail(where, "microbatches", f"the interleaved schedule needs a multiple of "
                                            f"pp = {pp} microbatches per pipeline, got {m}")
-    zero, shard_group, prefetch = _sharding(p, dp, where)
+    zero, shard_group, prefetch = _sharding(p, dp * p.cp, where)
     plan = ParallelPlan(dp=dp, tp=tp, pp=pp, virtual_stages=v, microbatch_size=mbs, microbatches=m,
                         schedule=p.schedule, sequence_parallel=p.sequence_parallel, zero=zero,
                         recompute=p.recompute, mapping=p.mapping,  # type: ignore[arg-type]
                         dp_bucket_bytes=p.dp_bucket_bytes, tp_algorithm=p.tp_algorithm,
                         dp_algorithm=p.dp_algorithm, shard_group=shard_group, zero_prefetch=prefetch,
-                        offload_optimizer=p.offload_optimizer, **_expert_parallel(p, model, zero, where))
+                        offload_optimizer=p.offload_optimizer, cp=p.cp, cp_algorithm=p.cp_algorithm,
+                        cp_load_balance=p.cp_load_balance, **_expert_parallel(p, model, zero, where))
     _check_algorithms(plan, where)
     return plan
 
@@ -316,7 +353,8 @@ def _sharding(p: "ParallelSchema", dp: int, where: str) -> tuple[int, int, int]:
     if p.shard_group is not None and zero < 2:
         raise _fail(where, "shard_group", f"sharding groups need zero: 2 or 3, got zero: {zero}")
     if p.shard_group is not None and dp % p.shard_group:
-        raise _fail(where, "shard_group", f"{p.shard_group} does not divide dp = {dp}")
+        raise _fail(where, "shard_group", f"{p.shard_group} does not divide the {dp} data-parallel (x context-"
+                                          f"parallel) replicas")
     if p.zero_prefetch is not None and zero < 3:
         raise _fail(where, "zero_prefetch", f"prefetching parameters needs zero: 3, got zero: {zero}")
     if p.offload_optimizer and zero < 1:
@@ -343,8 +381,9 @@ def _expert_parallel(p: "ParallelSchema", model: ModelConfig, zero: int, where: 
         return {}
     if moe.experts % p.ep:
         raise _fail(where, "ep", f"{p.ep} does not divide the model's {moe.experts} experts")
-    if (p.dp * p.tp) % p.ep:
-        raise _fail(where, "ep", f"{p.ep} does not divide dp x tp = {p.dp * p.tp}, the ranks it is carved from")
+    if (p.dp * p.cp * p.tp) % p.ep:
+        raise _fail(where, "ep", f"{p.ep} does not divide dp x cp x tp = {p.dp * p.cp * p.tp}, the ranks it is "
+                                 f"carved from")
     if p.tp > 1 and not p.sequence_parallel:
         raise _fail(where, "sequence_parallel", "MoE layers with tp > 1 need sequence_parallel: true (each "
                                                 "TP rank routes its own share of the tokens, as Megatron-Core "

@@ -237,9 +237,9 @@ def _cluster(doc: ScenarioFile, base: Path | None, where: str):
     name = doc.cluster
     if name == "ideal":
         plan = doc.parallel or ParallelSchema()
-        world = plan.dp * plan.tp * plan.pp
+        world = plan.dp * plan.tp * plan.pp * plan.cp
         if world > MAX_IDEAL_RANKS:
-            raise ScenarioError(f"{where}: parallel: cluster: ideal is sized by dp x tp x pp = {world}; "
+            raise ScenarioError(f"{where}: parallel: cluster: ideal is sized by dp x tp x pp x cp = {world}; "
                                 f"at most {MAX_IDEAL_RANKS} devices")
         name = f"ideal:{world}"
     try:

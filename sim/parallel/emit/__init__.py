@@ -90,7 +90,7 @@ def expand_training(cfg: ModelConfig, plan: ParallelPlan, spec_of_rank: Callable
         raise ValueError(f"fidelity: expected one of {FIDELITIES}, got {fidelity!r}")
     folded = fidelity == "folded"
     it = Iteration(cfg, plan, spec_of_rank, TraceBuilder(cfg, plan, folded),
-                   dps=[0] if folded else list(range(plan.dp)), tps=[0] if folded else list(range(plan.tp)))
+                   dps=[0] if folded else list(range(plan.replicas)), tps=[0] if folded else list(range(plan.tp)))
     for d in it.dps:
         for s in range(plan.pp):
             _stage(it, d, s)

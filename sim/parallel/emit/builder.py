@@ -118,7 +118,7 @@ class TraceBuilder:
         if key is not None and key in cache:
             return cache[key]
         plan = self.plan
-        dps = range(plan.dp) if "d" in dims else [0]
+        dps = range(plan.replicas) if "d" in dims else [0]
         tps = range(plan.tp) if "t" in dims else [0]
         groups = tuple(tuple(group_of(d, j)) for d in dps for j in tps if (d, j) != (0, 0))
         if key is not None:
@@ -157,7 +157,11 @@ class Iteration:
         """The layer segments priced on ``rank``'s device (one pricing per device type)."""
         spec = self.spec_of_rank(rank)
         if spec.name not in self._segments:
-            self._segments[spec.name] = layer_segments(self.cfg, self.plan, spec)
+            if self.plan.cp > 1:  # the rank's share of the sequence, attention split around its core
+                from sim.parallel.emit.context import layer_segments as context_segments
+                self._segments[spec.name] = context_segments(self.cfg, self.plan, spec)
+            else:
+                self._segments[spec.name] = layer_segments(self.cfg, self.plan, spec)
         return self._segments[spec.name]
 
     @property

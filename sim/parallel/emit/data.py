@@ -28,7 +28,7 @@ def load_batch(stage: Stage, label: str, bytes_per_token: int) -> None:
     activations the unit receives, which the first layer waits for. Nothing
     if the device has no host memory tier."""
     it = stage.it
-    tokens = it.plan.microbatch_size * it.cfg.seq_len
+    tokens = it.plan.microbatch_size * it.cfg.seq_len // it.plan.cp  # a context-parallel rank's share
     for rank in stage.ranks.values():
         spec = it.spec_of_rank(rank)
         host = next((t.name for t in spec.memory if t.kind in ("host", "ddr")), None)
@@ -71,11 +71,11 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
     plan, bld = it.plan, it.bld
     grad_per_layer = layer_params(it.cfg) / plan.tp * it.cfg.dtype_bytes
     ops: dict[tuple[int, int], list[int]] = {}
-    if plan.dp == 1:
+    if plan.replicas == 1:
         return ops
     for (s, j), layers in sorted(it.grads_ready.items()):
-        group = [plan.rank(d, s, j) for d in range(plan.dp)]
-        mirror = bld.mirrors(lambda dd, jj: [plan.rank(x, s, jj) for x in range(plan.dp)], "t")
+        group = [plan.rank(d, s, j) for d in range(plan.replicas)]
+        mirror = bld.mirrors(lambda dd, jj: [plan.rank(x, s, jj) for x in range(plan.replicas)], "t")
         bucket, deps, done = 0.0, [], []
         items = list(layers.items())
         for index, (layer, ready) in enumerate(items):

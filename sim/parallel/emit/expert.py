@@ -52,7 +52,7 @@ def is_moe(stage: Stage, layer: int) -> bool:
 
 def _tokens(it: Iteration) -> int:
     """Tokens of one rank's shard of a microbatch."""
-    return it.plan.microbatch_size * it.cfg.seq_len // it.plan.tp
+    return it.plan.microbatch_size * it.cfg.seq_len // (it.plan.tp * it.plan.cp)
 
 
 def _state(it: Iteration) -> dict:
@@ -218,7 +218,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
     ``dp_bucket_bytes`` in backward order; (stage, TP rank) -> their ops."""
     plan, bld = it.plan, it.bld
     out: dict[tuple[int, int], list[int]] = {}
-    if it.cfg.moe is None or plan.dp * plan.tp == plan.ep:
+    if it.cfg.moe is None or plan.replicas * plan.tp == plan.ep:
         return out
     ready: dict[int, dict[int, int]] = it.extras.get("expert_grads", {})
     per_layer = moe_layer_params(it.cfg, plan)[1] * it.cfg.dtype_bytes
@@ -246,7 +246,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
 def _expert_dp_groups(plan, s: int) -> list[tuple[int, ...]]:
     """Every expert-data-parallel group of stage ``s``."""
     groups: list[tuple[int, ...]] = []
-    for d in range(plan.dp):
+    for d in range(plan.replicas):
         for j in range(plan.tp):
             group = tuple(expert_dp_group(plan, d, s, j))
             if group not in groups:
@@ -259,7 +259,7 @@ def parameter_allgather(it: Iteration, steps: dict[tuple[int, int], list[int]]) 
     its members updated. ``steps``: each (stage, TP rank)'s optimizer ops in
     replica order."""
     plan, bld = it.plan, it.bld
-    size = plan.dp * plan.tp // plan.ep
+    size = plan.replicas * plan.tp // plan.ep
     if it.cfg.moe is None or plan.zero != 1 or size == 1:
         return
     for s in range(plan.pp):

@@ -46,7 +46,7 @@ def _members(it: Iteration, d: int, s: int, j: int) -> list[int]:
 def _replicas(it: Iteration, d: int, s: int, j: int) -> list[int]:
     """The ranks holding the same shard as replica ``d`` in the other shard groups."""
     size = it.plan.shards
-    return [it.plan.rank(g * size + d % size, s, j) for g in range(it.plan.dp // size)]
+    return [it.plan.rank(g * size + d % size, s, j) for g in range(it.plan.replicas // size)]
 
 
 def _mirrors(it: Iteration, s: int, across: bool) -> tuple[tuple[int, ...], ...]:
@@ -56,7 +56,7 @@ def _mirrors(it: Iteration, s: int, across: bool) -> tuple[tuple[int, ...], ...]
     if not it.bld.folded:
         return ()
     size = plan.shards
-    firsts = range(size) if across else range(0, plan.dp, size)
+    firsts = range(size) if across else range(0, plan.replicas, size)
     of = _replicas if across else _members
     return tuple(tuple(of(it, d, s, j)) for d in firsts for j in range(plan.tp) if (d, j) != (0, 0))
 
@@ -132,9 +132,9 @@ def reduce_gradients(stage: Stage, key: tuple, nbytes: float, label: str, tensor
                                       [bld.last_compute[rank]], "reduce_scatter",
                                       f"s{s}.{label}.grad_reduce_scatter", nbytes, group, _mirrors(it, s, False),
                                       DP_STREAM, "dp", plan.dp_algorithm, stage=s, **frees)
-        if plan.shards < plan.dp:
+        if plan.shards < plan.replicas:
             replicas = _replicas(it, stage.d, s, j)
-            members = 1 if bld.folded else plan.dp // plan.shards
+            members = 1 if bld.folded else plan.replicas // plan.shards
             op_id = bld.shared_collective(("replicas", s, j, replicas[0]) + key, members, [op_id], "allreduce",
                                           f"s{s}.{label}.grad_allreduce", nbytes / plan.shards, replicas,
                                           _mirrors(it, s, True), REPLICA_STREAM, "dp", plan.dp_algorithm, stage=s)

@@ -32,7 +32,7 @@ use's last op, its gradients reduce-scattered after its wgrad.
 
 from __future__ import annotations
 
-from sim.parallel.emit import data, expert, fsdp, tensor
+from sim.parallel.emit import context, data, expert, fsdp, tensor
 from sim.parallel.emit.builder import Stage
 from sim.parallel.memory import chunk_activation_bytes, layer_wgrad_input_bytes
 from sim.parallel.schedules import SPLIT_BACKWARD
@@ -83,7 +83,7 @@ def forward(stage: Stage, m: int, c: int) -> None:
         tensor.run(stage, "fwd.embed", "embed", "fwd", **hold())
     for layer in it.chunk_layers(stage.s, c):
         params = fsdp.gather_layer(stage, layer, f"F{m}.c{c}")
-        tensor.run(stage, "fwd.attn", f"L{layer}.attn", "fwd", sync=True, layer=layer, **hold())
+        _attention(stage, layer, "fwd", "", **hold())
         if expert.is_moe(stage, layer):
             expert.forward(stage, layer, m, **hold())
         else:
@@ -93,8 +93,24 @@ def forward(stage: Stage, m: int, c: int) -> None:
         tensor.run(stage, "fwd.head", "head", "fwd")
 
 
+def _attention(stage: Stage, layer: int, phase: str, label: str, **extra) -> None:
+    """A layer's attention block (with context parallelism, the ring or all-gather's)."""
+    if stage.it.plan.cp > 1:
+        context.attention(stage, layer, phase, label=label, first=extra)
+    else:
+        tensor.run(stage, "fwd.attn", f"L{layer}.{label}attn", phase, sync=True, layer=layer, **extra)
+
+
+def _attention_dgrad(stage: Stage, layer: int, **extra) -> None:
+    """The attention block's input gradient; ``extra`` goes to its last op."""
+    if stage.it.plan.cp > 1:
+        context.attention(stage, layer, "bwd", backward=True, last=extra)
+    else:
+        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer, **extra)
+
+
 def _recompute_forward(stage: Stage, layer: int, m: int, **extra) -> None:
-    tensor.run(stage, "fwd.attn", f"L{layer}.recompute.attn", "recompute", sync=True, layer=layer, **extra)
+    _attention(stage, layer, "recompute", "recompute.", **extra)
     if expert.is_moe(stage, layer):
         expert.forward(stage, layer, m, phase="recompute", label="recompute.")
     else:
@@ -127,7 +143,7 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward
                                   **fsdp.gradient_buffer(stage, layer, m))
         if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
-        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer)
+        _attention_dgrad(stage, layer)
         last_of_unit = layer == layers[0] and not first
         tensor.run_overlapped(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", layer=layer,
                               **_frees(act if last_of_unit else None, params))
@@ -170,8 +186,7 @@ def backward_input(stage: Stage, m: int, c: int, last_microbatch: bool, first_ba
             tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
         if recompute == "selective" and "recompute.core" in stage.seg:
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
-        tensor.run(stage, "bwd.attn.dgrad", f"L{layer}.attn.dgrad", "bwd", sync=True, layer=layer,
-                   **_frees(f"act.m{m}.c{c}" if layer == layers[0] else None, params))
+        _attention_dgrad(stage, layer, **_frees(f"act.m{m}.c{c}" if layer == layers[0] else None, params))
         fsdp.layer_done(stage)
 
 

@@ -19,9 +19,9 @@ TP_STREAM = 3
 
 
 def activation_bytes(stage: Stage) -> float:
-    """A microbatch's hidden states, b s h elements of the model's dtype."""
+    """A microbatch's hidden states on one context-parallel rank: b (s / cp) h elements."""
     cfg, plan = stage.it.cfg, stage.it.plan
-    return float(plan.microbatch_size * cfg.seq_len * cfg.hidden * cfg.dtype_bytes)
+    return float(plan.microbatch_size * (cfg.seq_len // plan.cp) * cfg.hidden * cfg.dtype_bytes)
 
 
 def collective(stage: Stage, kind: str, label: str) -> None:

@@ -103,16 +103,16 @@ def parameter_allgather(it: Iteration, steps: dict[tuple[int, int], list[int]]) 
         return
     for (s, j), deps in sorted(steps.items()):
         nbytes = (stage_params(it.cfg, plan, s) - stage_expert_params(it.cfg, plan, s)) * it.cfg.dtype_bytes
-        if size == plan.dp:
-            group = [plan.rank(d, s, j) for d in range(plan.dp)]
-            mirror = bld.mirrors(lambda dd, jj: [plan.rank(x, s, jj) for x in range(plan.dp)], "t")
+        if size == plan.replicas:
+            group = [plan.rank(d, s, j) for d in range(plan.replicas)]
+            mirror = bld.mirrors(lambda dd, jj: [plan.rank(x, s, jj) for x in range(plan.replicas)], "t")
             bld.collective("allgather", f"s{s}.dp.param_allgather", nbytes, group, mirror, deps, DP_STREAM,
                            "dp", plan.dp_algorithm, stage=s)
             continue
-        for first in ([0] if bld.folded else range(0, plan.dp, size)):  # one all-gather per shard group
+        for first in ([0] if bld.folded else range(0, plan.replicas, size)):  # one all-gather per shard group
             group = [plan.rank(first + x, s, j) for x in range(size)]
             mirror = tuple(tuple(plan.rank(g + x, s, jj) for x in range(size))
-                           for g in range(0, plan.dp, size) for jj in range(plan.tp)
+                           for g in range(0, plan.replicas, size) for jj in range(plan.tp)
                            if (g, jj) != (0, 0)) if bld.folded else ()
             mine = deps if bld.folded else deps[first:first + size]
             bld.collective("allgather", f"s{s}.dp.param_allgather", nbytes, group, mirror, mine, DP_STREAM,
