@@ -53,8 +53,8 @@ def group() -> Group:
             "Eq. 3 (recomputation included: `summary.json`'s `model_flops_per_gpu_per_s`); Korthikanti "
             "et al. publish iteration times; NeMo's FLOP count for Llama is not stated, so its "
             "tokens/s are compared. Micro-batch sizes that the papers do not give are assumptions "
-            "stated in the scenario files. Wall time of the whole group: about five minutes (the 1T "
-            "run alone about one). Tolerance: 25% on average and at worst, the accuracy this "
+            "stated in the scenario files. Wall time of the whole group: about seven minutes on a shared 2-core machine (the 1T "
+            "run alone about two). Tolerance: 25% on average and at worst, the accuracy this "
             "simulator reaches today (the issue's goal is 5% and 10%); see \"End-to-end: where the "
             "time goes\" below for the breakdown of the gap."),
         points=(
