@@ -57,19 +57,32 @@ def test_breakdown_static_links_and_power():
     timeline = _timeline([("npu0", "mxu", 1, "compute", 0.0, 2.0, 4e12, 0.0),       # 2 J over 2 s
                           ("npu0", "hbm", 2, "memory", 1.0, 2.0, 0.0, 1e10),       # 0.3 J over 1 s
                           ("network", "a->b", 3, "comm", 0.0, 1.0, 0.0, 1e9)])     # 0.01 J over 1 s
-    links = LinkEnergySpec(byte_pj={"nvlink": 10.0})
-    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: "nvlink", links)
+    links = LinkEnergySpec(byte_pj=10.0)
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: links.byte_pj)
     assert energy.tolist() == pytest.approx([2.0, 0.3, 0.01])
-    report = energy_report(timeline, energy, 4.0, {"npu0": 50.0})
+    report = energy_report(timeline, energy, 4.0, {"npu0": 50.0}, lambda unit: "nvlink4")
     device = report.by_device["npu0"]
     assert device["compute_j"] == pytest.approx(2.0) and device["hbm_j"] == pytest.approx(0.3)
     assert device["static_j"] == pytest.approx(200.0)
-    assert report.links_j == pytest.approx(0.01)
+    assert report.links_j == pytest.approx(0.01) and report.links_by_type == {"nvlink4": pytest.approx(0.01)}
     assert report.total_j == pytest.approx(202.31)
+    assert report.breakdown() == pytest.approx({"compute": 2.0, "hbm": 0.3, "links": 0.01, "static": 200.0})
     assert report.average_power_w == pytest.approx(202.31 / 4.0)
     assert report.peak_power_w == pytest.approx(50.0 + 1.0 + 0.3)        # 1 s..2 s: GEMM + copy
     summary = report.summary({"token": 100})
     assert summary["j_per_token"] == pytest.approx(2.0231)
+
+
+def test_a_simulated_device_standing_for_several_counts_that_many_times():
+    """Folded runs: device rows and static power count ``represents`` times in
+    the totals and the power curve; link rows (already every rank's traffic) once."""
+    timeline = _timeline([("npu0", "mxu", 1, "compute", 0.0, 2.0, 4e12, 0.0),       # 2 J over 2 s
+                          ("network", "a->b", 3, "comm", 0.0, 1.0, 0.0, 1e9)])     # 0.01 J over 1 s
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: 10.0)
+    report = energy_report(timeline, energy, 4.0, {"npu0": 50.0}, represents=8)
+    assert report.total_j == pytest.approx(8 * (2.0 + 200.0) + 0.01)
+    assert report.breakdown() == pytest.approx({"compute": 16.0, "links": 0.01, "static": 1600.0})
+    assert report.peak_power_w == pytest.approx(8 * (50.0 + 1.0) + 0.01)
 
 
 @settings(max_examples=100, deadline=None)
@@ -143,9 +156,11 @@ def test_a_run_reports_energy_per_op_device_and_total(tmp_path):
 
 
 def test_runs_without_energy_figures_are_unchanged():
+    """A device spec without an ``energy`` section (here removed by an
+    override) and no link figures: no column, no section."""
     from pathlib import Path
 
     import sim
     root = Path(__file__).resolve().parents[1]
-    result = sim.run(root / "scenarios" / "npu_pim_decode.yaml")
+    result = sim.run(root / "scenarios" / "npu_pim_decode.yaml", overrides={"device_overrides": {"energy": None}})
     assert "energy_j" not in result.timeline.column_names and "energy" not in result.summary

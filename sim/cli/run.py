@@ -49,26 +49,6 @@ def _utilization_lines(utilization) -> list[str]:
     return lines
 
 
-def energy_lines(energy: dict) -> list[str]:
-    """Total, power and J per unit of work, then a breakdown per device: compute,
-    each memory tier, static (and the links on their own line)."""
-    per = "".join(f"; {format_si(energy[k], 'J')}/{k.removeprefix('j_per_')}"
-                  for k in ("j_per_token", "j_per_sample") if k in energy)
-    lines = [f"energy     {format_si(energy['total_j'], 'J')}  (average {format_si(energy['average_power_w'], 'W')}, "
-             f"peak {format_si(energy['peak_power_w'], 'W')}{per})"]
-    devices = energy["by_device"]
-    parts = list(dict.fromkeys(k for d in devices.values() for k in d if k not in ("total_j", "static_j")))
-    parts += ["static_j", "total_j"]
-    lines.append(f"{'device':<14}" + "".join(f" {p.removesuffix('_j'):>11}" for p in parts))
-    for name, parts_j in list(devices.items())[:8]:
-        lines.append(f"{name:<14}" + "".join(f" {format_si(parts_j.get(p, 0.0), 'J'):>11}" for p in parts))
-    if len(devices) > 8:
-        lines.append(f"... and {len(devices) - 8} more devices (summary.json: energy.by_device)")
-    if energy.get("links_j"):
-        lines.append(f"links          {format_si(energy['links_j'], 'J')}")
-    return lines
-
-
 def print_summary(summary: dict, utilization, out_dir: str | None, stream=None,
                   fmt: str = "arrow") -> None:
     """A short human-readable report of a run."""
@@ -119,6 +99,7 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=None,
     lines.append("")
     lines += _utilization_lines(utilization)
     if summary.get("energy"):
+        from sim.energy.table import energy_lines
         lines.append("")
         lines += energy_lines(summary["energy"])
     if out_dir:

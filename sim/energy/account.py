@@ -3,7 +3,7 @@
 Every timeline row is priced once: a compute row by its FLOPs (the op's
 dtype on the row's unit), a memory row by its bytes on its tier (a copy has
 a row per tier it touches: read on one, written on the other), a link row
-(device ``network``) by its bytes and the link's kind. Compute rows also
+(device ``network``) by its bytes and its link type's pJ per byte. Compute rows also
 carry the op's bytes, which are priced on its memory row, not twice; a
 ``comm`` row of a device is priced on the links it crossed. So the energy of
 an op is exactly flops x e_flop + bytes x e_byte.
@@ -16,22 +16,23 @@ piecewise-constant total power; average power is total energy / makespan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
-from sim.energy.model import PJ, EnergySpec, LinkEnergySpec, static_energy_j
+from sim.energy.model import PJ, EnergySpec, static_energy_j
 
 UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "pim": "pim"}
 
 
 def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
-                 dtype_of: Callable[[str, int], str], link_kind: Callable[[str], str | None] | None = None,
-                 links: LinkEnergySpec | None = None) -> np.ndarray:
+                 dtype_of: Callable[[str, int], str],
+                 link_byte_pj: Callable[[str], float | None] | None = None) -> np.ndarray:
     """Joules of each timeline row. ``specs`` by device name; ``dtype_of(device,
-    op_id)`` the op's dtype; ``link_kind(unit)`` the kind of a network link row."""
+    op_id)`` the op's dtype; ``link_byte_pj(unit)`` the pJ per byte of the
+    network link ``unit`` (``a->b``), None where its type has no figure."""
     devices = timeline["device"].to_pylist()
     units = timeline["unit"].to_pylist()
     categories = timeline["category"].to_pylist()
@@ -41,9 +42,9 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
     energy = np.zeros(timeline.num_rows)
     for i, (device, unit, category) in enumerate(zip(devices, units, categories)):
         if device == "network":
-            kind = link_kind(unit) if link_kind is not None else None
-            if links is not None and kind is not None:
-                energy[i] = nbytes[i] * links.byte_pj.get(kind, 0.0) * PJ
+            e_byte = link_byte_pj(unit) if link_byte_pj is not None else None
+            if e_byte is not None:
+                energy[i] = nbytes[i] * e_byte * PJ
             continue
         spec = specs.get(device)
         if spec is None:
@@ -57,23 +58,43 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
 
 @dataclass(frozen=True)
 class EnergyReport:
-    """Per-device breakdown (compute, each tier, static), links, totals and power."""
+    """Per-device breakdown (compute, each tier, static) of the simulated
+    devices, links by type, and totals and power for the whole cluster: each
+    simulated device stands for ``represents`` devices (a folded training
+    run simulates one rank per pipeline stage; the others are its mirror
+    images), the links' rows already carry every device's traffic."""
 
     by_device: dict[str, dict[str, float]]
     links_j: float
     total_j: float
     makespan_s: float
     peak_power_w: float
+    links_by_type: dict[str, float] = field(default_factory=dict)
+    represents: float = 1.0
 
     @property
     def average_power_w(self) -> float:
         return self.total_j / self.makespan_s if self.makespan_s > 0 else 0.0
 
+    def breakdown(self) -> dict[str, float]:
+        """Joules of the whole cluster by part: ``compute``, each tier, ``links``, ``static``."""
+        parts: dict[str, float] = {}
+        for entry in self.by_device.values():
+            for key, value in entry.items():
+                if key != "total_j":
+                    name = key.removesuffix("_j")
+                    parts[name] = parts.get(name, 0.0) + value * self.represents
+        static = parts.pop("static", 0.0)
+        return {**parts, "links": self.links_j, "static": static}
+
     def summary(self, work: Mapping[str, float] | None = None) -> dict:
         """The ``energy`` section of summary.json; ``work`` maps a unit of work
         (``token``, ``sample``) to its count in the run, giving J per unit."""
         out = {"total_j": self.total_j, "average_power_w": self.average_power_w,
-               "peak_power_w": self.peak_power_w, "links_j": self.links_j,
+               "peak_power_w": self.peak_power_w,
+               "breakdown_j": self.breakdown(), "links_j": self.links_j,
+               "links_j_by_type": dict(sorted(self.links_by_type.items())),
+               "devices_represented_per_simulated": self.represents,
                "by_device": self.by_device}
         for name, count in (work or {}).items():
             if count > 0:
@@ -82,19 +103,26 @@ class EnergyReport:
 
 
 def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
-                  static_w: Mapping[str, float]) -> EnergyReport:
+                  static_w: Mapping[str, float], link_type_of: Callable[[str], str | None] | None = None,
+                  represents: float = 1.0) -> EnergyReport:
     """Breakdown by device (``compute_j``, ``<tier>_j`` per memory tier,
-    ``static_j``, ``total_j``), link energy and the peak of the power curve."""
+    ``static_j``, ``total_j``), link energy by link type (``link_type_of(unit)``)
+    and the peak of the whole cluster's power curve; device figures count
+    ``represents`` times in the totals (see EnergyReport)."""
     devices = timeline["device"].to_pylist()
     units = timeline["unit"].to_pylist()
     categories = timeline["category"].to_pylist()
     by_device: dict[str, dict[str, float]] = {}
     links = 0.0
+    by_type: dict[str, float] = {}
     for device in static_w:
         by_device[device] = {"compute_j": 0.0}
     for device, unit, category, e in zip(devices, units, categories, energy_j.tolist()):
         if device == "network":
             links += e
+            kind = link_type_of(unit) if link_type_of is not None else "link"
+            if kind is not None:                # None: a link whose type has no figure
+                by_type[kind] = by_type.get(kind, 0.0) + e
             continue
         entry = by_device.setdefault(device, {"compute_j": 0.0})
         key = "compute_j" if category == "compute" else f"{unit}_j" if category == "memory" else None
@@ -104,11 +132,13 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
     for device, entry in by_device.items():
         entry["static_j"] = static_energy_j(static_w.get(device, 0.0), makespan_s)
         entry["total_j"] = sum(v for k, v in entry.items() if k != "total_j")
-        total += entry["total_j"]
+        total += entry["total_j"] * represents
+    weight = np.where(np.array([d == "network" for d in devices], dtype=bool), 1.0, represents)
+    static = sum(static_w.values()) * represents
     times, power = power_curve(timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy(),
-                               energy_j, sum(static_w.values()), makespan_s)
-    peak = float(power.max()) if len(power) else sum(static_w.values())
-    return EnergyReport(by_device, links, total, makespan_s, peak)
+                               energy_j * weight, static, makespan_s)
+    peak = float(power.max()) if len(power) else static
+    return EnergyReport(by_device, links, total, makespan_s, peak, by_type, represents)
 
 
 def power_curve(starts: np.ndarray, ends: np.ndarray, energy_j: np.ndarray, static_w: float,

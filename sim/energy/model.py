@@ -13,22 +13,24 @@ run::
 Units in the spec: picojoules (``_pj``) per FLOP or per byte, watts (``_w``)
 for power; results in joules (``_j``).
 
-The figures per device live in its spec's ``energy`` section (see
-docs/architecture.md, "Energy model"), each with its source. Reference
+The figures per device live in its spec's ``energy`` section
+(topologies/devices/*.yaml), per link type in the link type's ``energy``
+section (topologies/links/*.yaml), each with its source (docs/energy.md
+lists them all). Reference
 points for the orders of magnitude (M. Horowitz, "Computing's energy
 problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V): 16-bit
 floating-point multiply 1.1 pJ and add 0.4 pJ, 32-bit FP multiply 3.7 pJ and
 add 0.9 pJ; reading 64 bits from an 8 KB SRAM 10 pJ (~1.25 pJ/byte) and
-from DRAM 1.3-2.6 nJ (~20-40 pJ/byte).
+from DRAM 1.3-2.6 nJ (~20-40 pJ/bit, 160-320 pJ/byte).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import Field
 
-from sim.hardware.specs import DTYPE_BYTES
+from sim.hardware.specs import DTYPE_BYTES, DtypeName
 from sim.schema import NonNegativeFloat, StrictModel
 
 PJ = 1e-12
@@ -45,7 +47,8 @@ class EnergySpec(StrictModel):
     ``source``: where the figures come from.
     """
 
-    flop_pj: dict[str, dict[str, NonNegativeFloat]] = Field(default_factory=dict)
+    flop_pj: dict[Literal["sm_array", "systolic_array", "vector", "pim"],
+                  dict[DtypeName, NonNegativeFloat]] = Field(default_factory=dict)
     byte_pj: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     static_w: NonNegativeFloat = 0.0
     source: str = ""
@@ -65,11 +68,25 @@ class EnergySpec(StrictModel):
     def e_byte_pj(self, tier: str) -> float:
         return self.byte_pj.get(tier, 0.0)
 
+    def mismatch(self, tiers: tuple[str, ...], units: tuple[str, ...]) -> str | None:
+        """What in these figures names a tier or unit kind the device lacks
+        (``key: message``), or None."""
+        for tier in self.byte_pj:
+            if tier not in tiers:
+                return f"byte_pj.{tier}: the device has no memory tier {tier!r}; expected some of {list(tiers)}"
+        for unit in self.flop_pj:
+            if unit not in units:
+                return f"flop_pj.{unit}: the device has no {unit}; expected some of {list(units)}"
+        return None
+
 
 class LinkEnergySpec(StrictModel):
-    """pJ per byte for each link kind of a cluster (``nvlink``, ``pcie``, ``ib`` ...)."""
+    """A link type's energy (the ``energy`` section of ``topologies/links/NAME.yaml``):
+    ``byte_pj`` picojoules per byte carried over one link of the type in one
+    direction (both ends' transmit and receive circuits, and optics where the
+    link has them); ``source`` where the figure comes from."""
 
-    byte_pj: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    byte_pj: NonNegativeFloat
     source: str = ""
 
 

@@ -1,19 +1,27 @@
 """Energy of a finished run: the ``energy_j`` columns and the summary's ``energy``.
 
 A device's figures are its spec's ``energy`` section (an ``EnergySpec``), a
-cluster's link figures its ``link_energy`` (a ``LinkEnergySpec``, by the
-``kind`` of each link). A run in which no device has figures is left as it
-is (no column, no section), so outputs without energy data stay byte-identical.
+link's the ``energy`` section of its link type (``topologies/links/*.yaml``,
+a ``LinkEnergySpec``). A run in which no device and no link has figures is
+left as it is (no column, no section).
 
 ``attach_energy`` adds:
 
 - ``timeline.arrow``: ``energy_j`` per row (null where the device or link has
   no figures), so an op's energy is the sum of its rows;
 - ``utilization.arrow``: ``energy_j`` per (device, unit);
-- ``summary.json``: ``energy`` with ``total_j``, ``average_power_w``,
-  ``peak_power_w``, ``links_j``, ``by_device`` (``compute_j``, ``<tier>_j``,
-  ``static_j``, ``total_j``) and, in training runs, ``j_per_token`` and
-  ``j_per_sample`` (per iteration's tokens and sequences).
+- ``summary.json``: ``energy`` with the whole cluster's ``total_j``,
+  ``average_power_w``, ``peak_power_w`` and ``breakdown_j`` (``compute``,
+  each tier, ``links``, ``static``); ``links_j`` and ``links_j_by_type``;
+  ``by_device`` for the simulated devices (``compute_j``, ``<tier>_j``,
+  ``static_j``, ``total_j``); ``devices_represented_per_simulated`` (a
+  folded training run simulates one rank per stage: its devices' energy
+  counts that many times in the totals, while the links' rows already carry
+  every rank's traffic); ``links_unpriced_bytes`` (bytes on links whose type
+  has no figure), ``devices_unpriced`` and ``compute_rows_without_work``
+  (compute rows with neither FLOPs nor bytes, such as ops a trace gives only
+  a duration for: their dynamic energy is unknown); in training runs ``j_per_token``
+  and ``j_per_sample`` (per iteration's tokens and sequences).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.energy.account import energy_report, row_energy_j
-from sim.energy.model import EnergySpec, LinkEnergySpec
+from sim.energy.model import EnergySpec
 
 
 def energy_of(spec: Any) -> EnergySpec | None:
@@ -35,33 +43,76 @@ def energy_of(spec: Any) -> EnergySpec | None:
 
 def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     """Add energy columns and the summary section to ``result`` (in place);
-    ``device_specs`` maps device instance names to their specs."""
+    ``device_specs`` maps the simulated device instances' names to their specs."""
     specs = {name: energy_of(spec) for name, spec in device_specs.items()}
     specs = {name: e for name, e in specs.items() if e is not None}
-    if not specs:
-        return
-    cluster = scenario.cluster
-    links = getattr(cluster, "link_energy", None) if cluster is not None else None
-    links = links if isinstance(links, LinkEnergySpec) else None
-    dtypes = _dtype_lookup(scenario, device_specs)
-    link_kind = _link_kinds(cluster) if links is not None else None
+    links = _LinkFigures(scenario.cluster)
     timeline = result.timeline
-    energy = row_energy_j(timeline, specs, lambda device, op: dtypes.get((device, op), "bf16"),
-                          link_kind, links)
-    priced = np.array([(d in specs) or (d == "network" and links is not None)
-                       for d in timeline["device"].to_pylist()], dtype=bool)
+    devices = timeline["device"].to_pylist()
+    units = timeline["unit"].to_pylist()
+    if not specs and not any(d == "network" and links.byte_pj(u) is not None for d, u in zip(devices, units)):
+        return
+    dtypes = _dtype_lookup(scenario, device_specs)
+    energy = row_energy_j(timeline, specs, lambda device, op: dtypes.get((device, op), "bf16"), links.byte_pj)
+    priced = np.array([(d in specs) or (d == "network" and links.byte_pj(u) is not None)
+                       for d, u in zip(devices, units)], dtype=bool)
     result.timeline = timeline.append_column(
         pa.field("energy_j", pa.float64()), pa.array(energy, type=pa.float64(), mask=~priced))
     makespan = float(result.summary.get("iteration_time_s", result.summary["makespan_s"]))
+    represents = _represents(scenario, device_specs)
     report = energy_report(result.timeline, np.where(priced, energy, 0.0), makespan,
-                           {name: e.static_w for name, e in specs.items()})
+                           {name: e.static_w for name, e in specs.items()}, links.type_name, represents)
     result.utilization = _utilization_energy(result.utilization, result.timeline, specs)
     work = {}
     if scenario.training is not None and "tokens_per_s" in result.summary:
         work["token"] = result.summary["tokens_per_s"] * makespan
         plan = scenario.training.plan
         work["sample"] = getattr(plan, "global_batch", 0) or 0
-    result.summary["energy"] = report.summary(work)
+    section = report.summary(work)
+    nbytes = timeline["bytes"].to_numpy()
+    unpriced = [i for i, d in enumerate(devices) if d == "network" and not priced[i]]
+    section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if unpriced else 0.0
+    section["devices_unpriced"] = sorted(set(device_specs) - set(specs))
+    flops = timeline["flops"].to_numpy()
+    categories = timeline["category"].to_pylist()
+    section["compute_rows_without_work"] = sum(
+        1 for i, c in enumerate(categories) if c == "compute" and flops[i] == 0 and nbytes[i] == 0)
+    result.summary["energy"] = section
+
+
+def _represents(scenario, device_specs) -> float:
+    """Devices each simulated device stands for: a folded training run
+    simulates one rank per pipeline stage for all ``plan.world`` ranks."""
+    training = scenario.training
+    if training is None or not device_specs:
+        return 1.0
+    return training.plan.world / len(device_specs)
+
+
+class _LinkFigures:
+    """Per network-timeline unit ``a->b``: its link type and that type's pJ per byte."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self._cache: dict[str, Any] = {}
+
+    def _type(self, unit: str):
+        if unit not in self._cache:
+            a, _, b = unit.partition("->")
+            graph = self.cluster.graph if self.cluster is not None else None
+            found = graph is not None and graph.has_edge(a, b)
+            self._cache[unit] = self.cluster.link_type(a, b) if found else None
+        return self._cache[unit]
+
+    def byte_pj(self, unit: str) -> float | None:
+        kind = self._type(unit)
+        energy = getattr(kind, "energy", None)
+        return energy.byte_pj if energy is not None else None
+
+    def type_name(self, unit: str) -> str | None:
+        """The link type's name, None where it has no energy figure."""
+        kind = self._type(unit)
+        return kind.name if getattr(kind, "energy", None) is not None else None
 
 
 def _dtype_lookup(scenario, device_specs) -> dict[tuple[str, int], str]:
@@ -73,17 +124,6 @@ def _dtype_lookup(scenario, device_specs) -> dict[tuple[str, int], str]:
         spec = device_specs.get(name)
         out[(name, op.id)] = op.dtype or (spec.default_dtype if spec is not None else "bf16")
     return out
-
-
-def _link_kinds(cluster):
-    """unit ``u->v`` -> the ``kind`` attribute of that cluster edge (None if unset)."""
-    graph = cluster.graph
-
-    def kind(unit: str):
-        a, _, b = unit.partition("->")
-        data = graph.get_edge_data(a, b) or {}
-        return data.get("kind")
-    return kind
 
 
 def _utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:

@@ -431,6 +431,9 @@ def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> Devi
     if model.energy is not None:
         from sim.energy.model import EnergySpec
         energy = validate(EnergySpec, model.energy, join_location(where, "energy"), SpecError)
+        problem = energy.mismatch(spec.tier_names, spec.unit_kinds)
+        if problem is not None:
+            raise SpecError(f"{join_location(where, 'energy')}.{problem}")
         spec = dataclasses.replace(spec, energy=energy)
     return spec
 

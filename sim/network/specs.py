@@ -8,7 +8,9 @@ bad key or value is one ``SpecError`` line naming the file and the key.
   of it applications see, a wire latency for the alpha-beta algorithms, the
   NCCL link class it belongs to (``nvlink``, ``pci`` or ``net``) and, per NCCL
   protocol, the hop latency and bandwidth factor the NCCL execution model
-  uses on it. Figures and their sources are in each file.
+  uses on it, and optionally the ``energy`` per byte carried over one link of
+  the type (``sim.energy.model.LinkEnergySpec``). Figures and their sources
+  are in each file.
 - Cluster files (``topologies/clusters/NAME.yaml``): a generator with its
   options (``GeneratorOptions``) or explicit devices, switches, NICs and links
   (``ExplicitCluster``), plus an optional ``nccl`` section (``NcclSystem``:
@@ -24,6 +26,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
+from sim.energy.model import LinkEnergySpec
 from sim.errors import SpecError
 from sim.paths import topologies_dir
 from sim.schema import (Bool, Bytes, Float, Fraction, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat,
@@ -52,6 +55,7 @@ class LinkType(StrictModel):
     efficiency: Fraction = 1.0
     latency: Seconds = 0.0
     protocols: dict[Protocol, ProtocolOnLink]
+    energy: Optional[LinkEnergySpec] = None     # pJ per byte carried (sim.energy)
 
     def protocol(self, name: str) -> ProtocolOnLink:
         return self.protocols[name]

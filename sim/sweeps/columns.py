@@ -31,6 +31,9 @@ METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("throughput_tokens_per_s", ("throughput_tokens_per_s",)), ("requests_per_s", ("requests_per_s",)),
     ("goodput_requests_per_s", ("goodput_requests_per_s",)), ("mbu", ("mbu",)),
     ("kv_peak_utilization", ("kv_peak_utilization",)), ("rejected", ("rejected",)),
+    # energy (sim.energy; docs/energy.md): the whole cluster's joules and power
+    ("energy_j", ("energy", "total_j")), ("average_power_w", ("energy", "average_power_w")),
+    ("peak_power_w", ("energy", "peak_power_w")), ("j_per_token", ("energy", "j_per_token")),
 )
 # Names an axis may not take: they would collide with a results column.
 RESERVED = frozenset([name for name, _ in STATUS_FIELDS] + [name for name, _ in METRICS] + ["sweep_id"])
