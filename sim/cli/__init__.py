@@ -7,6 +7,7 @@
     accsim kernel --device D --op gemm|attention|pointwise [--m M --n N --k K] [--dtype DT] [--sweep] [--json]
     accsim perfetto RUN_DIR -o FILE [--format pftrace|json] [--devices GLOB] [--start S --end S]
     accsim sweep SWEEP.yaml --out DIR [--workers N] [--scheduler ADDRESS] [--timeout S] [--keep-timelines]
+    accsim plan SCENARIO --out DIR [--objective throughput|memory] [--top N] [--workers N] [--tp 4,8 ...]
     accsim devices
     accsim import chakra|kineto|scalesim INPUT... --out TRACE.arrow
 
@@ -32,7 +33,8 @@ from typing import Sequence
 
 from sim.errors import AccsimError
 
-COMMANDS = ("run", "trace", "collective", "kernel", "perfetto", "sweep", "devices", "validate", "importer")
+COMMANDS = ("run", "plan", "trace", "collective", "kernel", "perfetto", "sweep", "devices", "validate",
+            "importer")
 
 
 def _version() -> str:

@@ -111,6 +111,13 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=None,
 
 def cmd_run(args: argparse.Namespace) -> int:
     import sim
+    if args.dry_run:
+        from sim.cli.plan import cmd_dry_run
+        return cmd_dry_run(args)
+    if args.json:
+        raise sim.AccsimError("--json: only with --dry-run (a run's results are in DIR/summary.json)")
+    if args.out is None:
+        raise sim.AccsimError("--out DIR is required (unless --dry-run)")
     from sim.progress import Progress
     from sim.reports.writer import prepare_output
     prepare_output(args.out, args.overwrite)          # before any simulating
@@ -163,8 +170,14 @@ def register(sub) -> None:
                                 "accsim run quickstart --out runs/q --set parallel.pp=4 --set parallel.dp=1")
     run.add_argument("scenario", help="scenario YAML file (e.g. scenarios/quickstart.yaml), or the name "
                                       "of a shipped scenario (quickstart)")
-    run.add_argument("--out", required=True, metavar="DIR",
-                     help="output directory: created; if it exists it must be empty (see --overwrite)")
+    run.add_argument("--out", metavar="DIR",
+                     help="output directory (required unless --dry-run): created; if it exists it must be "
+                          "empty (see --overwrite)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="training scenarios: validate the scenario and its plan and print the memory per GPU "
+                          "of each pipeline stage against the device's capacity, without simulating or writing "
+                          "anything; exit 0 if the plan fits, 2 (one line) if it is invalid or does not fit")
+    run.add_argument("--json", action="store_true", help="with --dry-run: print the memory per stage as JSON")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run already in DIR (only a run's own files: *.arrow, *.parquet, "
                           "summary.json, trace.pftrace)")
