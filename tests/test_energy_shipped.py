@@ -97,20 +97,27 @@ def test_each_op_costs_flops_times_e_flop_plus_bytes_times_e_byte_from_the_shipp
     assert checked["gemm"] > 500 and checked["copy"] > 0
 
 
-def test_link_energy_is_bytes_carried_times_the_link_types_figure():
-    """Every network row: bytes x J/byte of its link's type (NVLink3 inside a
-    DGX A100, HDR InfiniBand between them); the summary's links_j and its split
-    by type add them up."""
-    scenario, result = _quickstart()
-    figures = {name: link_type(name, "test").energy.byte_pj for name in ("nvlink3", "ib_hdr")}
+def check_link_rows(scenario, result) -> dict[str, float]:
+    """Assert every network row's energy_j is bytes x J/byte of its link's
+    shipped type; return the joules by link type."""
     graph = scenario.cluster.graph
     by_type: dict[str, float] = {}
     for row in result.timeline.to_pylist():
         if row["device"] == "network":
             a, b = row["unit"].split("->")
             kind = graph.edges[a, b]["link_type"]
-            assert row["energy_j"] == pytest.approx(row["bytes"] * figures[kind] * PJ, rel=1e-12, abs=0)
-            by_type[kind] = by_type.get(kind, 0.0) + row["bytes"] * figures[kind] * PJ
+            expected = row["bytes"] * link_type(kind, "test").energy.byte_pj * PJ
+            assert row["energy_j"] == pytest.approx(expected, rel=1e-12, abs=0)
+            by_type[kind] = by_type.get(kind, 0.0) + expected
+    return by_type
+
+
+def test_link_energy_is_bytes_carried_times_the_link_types_figure():
+    """Every network row: bytes x J/byte of its link's type (NVLink3 inside a
+    DGX A100, HDR InfiniBand between them); the summary's links_j and its split
+    by type add them up."""
+    scenario, result = _quickstart()
+    by_type = check_link_rows(scenario, result)
     energy = result.summary["energy"]
     assert set(by_type) == {"nvlink3", "ib_hdr"}
     assert energy["links_j_by_type"] == pytest.approx(by_type, rel=1e-9)

@@ -46,7 +46,7 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     ``device_specs`` maps the simulated device instances' names to their specs."""
     specs = {name: energy_of(spec) for name, spec in device_specs.items()}
     specs = {name: e for name, e in specs.items() if e is not None}
-    links = _LinkFigures(scenario.cluster)
+    links = LinkFigures(scenario.cluster)
     timeline = result.timeline
     devices = timeline["device"].to_pylist()
     units = timeline["unit"].to_pylist()
@@ -62,13 +62,14 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     represents = _represents(scenario, device_specs)
     report = energy_report(result.timeline, np.where(priced, energy, 0.0), makespan,
                            {name: e.static_w for name, e in specs.items()}, links.type_name, represents)
-    result.utilization = _utilization_energy(result.utilization, result.timeline, specs)
+    result.utilization = utilization_energy(result.utilization, result.timeline, specs)
     work = {}
     if scenario.training is not None and "tokens_per_s" in result.summary:
         work["token"] = result.summary["tokens_per_s"] * makespan
         plan = scenario.training.plan
         work["sample"] = getattr(plan, "global_batch", 0) or 0
     section = report.summary(work)
+    section["devices"] = round(len(device_specs) * represents)
     nbytes = timeline["bytes"].to_numpy()
     unpriced = [i for i, d in enumerate(devices) if d == "network" and not priced[i]]
     section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if unpriced else 0.0
@@ -89,7 +90,7 @@ def _represents(scenario, device_specs) -> float:
     return training.plan.world / len(device_specs)
 
 
-class _LinkFigures:
+class LinkFigures:
     """Per network-timeline unit ``a->b``: its link type and that type's pJ per byte."""
 
     def __init__(self, cluster):
@@ -126,7 +127,7 @@ def _dtype_lookup(scenario, device_specs) -> dict[tuple[str, int], str]:
     return out
 
 
-def _utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:
+def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:
     """``energy_j`` per (device, unit): the sum of the unit's rows (null when unpriced)."""
     totals: dict[tuple[str, str], float] = {}
     for device, unit, e in zip(timeline["device"].to_pylist(), timeline["unit"].to_pylist(),

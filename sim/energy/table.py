@@ -26,8 +26,8 @@ def format_j(value: float) -> str:
 
 def energy_lines(energy: dict) -> list[str]:
     """The breakdown table: compute vs each tier vs links vs static, per device and in all."""
-    per = "".join(f"; {format_j(energy[k])}/{k.removeprefix('j_per_')}"
-                  for k in ("j_per_token", "j_per_sample") if k in energy)
+    per = "".join(f"; {format_j(value)}/{key.removeprefix('j_per_').replace('_', ' ')}"
+                  for key, value in energy.items() if key.startswith("j_per_"))
     lines = [f"energy     {format_j(energy['total_j'])}  (average {format_si(energy['average_power_w'], 'W')}, "
              f"peak {format_si(energy['peak_power_w'], 'W')}{per})"]
     breakdown = energy.get("breakdown_j") or {}
@@ -36,7 +36,7 @@ def energy_lines(energy: dict) -> list[str]:
     lines.append(header)
     devices = energy["by_device"]
     represents = energy.get("devices_represented_per_simulated", 1.0)
-    count = len(devices) * represents
+    count = energy.get("devices", len(devices) * represents)
     label = f"all {count:g} devices" if count != 1 else "all"
     lines.append(f"{label:<16}" + "".join(f" {format_j(breakdown.get(p, 0.0)):>10}" for p in parts)
                  + f" {format_j(energy['total_j']):>10}")
@@ -56,6 +56,8 @@ def energy_lines(energy: dict) -> list[str]:
     notes = ([f"{format_si(unpriced, 'B')} on links whose type has no energy figure"] if unpriced else []) \
         + ([f"devices without energy figures: {', '.join(missing[:4])}"] if missing else []) \
         + ([f"{empty} compute rows with neither FLOPs nor bytes (durations only)"] if empty else [])
+    if energy.get("not_counted"):
+        notes.append(energy["not_counted"])
     if notes:
         lines.append("not priced: " + "; ".join(notes))
     return lines

@@ -356,6 +356,8 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
     if not isinstance(scenario, Scenario):      # a serving scenario (sim.serving)
         from sim.serving.run import simulate
         result = simulate(scenario, progress=progress)
+        from sim.energy.serving import attach_serving_energy
+        attach_serving_energy(result, scenario)
         result.summary["provenance"] = provenance(scenario)
         return result
     simulation = Simulation(scenario, progress=progress)

@@ -51,6 +51,9 @@ def print_serving_summary(summary: dict, out_dir: str | None, stream=None, fmt: 
                  f"preemptions, {summary['prefix_cache_hit_tokens']} prefix-cache hit tokens")
     lines.append(f"simulated  {summary['devices']} devices, {summary['events']} events, "
                  f"{summary['wall_s']:.2f} s wall")
+    if summary.get("energy"):
+        from sim.energy.table import energy_lines
+        lines += [""] + energy_lines(summary["energy"])
     if out_dir:
         lines.append(f"wrote {out_dir}/" + ", ".join(f"{name}.{fmt}" for name in SERVING_TABLES) + ", summary.json")
     (stream or sys.stdout).write("\n".join(lines) + "\n")
