@@ -90,11 +90,8 @@ def test_prefetch_overlaps_gathers_with_compute():
 
 @pytest.mark.parametrize("parallel", [
     {"zero": 2},
-    pytest.param({"zero": 3}, marks=pytest.mark.xfail(
-        strict=True, reason="comm SMs (NCCL channels) taken on ranks folded runs do not simulate: "
-                            "full is 15% slower with TP and prefetched ZeRO-3 gathers overlapping")),
-    pytest.param({"fsdp": "hybrid_shard", "shard_group": 2}, marks=pytest.mark.xfail(
-        strict=True, reason="the same comm-SM disagreement (13%) with per-layer gathers")),
+    {"zero": 3},
+    {"fsdp": "hybrid_shard", "shard_group": 2},
     {"zero": 2, "offload_optimizer": True}])
 def test_folded_and_full_agree_and_the_ledger_stays_within_the_model(parallel):
     folded = sim.run(small("folded", **parallel)).summary

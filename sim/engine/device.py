@@ -8,7 +8,9 @@ pool (waiting FIFO when none is free), starts the compute phase as a timer on
 the calendar and the op's memory traffic as a transfer on the shared memory
 tier at its achievable bandwidth (sim.engine.fluid), and finishes the op when both have finished: the
 roofline max(compute, bytes / bandwidth) when the op runs alone, stretched
-when other transfers share the tier.
+when other transfers share the tier. A kernel granted fewer SMs than it wants
+(others hold them: a communication kernel, another stream's kernel) takes
+more as they free up, and its compute phase speeds up for the rest of its work.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from sim.engine.calendar import Environment
+from sim.engine.calendar import Environment, cancel
 from sim.engine.fluid import Flow, FluidNetwork
 from sim.engine.memory import MemoryLedger
 from sim.engine.pools import UnitPool
@@ -191,6 +193,11 @@ class DeviceRuntime:
         self.pools: dict[str, UnitPool] = {}
         if spec.sm_array is not None:
             self.pools["sm_array"] = UnitPool(env, "sm", spec.sm_array.count)
+            self.pools["sm_array"].on_free = self._top_up
+        # kernels running on fewer SMs than they want, oldest first: compute op index ->
+        # [phase start, fraction done, timer or flow]; ("comm", collective index) -> [wanted, held]
+        self._short: dict = {}
+        self._comm: dict[int, list] = {}   # collective index -> [SMs wanted, SMs held]
         if spec.systolic_array is not None:
             self.pools["systolic_array"] = UnitPool(env, "mxu", spec.systolic_array.count)
         if spec.vector is not None:
@@ -237,10 +244,78 @@ class DeviceRuntime:
                                  self._flow_done, index)
                 return
         elif op.bytes_read or op.bytes_written:
-            self.fluid.start(op.bytes_read + op.bytes_written, self._tier_keys[bound.tier],
-                             self._flow_done, index, compute_end)
+            flow = self.fluid.start(op.bytes_read + op.bytes_written, self._tier_keys[bound.tier],
+                                    self._flow_done, index, compute_end)
+            if granted < bound.wanted and bound.unit == "sm_array":
+                self._short[index] = [now, 0.0, flow]
             return
-        self.env.at(compute_end, self._finish, index)
+        entry = self.env.at(compute_end, self._finish, index)
+        if granted < bound.wanted and bound.unit == "sm_array":
+            self._short[index] = [now, 0.0, entry]
+
+    def _top_up(self) -> None:
+        """SMs were freed with nobody queued for them: kernels running on fewer
+        than they want take them, oldest first. A GPU places a running grid's
+        remaining thread blocks on SMs as they free up (CUDA C++ Programming
+        Guide, "Hardware Implementation": "As thread blocks terminate, new
+        blocks are launched on the vacated multiprocessors"), so a GEMM started
+        beside an NCCL kernel does not stay narrow after that kernel ends, and
+        an NCCL kernel launched while a GEMM held every SM gets its channels as
+        the GEMM's blocks finish. A compute kernel that did fraction f of its
+        work on g SMs does the rest in (1 - f) x T(g') on g' SMs (T: its price,
+        sim.hardware.kernels); its memory traffic is not re-timed, only the
+        earliest time it may end."""
+        if not self._short:
+            return
+        pool = self.pools["sm_array"]
+        now = self.env._now
+        times = self.times
+        for index, short in list(self._short.items()):
+            if type(index) is tuple:  # a communication kernel: its thread blocks take the SMs
+                extra = pool.try_acquire(short[0] - short[1])
+                if not extra:
+                    return
+                short[1] += extra
+                if short[1] == short[0]:
+                    del self._short[index]
+                continue
+            bound = self.bound[index]
+            granted = times.granted[index]
+            extra = pool.try_acquire(bound.wanted - granted)
+            if not extra:
+                return
+            mark, done, timer = short
+            done += (now - mark) / bound.seconds(granted)
+            granted += extra
+            times.granted[index] = granted
+            left = 1.0 - done if done < 1.0 else 0.0
+            compute_end = now + left * (bound.compute_s if granted == bound.wanted else bound.seconds(granted))
+            if isinstance(timer, Flow):
+                self.fluid.move_not_before(timer, compute_end)
+            else:
+                cancel(timer)
+                short[2] = timer = self.env.at(compute_end, self._finish, index)
+            if granted == bound.wanted:
+                del self._short[index]
+            else:
+                short[0], short[1] = now, done
+
+    def launch_comm_kernel(self, collective: int, sms: int) -> None:
+        """A communication kernel (collective ``collective``, by trace index) starts
+        on this device with one thread block per channel, ``sms`` SMs: it takes
+        those free now and the rest as they free up, and holds them until
+        ``end_comm_kernel``."""
+        held = self.pools["sm_array"].try_acquire(sms)
+        self._comm[collective] = short = [sms, held]
+        if held < sms:
+            self._short[("comm", collective)] = short
+
+    def end_comm_kernel(self, collective: int) -> None:
+        sms, held = self._comm.pop(collective)
+        if held < sms:
+            del self._short[("comm", collective)]
+        if held:
+            self.pools["sm_array"].release(held)
 
     def _flow_done(self, flow: Flow) -> None:
         self.times.mem_end_s[flow.tag] = flow.bytes_end_s
@@ -252,6 +327,7 @@ class DeviceRuntime:
         granted = times.granted[index]
         bound = self.bound[index]
         if granted:
+            self._short.pop(index, None)
             self.pools[bound.unit].release(granted)
         now = self.env._now
         times.end_s[index] = now

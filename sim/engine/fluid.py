@@ -174,6 +174,17 @@ class FluidNetwork:
         self._rebalance(resources)
         return flow
 
+    def move_not_before(self, flow: Flow, not_before: float) -> None:
+        """Change when ``flow`` may complete at the earliest (an op's compute
+        phase re-timed while its memory traffic runs)."""
+        flow.not_before = not_before
+        if flow.drained or flow.lazy:  # its calendar entry is at the old not_before
+            cancel(flow.entry)
+            if flow.lazy and flow.bytes_end_s >= not_before:
+                flow.lazy = False
+                not_before = flow.bytes_end_s
+            flow.entry = self.env.at(not_before, self._finish, flow)
+
     def transfer(self, size: float, resources: Sequence[Hashable], tag: object = None,
                  weights: Sequence[float] | None = None) -> simpy.Event:
         """As ``start``, for SimPy processes: an event whose value is the end time."""

@@ -6,6 +6,8 @@ unfinished predecessors per op and starts an op the moment its count reaches
 zero, from the completion callback of the last one: a compute or memory op on
 its rank's device (sim.engine.device), a collective on the network
 (sim.network.runtime), both driven by callbacks on the environment's calendar.
+A collective's communication kernel takes SMs on each simulated member as
+that member becomes ready (``Simulation._plan_comm_kernels``).
 Each op's start, end and units held are written into ``OpTimes`` columns
 indexed by the op's position in the trace. Time is simulated seconds (float64). Nothing
 here reads the wall clock except to report ``wall_s``, and every collection
@@ -129,13 +131,17 @@ class Simulation:
         self.successors: list[list[int]] = [[] for _ in ops]
         src, dst = trace.edge_indices()
         successors = self.successors
-        for a, b in zip(src.tolist(), dst.tolist()):
+        # an op's successors that are collectives first: their kernels launch first (_plan_comm_kernels)
+        compute = np.fromiter((isinstance(b, BoundOp) for b in self.bound), dtype=bool, count=len(ops))
+        order = np.argsort(compute[dst], kind="stable")
+        for a, b in zip(src[order].tolist(), dst[order].tolist()):
             successors[a].append(b)
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
+        self._takes_time_by_id: dict[int, bool] = {}
+        self._plan_comm_kernels(src, dst)
         self.start_s: dict[int, float] = {}  # by op id, once the run is over
         self.end_s: dict[int, float] = {}
         self.comm_rows: list[tuple] = []
-        self._takes_time: dict[int, bool] = {}
         self.completed = 0
         self.progress = progress
         self.progress_every = max(1, progress_every)
@@ -170,6 +176,109 @@ class Simulation:
             cache[key] = schedule
         return schedule
 
+    def _plan_comm_kernels(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Where and when each collective's communication kernel takes SMs.
+
+        NCCL runs one thread block per channel, and its blocks do not share an
+        SM with compute kernels (S. Jeaugey, NVIDIA/nccl#689 and #181). A
+        kernel's blocks stay resident until they exit, so NCCL's kernel holds its
+        channels' SMs on each member GPU from its launch on that GPU's stream
+        until the collective ends, waiting there for peers that are late. Hence:
+
+        - The kernel on rank r launches when the collective's predecessors *on
+          r* have finished (r's stream predecessor, deps produced on r,
+          collectives r took part in), not when the last member is ready; the
+          data moves once every member is there. Taking every member's SMs when
+          the last one became ready made rank 0's grant depend on its peers'
+          timing, so full fidelity (which simulates the peers) and folded (which
+          assumes they behave as rank 0) disagreed by 15% on ZeRO-3 with TP.
+        - Kernels made ready at one instant: the communication kernels take
+          their SMs first (an op's successors list its collectives first), then
+          compute kernels take what is left. A compute grid's blocks turn over
+          wave by wave and NCCL's stay, so within one wave the NCCL kernel holds
+          its channels whatever the launch order; the trace's list order cannot
+          decide it (a full-fidelity trace lists a collective shared by several
+          replicas where the last one issues it).
+        - A member whose readiness the trace does not record (a point-to-point
+          receiver; a predecessor on no member rank counts for every member)
+          launches when the collective starts.
+
+        Only collectives with a simulated member ready before the others need
+        tracking (full fidelity; folded ones have one simulated member): for
+        them ``_kernels[(op, rank)] = [predecessor edges left, device, SMs]``,
+        ``_launches[pred] = {collective: ranks its end readies}`` and
+        ``_at_start[op]``; every other collective launches on all its members
+        when it starts. The device (``DeviceRuntime.launch_comm_kernel``)
+        grants what is free and the rest as SMs free up; ``_held[op]`` lists the
+        devices where a kernel runs."""
+        ops = self.scenario.trace.ops
+        self._kernels: dict[tuple[int, int], list] = {}
+        self._launches: list[dict[int, tuple[int, ...]] | None] = [None] * len(ops)
+        self._at_start: dict[int, tuple[int, ...]] = {}
+        self._held: dict[int, list] = {}
+        members: dict[int, tuple[tuple[int, DeviceRuntime, int], ...]] = {}
+        for index, op in enumerate(ops):
+            if len(op.group) > 1 and not isinstance(self.bound[index], BoundOp):
+                kernels = self._comm_kernels(index)
+                if len(kernels) > 1:
+                    members[index] = kernels
+        if not members:
+            return
+        edges: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        into = np.isin(dst, np.fromiter(members, dtype=np.int64))
+        for a, b in zip(src[into].tolist(), dst[into].tolist()):
+            pred, op = ops[a], ops[b]
+            own = {pred.rank}
+            if pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in op.deps):
+                own = set(pred.group)  # (a send is on its sender's stream only; its arrival readies the receiver)
+            ranks = tuple(r for r, _, _ in members[b] if r in own) or tuple(r for r, _, _ in members[b])
+            edges.setdefault(b, []).append((a, ranks))
+        for b, incoming in edges.items():
+            counts = {rank: 0 for rank, _, _ in members[b]}
+            for _, ranks in incoming:
+                for rank in ranks:
+                    counts[rank] += 1
+            if all(count in (0, len(incoming)) for count in counts.values()):
+                continue  # every member is ready when the collective starts
+            for rank, device, sms in members[b]:
+                self._kernels[(b, rank)] = [counts[rank], device, sms]
+            self._at_start[b] = tuple(rank for rank, count in counts.items() if not count)
+            for a, ranks in incoming:  # an edge twice (a dep and the stream order) counts twice
+                launches = self._launches[a]
+                if launches is None:
+                    launches = self._launches[a] = {}
+                launches[b] = ranks
+
+    def _comm_kernels(self, index: int) -> tuple[tuple[int, DeviceRuntime, int], ...]:
+        """(rank, device, SMs) of collective ``index``'s kernel on each simulated member:
+        one SM per channel (the schedule's channels, else the device's ``comm_sms``);
+        none for a collective that takes no time."""
+        schedule = self.bound[index]
+        takes_time = self._takes_time_by_id.get(id(schedule))
+        if takes_time is None:
+            takes_time = self._takes_time_by_id[id(schedule)] = self.network.predicted_time_s(schedule) > 0
+        if not takes_time:
+            return ()
+        kernels = []
+        for rank in self.scenario.trace.ops[index].group:
+            device = self.devices.get(rank)
+            sm = device.spec.sm_array if device is not None else None
+            sms = (schedule.channels or sm.comm_sms) if sm is not None else 0
+            if sms:
+                kernels.append((rank, device, sms))
+        return tuple(kernels)
+
+    def _launch(self, index: int, ranks: tuple[int, ...]) -> None:
+        """A predecessor of collective ``index`` finished on each of ``ranks``; where it
+        was the last, the kernel launches there (see ``_plan_comm_kernels``)."""
+        for rank in ranks:
+            kernel = self._kernels[(index, rank)]
+            kernel[0] -= 1
+            if not kernel[0]:
+                _, device, sms = kernel
+                device.launch_comm_kernel(index, sms)
+                self._held.setdefault(index, []).append(device)
+
     def _start_collective(self, index: int, bound: Schedule) -> None:
         op = self.scenario.trace.ops[index]
         if op.tensor:  # the output buffer, on every simulated member (e.g. gathered parameters)
@@ -179,28 +288,18 @@ class Simulation:
                     size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
                     device.ledger.allocate(op.tensor, device.spec.default_tier, int(size), self.env.now,
                                            context=f"op {op.id} ({op.name}), tensor {op.tensor}")
-        held = []
-        takes_time = self._takes_time.get(id(bound))
-        if takes_time is None:
-            takes_time = self._takes_time[id(bound)] = self.network.predicted_time_s(bound) > 0
-        for rank in (op.group if takes_time else ()):
-            device = self.devices.get(rank)
-            sm = device.spec.sm_array if device is not None else None
-            # NCCL runs one thread block (one SM) per channel: the schedule's channels,
-            # else the device's comm_sms
-            wanted = (bound.channels or sm.comm_sms) if sm is not None else 0
-            if wanted:
-                # The communication kernel takes the SMs it can get now; if none
-                # are free it runs in the gaps, which is not modelled.
-                granted = device.pools["sm_array"].try_acquire(wanted)
-                if granted:
-                    held.append((device.pools["sm_array"], granted))
+        at_start = self._at_start.get(index)
+        held = self._held.pop(index, [])
+        for rank, device, sms in self._comm_kernels(index):
+            if at_start is None or rank in at_start:
+                device.launch_comm_kernel(index, sms)
+                held.append(device)
         self.network.start(bound, lambda start, end, i=index, h=held: self._comm_done(i, start, end, h),
                            op.id, op.name)
 
     def _comm_done(self, index: int, start: float, end: float, held=()) -> None:
-        for pool, granted in held:
-            pool.release(granted)
+        for device in held:
+            device.end_comm_kernel(index)
         op = self.scenario.trace.ops[index]
         self.times.start_s[index] = start
         self.times.end_s[index] = end
@@ -220,7 +319,10 @@ class Simulation:
         if self.progress is not None and self.completed % self.progress_every == 0:
             self.progress(self.completed, len(self.bound))
         waiting = self.waiting
+        launches = self._launches[index]
         for nxt in self.successors[index]:
+            if launches is not None and nxt in launches:  # a collective's kernel launches on members
+                self._launch(nxt, launches[nxt])
             left = waiting[nxt] - 1
             waiting[nxt] = left
             if not left:
@@ -236,9 +338,10 @@ class Simulation:
                 device.ledger.allocate(tensor, tier, nbytes, 0.0, f"{tensor} of rank {rank}")
         if self.progress is not None:
             self.progress(0, len(self.bound))
-        for index, count in enumerate(self.waiting):
-            if count == 0:
-                self._starters[index](index, self.bound[index])
+        ready = [index for index, count in enumerate(self.waiting) if count == 0]
+        # at one instant communication kernels launch first (see _plan_comm_kernels)
+        for index in sorted(ready, key=lambda i: isinstance(self.bound[i], BoundOp)):
+            self._starters[index](index, self.bound[index])
         self.env.run()
         wall_s = time.perf_counter() - wall_start
         never_ran = sum(1 for end in self.times.end_s if end != end)
