@@ -26,9 +26,6 @@ import argparse
 import importlib
 import os
 import sys
-import tempfile
-import time
-import traceback
 from typing import Sequence
 
 from sim.errors import AccsimError
@@ -63,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _save_traceback(exc: BaseException) -> str:
     """Write the traceback of an unexpected exception to a file; return its path."""
+    import tempfile
+    import time
+    import traceback
     name = f"accsim-internal-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     path = os.path.join(tempfile.gettempdir(), name)
     try:

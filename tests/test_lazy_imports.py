@@ -1,0 +1,48 @@
+"""Start-up stays cheap: ``import sim``, ``accsim --help`` and ``accsim collective``
+do not load the heavy libraries they do not use (issue 13). Checked through
+``sys.modules`` in a fresh interpreter, never by timing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("dask", "distributed", "perfetto", "hypothesis", "pyarrow", "pandas", "polars", "scipy")
+
+
+def _modules_after(code: str) -> set[str]:
+    probe = code + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_import_sim_loads_no_heavy_library():
+    loaded = _modules_after("import sim")
+    assert not loaded & {*HEAVY, "numpy", "networkx", "pydantic", "simpy", "yaml"}
+
+
+def test_lazy_api_names_still_resolve():
+    loaded = _modules_after("import sim\nassert callable(sim.run) and callable(sim.sweep)\n"
+                            "assert sim.Scenario.__name__ == 'Scenario'\nassert 'load_scenario' in dir(sim)")
+    assert "pydantic" in loaded          # the names really came from the simulator's modules
+    with pytest.raises(AttributeError):
+        import sim
+        sim.no_such_name  # noqa: B018
+
+
+def test_cli_parser_loads_no_heavy_library():
+    loaded = _modules_after("import io, contextlib\nfrom sim.cli import main\n"
+                            "with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['--help']) == 0")
+    assert not loaded & {*HEAVY, "numpy", "networkx", "pydantic", "simpy"}
+
+
+def test_collective_command_loads_no_dask_perfetto_or_arrow():
+    loaded = _modules_after("import io, contextlib\nfrom sim.cli import main\n"
+                            "with contextlib.redirect_stdout(io.StringIO()):\n"
+                            "    assert main(['collective', '--topology', 'ring:8', '--op', 'allreduce',"
+                            " '--algorithm', 'ring', '--bytes', '1MiB']) == 0")
+    assert "simpy" in loaded             # it did simulate
+    assert not loaded & set(HEAVY)
