@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise sim.AccsimError("--json: only with --dry-run (a run's results are in DIR/summary.json)")
     if args.out is None:
         raise sim.AccsimError("--out DIR is required (unless --dry-run)")
+    import sim.runtime.simulate  # noqa: F401  (the simulator's modules load before "loading" is timed)
     from sim.progress import Progress
     from sim.reports.writer import prepare_output
     prepare_output(args.out, args.overwrite)          # before any simulating

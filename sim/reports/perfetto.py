@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
 from sim.errors import AccsimError
+from sim.reports.writer import decode_dictionaries
 
 NS = 1_000_000_000
 SEQUENCE_ID = 1
@@ -77,6 +78,7 @@ def read_table(path: Path, name: str | None = None) -> pa.Table:
             with open(path, "rb") as fh:
                 table = ipc.open_file(fh).read_all()
         table.validate(full=True)
+        table = decode_dictionaries(table)       # accsim writes string columns dictionary-encoded
     except OSError as exc:
         raise AccsimError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (pa.ArrowException, ValueError, TypeError, IndexError) as exc:

@@ -11,10 +11,17 @@ ones. Temporaries left by a killed run (their process is gone) are removed the
 next time a run writes beside them. Nothing non-finite is ever written: a NaN
 or infinity in a table or the summary is an error naming where it is.
 
-Tables are Arrow IPC files (``fmt="arrow"``) or Parquet (``fmt="parquet"``,
-readable by DuckDB and Spark directly). Both carry the run's provenance in
-their schema metadata (``accsim.version``, ``accsim.provenance``) and pandas
-metadata that makes nullable integer columns ``Int64`` in ``to_pandas()``.
+Tables are Arrow IPC files (``fmt="arrow"``, zstd-compressed buffers) or
+Parquet (``fmt="parquet"``, readable by DuckDB and Spark directly). In both,
+string columns are dictionary-encoded (``dictionary<int32, string>``: a
+timeline repeats a few hundred device, unit, op and phase names over millions
+of rows), which with compression makes the Llama-2 70B / 64-GPU run directory
+about 90 times smaller than plain Arrow (docs/performance.md). Both carry the
+run's provenance in their schema metadata (``accsim.version``,
+``accsim.provenance``) and pandas metadata that makes nullable integer columns
+``Int64`` in ``to_pandas()``. pyarrow, pandas (string columns become
+categoricals) and polars read them as they are; ``decode_dictionaries`` turns
+a table read back into plain strings.
 """
 
 from __future__ import annotations
@@ -172,17 +179,60 @@ def with_metadata(table: pa.Table, metadata: Mapping[str, str]) -> pa.Table:
     return table.replace_schema_metadata(merged)
 
 
+# Arrow IPC buffer compression: zstd gives about 1.7x smaller files than lz4 on
+# timelines for about 3x the (sub-second) encoding time; both are in every pyarrow
+# build and read transparently by pyarrow, pandas and polars.
+IPC_COMPRESSION = "zstd"
+BATCH_ROWS = 65536
+
+
+def encode_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with every string column dictionary-encoded (int32 indices into
+    the distinct values, in order of first appearance: deterministic), one
+    dictionary per column for the whole file (Arrow IPC files cannot replace a
+    dictionary between batches). Field nullability and metadata are kept."""
+    if not any(pa.types.is_string(f.type) for f in table.schema):
+        return table
+    columns, fields = [], []
+    for column, f in zip(table.columns, table.schema):
+        if pa.types.is_string(f.type):
+            column = pa.chunked_array([pc.dictionary_encode(column.combine_chunks())])
+            f = pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), f.nullable, f.metadata)
+        columns.append(column)
+        fields.append(f)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
+
+
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """A table read back from a run with its dictionary-encoded columns as plain
+    columns of their value type (what the readers in accsim work on)."""
+    if not any(pa.types.is_dictionary(f.type) for f in table.schema):
+        return table
+    columns, fields = [], []
+    for column, f in zip(table.columns, table.schema):
+        if pa.types.is_dictionary(f.type):
+            column = column.cast(f.type.value_type)
+            f = pa.field(f.name, f.type.value_type, f.nullable, f.metadata)
+        columns.append(column)
+        fields.append(f)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, table.schema.metadata))
+
+
 def write_arrow(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as an Arrow IPC file, deterministically (uncompressed,
-    fixed batch layout, no timestamps)."""
-    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table, max_chunksize=65536)
+    """Write ``table`` as an Arrow IPC file, deterministically (string columns
+    dictionary-encoded, zstd-compressed buffers, fixed batch layout, no
+    timestamps): the same table gives the same bytes."""
+    table = encode_dictionaries(table)
+    options = ipc.IpcWriteOptions(compression=IPC_COMPRESSION)
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=BATCH_ROWS)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as Parquet (zstd, statistics on), deterministically."""
+    """Write ``table`` as Parquet (zstd, statistics on, string columns
+    dictionary-typed as in the Arrow files), deterministically."""
     import pyarrow.parquet as pq
-    pq.write_table(table, str(path), compression="zstd", row_group_size=1 << 20)
+    pq.write_table(encode_dictionaries(table), str(path), compression="zstd", row_group_size=1 << 20)
 
 
 def _temporary_name(path: Path) -> Path:
