@@ -8,9 +8,8 @@ import argparse
 def cmd_perfetto(args: argparse.Namespace) -> int:
     from sim.progress import Progress
     from sim.reports.perfetto import export
-    with Progress(enabled=not args.quiet).stage(f"writing {args.output}"):
-        model = export(args.run_dir, args.output, args.format, args.devices, args.start, args.end,
-                       args.max_slices)
+    model = export(args.run_dir, args.output, args.format, args.devices, args.start, args.end,
+                   args.max_slices, progress=Progress(enabled=not args.quiet))
     if args.quiet:
         return 0
     print(f"wrote {args.output}: {len(model.slices)} slices on {len(model.tracks)} tracks "

@@ -19,6 +19,7 @@ slice that begins ends.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import heapq
 import json
@@ -41,6 +42,12 @@ SEQUENCE_ID = 1
 
 def _ns(seconds: float) -> int:
     return int(round(seconds * NS))
+
+
+def _ns_array(seconds) -> np.ndarray:
+    """``_ns`` of a column at once: the same product, rounded half to even as
+    ``round`` does, so each value equals ``_ns`` of it."""
+    return np.rint(np.asarray(seconds, dtype=np.float64) * NS).astype(np.int64)
 
 
 # Columns (and Arrow types) accsim perfetto reads from each table of a run.
@@ -105,6 +112,35 @@ class Slice:
     args: dict
     flows_out: list = field(default_factory=list)
     flows_in: list = field(default_factory=list)
+    annotations: bytes | None = None    # the args as encoded Perfetto debug annotations, if built so
+
+
+# Timeline columns shown as a slice's args (the name each has there), in order;
+# the columns after op_id..units_held only where not null.
+SLICE_ARGS = (("op_id", "op_id"), ("category", "category"), ("flops", "flops"), ("bytes", "bytes"),
+              ("stream", "stream"), ("units_held", "units_held"), ("layer", "layer"), ("stage", "stage"),
+              ("microbatch", "microbatch"), ("phase", "phase"), ("detail", "collective"))
+
+
+def _row_args(rows: dict, i: int) -> dict:
+    args = {name: rows[column][i] for column, name in SLICE_ARGS[:6]}
+    for column, name in SLICE_ARGS[6:]:
+        if rows[column][i] is not None:
+            args[name] = rows[column][i]
+    return args
+
+
+def _encoded_args(timeline: pa.Table) -> np.ndarray:
+    """Each row's args as Perfetto debug annotations (bytes, as the native
+    writer would encode ``_row_args``), built per distinct value of each column."""
+    from sim.reports.pftrace import annotation
+    encoded = np.full(timeline.num_rows, b"", dtype=object)
+    for column, name in SLICE_ARGS:
+        coded = pc.dictionary_encode(timeline[column].combine_chunks())
+        values = coded.dictionary.to_pylist()
+        table = np.array([annotation(name, v) for v in values] + [b""], dtype=object)
+        encoded = encoded + table[coded.indices.fill_null(len(values)).to_numpy()]
+    return encoded
 
 
 @dataclass
@@ -146,9 +182,9 @@ def _assign_lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return lanes
 
 
-def build_model(run_dir: Path, devices: str | None = None, start_s: float | None = None,
-                end_s: float | None = None, max_slices: int | None = None) -> Model:
-    """Read a run directory and lay its tables out as tracks, slices, flows and counters."""
+def read_run(run_dir: Path) -> dict[str, pa.Table | None]:
+    """A run directory's timeline, bubbles and memory (None if absent) tables,
+    checked (one AccsimError line for anything accsim run would not write)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AccsimError(f"{run_dir}: not a run directory (not a directory); give the --out of accsim run")
@@ -156,26 +192,45 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
     for name in ("timeline", "bubbles"):
         if paths[name] is None:
             raise AccsimError(f"{run_dir}: not a run directory (missing {name}.arrow); run accsim run first")
-    timeline = read_table(paths["timeline"], "timeline")
-    bubbles = read_table(paths["bubbles"], "bubbles")
-    memory = read_table(paths["memory"], "memory") if paths["memory"] is not None else None
+    tables = {name: read_table(path, name) if path is not None else None for name, path in paths.items()}
+    latest = max([pc.max(tables[name]["end_s"]).as_py() or 0.0 for name in ("timeline", "bubbles")
+                  if tables[name].num_rows] + [0.0])
+    if latest * NS >= 2**63:
+        raise AccsimError(f"{run_dir}: the run spans {latest:.3g} s, beyond the ~292 years a Perfetto "
+                          f"trace can time in nanoseconds")
+    return tables
+
+
+def build_model(run_dir: Path, devices: str | None = None, start_s: float | None = None,
+                end_s: float | None = None, max_slices: int | None = None, with_args: bool = True,
+                tables: dict[str, pa.Table | None] | None = None) -> Model:
+    """Lay a run directory's tables (``tables``, else ``read_run(run_dir)``) out as
+    tracks, slices, flows and counters. ``with_args=False`` (the native writer)
+    gives timeline slices their args already encoded (``Slice.annotations``)
+    instead of as dicts."""
+    run_dir = Path(run_dir)
+    tables = tables if tables is not None else read_run(run_dir)
+    timeline, bubbles, memory = tables["timeline"], tables["bubbles"], tables["memory"]
 
     def keep_device(name: str) -> bool:
         return devices is None or fnmatch.fnmatchcase(name, devices)
 
     def window(table: pa.Table) -> pa.Table:
-        mask = pa.array([keep_device(d) for d in table["device"].to_pylist()], type=pa.bool_())
+        masks = []
+        if devices is not None:           # match each distinct name once
+            kept = [d for d in pc.unique(table["device"]).to_pylist() if keep_device(d)]
+            masks.append(pc.is_in(table["device"], value_set=pa.array(kept, pa.string())))
         if start_s is not None:
-            mask = pc.and_(mask, pc.greater_equal(table["end_s"], start_s))
+            masks.append(pc.greater_equal(table["end_s"], start_s))
         if end_s is not None:
-            mask = pc.and_(mask, pc.less_equal(table["start_s"], end_s))
+            masks.append(pc.less_equal(table["start_s"], end_s))
+        if not masks:
+            return table
+        mask = masks[0]
+        for more in masks[1:]:
+            mask = pc.and_(mask, more)
         return table.filter(mask)
 
-    latest = max([pc.max(t[c]).as_py() or 0.0 for t, c in ((timeline, "end_s"), (bubbles, "end_s"))
-                  if t.num_rows] + [0.0])
-    if latest * NS >= 2**63:
-        raise AccsimError(f"{run_dir}: the run spans {latest:.3g} s, beyond the ~292 years a Perfetto "
-                          f"trace can time in nanoseconds")
     timeline = window(timeline).sort_by([("start_s", "ascending"), ("end_s", "ascending")])
     bubbles = window(bubbles)
     model = Model(total=timeline.num_rows)
@@ -195,12 +250,14 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
         model.tracks.append(track)
 
     rows = timeline.to_pydict()
-    starts_ns = np.array([_ns(x) for x in rows["start_s"]], dtype=np.int64)
-    ends_ns = np.array([_ns(x) for x in rows["end_s"]], dtype=np.int64)
+    starts_ns = _ns_array(timeline["start_s"])
+    ends_ns = _ns_array(timeline["end_s"])
     unit_rows: dict[tuple[str, str], list[int]] = {}
     for i, key in enumerate(zip(rows["device"], rows["unit"])):
         unit_rows.setdefault(key, []).append(i)
     slice_of_row: list[Slice | None] = [None] * timeline.num_rows
+    starts, ends, names = starts_ns.tolist(), ends_ns.tolist(), rows["name"]
+    encoded = None if with_args else _encoded_args(timeline)
     for (device, unit), indices in sorted(unit_rows.items()):
         idx = np.array(indices)
         lanes = _assign_lanes(starts_ns[idx], ends_ns[idx])
@@ -211,12 +268,10 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
             lane_tracks[lane] = Track(next(next_uuid), f"{unit} lane {lane + 1}", parent=groups[device].uuid)
             model.tracks.append(lane_tracks[lane])
         for i, lane in zip(indices, lanes.tolist()):
-            args = {"op_id": rows["op_id"][i], "category": rows["category"][i], "flops": rows["flops"][i],
-                    "bytes": rows["bytes"][i], "stream": rows["stream"][i], "units_held": rows["units_held"][i]}
-            for key in ("layer", "stage", "microbatch", "phase", "detail"):
-                if rows[key][i] is not None:
-                    args["collective" if key == "detail" else key] = rows[key][i]
-            item = Slice(lane_tracks[lane].uuid, int(starts_ns[i]), int(ends_ns[i]), rows["name"][i], args)
+            if encoded is None:
+                item = Slice(lane_tracks[lane].uuid, starts[i], ends[i], names[i], _row_args(rows, i))
+            else:
+                item = Slice(lane_tracks[lane].uuid, starts[i], ends[i], names[i], {}, annotations=encoded[i])
             slice_of_row[i] = item
             model.slices.append(item)
 
@@ -244,8 +299,12 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
 
 
 def _relane(model: Model, tracks: dict[str, Track], groups: dict[str, Track], next_uuid) -> None:
+    by_track: dict[int, list[Slice]] = {track.uuid: [] for track in tracks.values()}
+    for item in model.slices:
+        if item.track in by_track:
+            by_track[item.track].append(item)
     for device, track in tracks.items():
-        items = [s for s in model.slices if s.track == track.uuid]
+        items = by_track[track.uuid]
         if not items:
             continue
         lanes = _assign_lanes(np.array([s.start_ns for s in items]), np.array([s.end_ns for s in items]))
@@ -373,91 +432,54 @@ def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, 
             model.counters[track.uuid] = samples
 
 
+def _event_order(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """The order of the trace's events: (time, rank, key, end) ascending, with
+    rank 0 slice ends, 1 zero-duration slices (begin, then end), 2 slice begins,
+    3 counter samples, and key the slice's position or the counter's track; so
+    at one timestamp a slice never ends before it begins and back-to-back
+    slices do not overlap. Returns (sorted event codes, their times); a code
+    ``2 * i`` is slice i's begin, ``2 * i + 1`` its end, ``-1 - j`` counter
+    sample j (in the order of ``model.counters``)."""
+    n = len(model.slices)
+    starts = np.fromiter((s.start_ns for s in model.slices), dtype=np.int64, count=n)
+    ends = np.fromiter((s.end_ns for s in model.slices), dtype=np.int64, count=n)
+    order = np.arange(n, dtype=np.int64)
+    zero = starts == ends
+    counter_tracks = np.array([uuid for uuid, samples in model.counters.items() for _ in samples], dtype=np.int64)
+    counter_times = np.array([t for samples in model.counters.values() for t, _ in samples], dtype=np.int64)
+    m = len(counter_times)
+    times = np.concatenate([starts, np.where(zero, starts, ends), counter_times])
+    rank = np.concatenate([np.where(zero, 1, 2), np.where(zero, 1, 0), np.full(m, 3)])
+    keys = np.concatenate([order, order, counter_tracks])
+    is_end = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(m, np.int64)])
+    codes = np.concatenate([2 * order, 2 * order + 1, -1 - np.arange(m, dtype=np.int64)])
+    sort = np.lexsort((is_end, keys, rank, times))
+    return codes[sort], times[sort]
+
+
 def write_pftrace(model: Model, path: Path) -> None:
-    """Native Perfetto protobuf, written with the perfetto package's protos."""
-    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as pb
-    from perfetto.trace_builder.proto_builder import TraceProtoBuilder
+    """Native Perfetto protobuf: TracePackets on one sequence, encoded by
+    sim.reports.pftrace and streamed to the file in batches."""
+    from sim.reports.pftrace import PacketWriter, track_descriptor
 
-    builder = TraceProtoBuilder()
-    first = True
-
-    def packet():
-        nonlocal first
-        p = builder.add_packet()
-        p.trusted_packet_sequence_id = SEQUENCE_ID
-        if first:
-            p.sequence_flags = pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
-            first = False
-        else:
-            p.sequence_flags = pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
-        return p
-
-    for track in model.tracks:
-        p = packet()
-        p.track_descriptor.uuid = track.uuid
-        if track.pid is not None:
-            p.track_descriptor.process.pid = track.pid
-            p.track_descriptor.process.process_name = track.name
-        else:
-            p.track_descriptor.name = track.name
-            if track.parent is not None:
-                p.track_descriptor.parent_uuid = track.parent
-            if track.counter:
-                counter = p.track_descriptor.counter
-                counter.SetInParent()
-                if track.unit == "bytes":
-                    counter.unit = pb.CounterDescriptor.UNIT_SIZE_BYTES
-                elif track.unit:
-                    counter.unit_name = track.unit
-    # At one timestamp: slices that end, then zero-duration slices (begin and
-    # end together), then slices that begin, then counter samples; so a slice
-    # never ends before it begins and back-to-back slices do not overlap.
-    events: list[tuple[int, int, int, int, object]] = []
-    for order, item in enumerate(model.slices):
-        if item.end_ns == item.start_ns:
-            events.append((item.start_ns, 1, order, 0, item))
-            events.append((item.start_ns, 1, order, 1, item))
-        else:
-            events.append((item.start_ns, 2, order, 0, item))
-            events.append((item.end_ns, 0, order, 1, item))
-    for uuid, samples in model.counters.items():
-        for t, value in samples:
-            events.append((t, 3, uuid, 0, value))
-    events.sort(key=lambda e: (e[0], e[1], e[2], e[3]))
-    interned: dict[str, int] = {}
-    for t, kind, key, end, item in events:
-        p = packet()
-        p.timestamp = t
-        event = p.track_event
-        if kind == 3:
-            event.type = pb.TrackEvent.TYPE_COUNTER
-            event.track_uuid = key
-            event.double_counter_value = float(item)
-            continue
-        event.track_uuid = item.track
-        if not end:
-            event.type = pb.TrackEvent.TYPE_SLICE_BEGIN
-            iid = interned.get(item.name)
-            if iid is None:
-                iid = interned[item.name] = len(interned) + 1
-                entry = p.interned_data.event_names.add()
-                entry.iid = iid
-                entry.name = item.name
-            event.name_iid = iid
-            for name, value in item.args.items():
-                annotation = event.debug_annotations.add()
-                annotation.name = name
-                if isinstance(value, bool) or isinstance(value, str):
-                    annotation.string_value = str(value)
-                elif isinstance(value, int):
-                    annotation.int_value = value
-                else:
-                    annotation.double_value = float(value)
-            event.flow_ids.extend(item.flows_out)
-            event.terminating_flow_ids.extend(item.flows_in)
-        else:
-            event.type = pb.TrackEvent.TYPE_SLICE_END
-    _atomic_write(path, builder.serialize())
+    codes, times = _event_order(model)
+    counter_values = [(uuid, value) for uuid, samples in model.counters.items() for _, value in samples]
+    slices = model.slices
+    with _output(path) as sink:
+        writer = PacketWriter(sink, SEQUENCE_ID)
+        for track in model.tracks:
+            writer.descriptor(track_descriptor(track.uuid, track.name, track.parent, track.pid,
+                                               track.counter, track.unit))
+        begin, end, counter = writer.begin, writer.end, writer.counter
+        for code, t in zip(codes.tolist(), writer.timestamps(times)):
+            if code < 0:
+                counter(t, *counter_values[-1 - code])
+            elif code & 1:
+                end(t, slices[code >> 1].track)
+            else:
+                item = slices[code >> 1]
+                begin(t, item.track, item.name, item.args, item.flows_out, item.flows_in, item.annotations)
+        writer.flush()
 
 
 def write_json(model: Model, path: Path) -> None:
@@ -497,12 +519,18 @@ def write_json(model: Model, path: Path) -> None:
     _atomic_write(path, json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}).encode())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    from sim.reports.writer import atomic_write_bytes, clean_stale
+def _output(path: Path):
+    """The trace file, written under a temporary name and renamed when complete."""
+    from sim.reports.writer import atomic_open, clean_stale
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path.parent)
-    atomic_write_bytes(path, data)
+    return atomic_open(path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _output(path) as sink:
+        sink.write(data)
 
 
 def _check_window(start_s, end_s, max_slices) -> None:
@@ -518,8 +546,10 @@ def _check_window(start_s, end_s, max_slices) -> None:
 
 def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | None = None,
            devices: str | None = None, start_s: float | None = None, end_s: float | None = None,
-           max_slices: int | None = None, warn=sys.stderr) -> Model:
-    """Write a run's timeline as ``pftrace`` (default) or ``json`` (by ``fmt`` or suffix)."""
+           max_slices: int | None = None, warn=sys.stderr, progress=None) -> Model:
+    """Write a run's timeline as ``pftrace`` (default) or ``json`` (by ``fmt`` or
+    suffix). The run's tables are read and checked first, then laid out and
+    written in ``progress`` stages (a sim.progress.Progress)."""
     output = Path(output)
     fmt = fmt or ("json" if output.suffix == ".json" else "pftrace")
     if fmt not in ("pftrace", "json"):
@@ -527,9 +557,14 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
     _check_window(start_s, end_s, max_slices)
     if output.is_dir():
         raise AccsimError(f"-o {output}: is a directory; give a file name such as {output / 'trace.pftrace'}")
-    model = build_model(Path(run_dir), devices, start_s, end_s, max_slices)
+    tables = read_run(Path(run_dir))
+    stage = progress.stage if progress is not None else (lambda label: contextlib.nullcontext())
+    with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
+        model = build_model(Path(run_dir), devices, start_s, end_s, max_slices, with_args=fmt == "json",
+                            tables=tables)
     if model.dropped and warn is not None:
         warn.write(f"accsim: kept the first {model.total - model.dropped} of {model.total} slices "
                    f"(--max-slices); narrow with --devices or --start/--end to see the rest\n")
-    (write_json if fmt == "json" else write_pftrace)(model, output)
+    with stage(f"writing {len(model.slices)} slices to {output}"):
+        (write_json if fmt == "json" else write_pftrace)(model, output)
     return model

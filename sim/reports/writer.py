@@ -26,6 +26,7 @@ a table read back into plain strings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -248,16 +249,25 @@ def write_json(data: Mapping[str, Any], path: Path) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name beside ``path``, then rename it."""
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to stream into, under a temporary name beside ``path``,
+    renamed to ``path`` when the block ends without an exception (else removed)."""
     path = Path(path)
     tmp = _temporary_name(path)
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            yield fh
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name beside ``path``, then rename it."""
+    with atomic_open(path) as fh:
+        fh.write(data)
 
 
 def write_run(out_dir: str | os.PathLike, tables: Mapping[str, pa.Table], summary: Mapping[str, Any],
