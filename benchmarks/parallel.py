@@ -6,8 +6,8 @@ Cases (each in a fresh process, so peak RSS is the case's own):
   175b    GPT-3 175B on 1,024 A100s, folded (scenarios/gpt3_175b_1024_a100.yaml)
   1t      GPT 1T on 3,072 A100s, folded (scenarios/gpt_1t_3072_a100.yaml: Megatron-LM SC'21
           Table 1, 128 layers, hidden 25600, 160 heads; TP 8, PP 64, DP 6, global batch 3072)
-  4096    3D-parallel GPT at 4,096 GPUs, folded: the 175B scenario on cluster:512x8 with DP 32
-          (global batch 6144, so the same 192 microbatches per pipeline)
+  4096    3D-parallel GPT at 4,096 GPUs, folded: the 175B scenario on cluster:512x8 (the links of
+          a100_1024.yaml) with DP 32 (global batch 6144, so the same 192 microbatches per pipeline)
   astra   the ASTRA-sim GPT shape at 1,024 GPUs, full fidelity (scenarios/astra_sim_gpt_1024.yaml)
   astraN  the same shape at N GPUs (DP = N / 8 on ring:N), full fidelity: astra64 ... astra4096
 
@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 CASES = {"175b": ("gpt3_175b_1024_a100.yaml", []),
          "1t": ("gpt_1t_3072_a100.yaml", []),
-         "4096": ("gpt3_175b_1024_a100.yaml", ["cluster=cluster:512x8", "parallel.dp=32",
-                                               "parallel.global_batch=6144"]),
+         "4096": ("gpt3_175b_1024_a100.yaml", [
+             "cluster=cluster:512x8", "device=a100_sxm4_80gb", "parallel.dp=32", "parallel.global_batch=6144",
+             "cluster_options={nvlink: nvlink3, nic: ib_hdr, nccl: {arch: ampere, cpu: amd, nvls: false, "
+             "host_call_overhead: 4.9us}}"]),    # as topologies/clusters/a100_1024.yaml, 4x the nodes
          "astra": ("astra_sim_gpt_1024.yaml", [])}
 
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,6 +76,63 @@ def test_results_are_unchanged(name):
     assert sorted(got) == sorted(expected), f"{name}: figures reported changed"
     for key, value in expected.items():
         assert math.isclose(got[key], value, rel_tol=1e-9, abs_tol=1e-15), (name, key, got[key], value)
+
+
+def _dijkstra_nodes(graph, src, dst):
+    import networkx as nx
+    return nx.bidirectional_dijkstra(graph, src, dst, weight="_route_cost")[1]
+
+
+@pytest.mark.parametrize("name", ["ring:2", "ring:3", "ring:8", "ring:9", "switch:5", "tree:11", "ideal:4",
+                                  "fully_connected:4"])
+def test_closed_form_routes_are_dijkstras(name):
+    from sim.network.routing import Router
+    from sim.network.topology import from_name
+    cluster = from_name(name)
+    router = Router(cluster)
+    nodes = list(cluster.graph)
+    for src in nodes:
+        for dst in nodes:
+            if src != dst:
+                expected = _dijkstra_nodes(cluster.graph, src, dst)
+                assert router.path(src, dst) == tuple(zip(expected[:-1], expected[1:])), (name, src, dst)
+
+
+def test_shapes_are_recognised_and_refused():
+    from sim.network.routing import RingShape, TreeShape, closed_form_shape
+    from sim.network.topology import from_name
+    assert isinstance(closed_form_shape(from_name("ring:16").graph), RingShape)
+    assert isinstance(closed_form_shape(from_name("tree:16").graph), TreeShape)
+    assert closed_form_shape(from_name("torus:4x4").graph) is None
+    assert closed_form_shape(from_name("fully_connected:4").graph) is None
+    ring = from_name("ring:6").graph.copy()
+    ring.edges["dev0", "dev1"]["latency_s"] = 2e-6             # not one latency: Dijkstra decides
+    assert closed_form_shape(ring) is None
+    assert RingShape([f"n{i}" for i in range(6)]).path("n0", "n3") is None   # half way: two paths
+
+
+@given(st.integers(2, 40), st.integers(0, 2**31), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_tree_and_ring_routes_match_networkx_on_random_graphs(n, seed, ring):
+    import random
+
+    import networkx as nx
+    from sim.network.routing import Router
+    from sim.network.topology import Cluster, _link
+    rng = random.Random(seed)
+    graph = nx.Graph()
+    names = [f"d{i}" for i in rng.sample(range(n), n)]
+    for rank, name in enumerate(names):
+        graph.add_node(name, kind="device", rank=rank)
+    for i in range(1, n):                          # a random tree, or a ring in a shuffled order
+        _link(graph, names[i], names[i - 1 if ring else rng.randrange(i)], 1e9, 5e-7)
+    if ring and n > 2:
+        _link(graph, names[-1], names[0], 1e9, 5e-7)
+    router = Router(Cluster("random", graph, tuple(names)))
+    for _ in range(20):
+        src, dst = rng.sample(names, 2)
+        expected = _dijkstra_nodes(graph, src, dst)
+        assert router.path(src, dst) == tuple(zip(expected[:-1], expected[1:]))
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -24,6 +24,7 @@ Reference: D. Bertsekas and R. Gallager, "Data Networks", 2nd ed., Sec. 6.5.2
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Callable, Hashable, Mapping, Sequence
 
 import simpy
@@ -87,7 +88,7 @@ class Flow:
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "idx", "w", "alone", "max_rate")
+                 "idx", "w", "alone", "ids", "max_rate")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -327,6 +328,14 @@ class VectorFluidNetwork(FluidNetwork):
     intra-node traffic); otherwise the max-min rates of all active flows are
     recomputed with ``max_min_rates_vectorized`` and only flows whose rate
     changed are re-scheduled. ``not_before`` is not supported here.
+
+    The recomputation runs once per simulated instant, however many flows
+    start or end at it (a calendar entry at the current time, run after the
+    callbacks already due then): rates set at an instant and replaced at the
+    same instant move no bytes, so the result is the one the last of those
+    recomputations would give, at the cost of one. Symmetric full-fidelity
+    runs start hundreds of equal collectives at one instant; recomputing at
+    each start made their cost grow with the square of the flows.
     """
 
     def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
@@ -335,8 +344,12 @@ class VectorFluidNetwork(FluidNetwork):
         self._np = np
         self._ids: dict[Hashable, int] = {}
         self._cap = np.zeros(0)
-        self._count = np.zeros(0, dtype=np.int64)
-        self._active: list[Flow] = []
+        # flows per resource: an array.array (fast item access, for short paths) and a
+        # numpy view of the same memory (fancy indexing, for long ones)
+        self._count = array("q")
+        self._count_view = np.frombuffer(self._count, dtype=np.int64)
+        self._active: dict[Flow, None] = {}     # in order of arrival (an ordered set)
+        self._pending = None
         super().__init__(env, {})
         self.add_resources(capacities)
 
@@ -349,23 +362,26 @@ class VectorFluidNetwork(FluidNetwork):
             self._ids[resource] = len(self._ids)
         if new:
             self._cap = np.concatenate([self._cap, np.array([c for _, c in new], dtype=float)])
-            self._count = np.concatenate([self._count, np.zeros(len(new), dtype=np.int64)])
+            self._count_view = None      # release the buffer, so the array may grow
+            self._count.extend(0 for _ in new)
+            self._count_view = np.frombuffer(self._count, dtype=np.int64)
         for resource, capacity in capacities.items():
             self._cap[self._ids[resource]] = capacity
 
     def arrays(self, resources: Sequence[Hashable], weights: Sequence[float] | None):
-        """(resource ids, weights, rate when alone) of a resource list, for reuse."""
+        """(resource ids, weights, rate when alone, ids as a tuple) of a resource list, for reuse."""
         np = self._np
-        idx = np.fromiter((self._ids[r] for r in resources), dtype=np.int64, count=len(resources))
+        ids = tuple(self._ids[r] for r in resources)
+        idx = np.array(ids, dtype=np.int64)
         w = np.ones(len(resources)) if weights is None else np.asarray(weights, dtype=float)
         alone = float(np.min(self._cap[idx] / w)) if len(idx) else float("inf")
-        return idx, w, alone
+        return idx, w, alone, ids
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
               weights: Sequence[float] | None = None, arrays=None,
               max_rate: float = math.inf) -> Flow:
-        now = self.env.now
+        now = self.env._now
         flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
                     tuple(weights) if weights is not None else None)
         flow.max_rate = max_rate
@@ -374,15 +390,32 @@ class VectorFluidNetwork(FluidNetwork):
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        idx, w, alone = arrays if arrays is not None else self.arrays(resources, weights)
-        flow.idx, flow.w, flow.alone = idx, w, alone
-        self._count[idx] += 1
-        self._active.append(flow)
-        if (self._count[idx] == 1).all():
+        idx, w, alone, ids = arrays if arrays is not None else self.arrays(resources, weights)
+        flow.idx, flow.w, flow.alone, flow.ids = idx, w, alone, ids
+        shared = self._take(ids, idx, 1)
+        self._active[flow] = None
+        if not shared:
             self._set_rate(flow, min(alone, max_rate), now)
         else:
-            self._rebalance_all()
+            self._rebalance_soon()
         return flow
+
+    def _take(self, ids: tuple, idx, step: int) -> bool:
+        """Add ``step`` to the flow count of each resource; whether any of them
+        carries another flow (after adding one, or after removing one)."""
+        if len(ids) > 16:   # numpy pays off on long paths (rings, mirrored groups)
+            view = self._count_view
+            view[idx] += step
+            return bool((view[idx] > (1 if step > 0 else 0)).any())
+        count = self._count
+        shared = False
+        threshold = 1 if step > 0 else 0
+        for i in ids:
+            value = count[i] + step
+            count[i] = value
+            if value > threshold:
+                shared = True
+        return shared
 
     def _set_rate(self, flow: Flow, rate: float, now: float) -> None:
         flow.remaining -= flow.rate * (now - flow.mark_s)
@@ -390,40 +423,49 @@ class VectorFluidNetwork(FluidNetwork):
         flow.rate = rate
         if flow.entry is not None:
             cancel(flow.entry)
-        if rate == float("inf"):
+        if rate == math.inf:
             end = now
         else:
             end = now + (flow.remaining if flow.remaining > 0 else 0.0) / rate
         flow.bytes_end_s = end
         flow.entry = self.env.at(end, self._finish, flow)
 
-    def _rebalance_all(self) -> None:
+    def _rebalance_soon(self) -> None:
+        """Recompute every rate once, after the callbacks already due at this instant."""
+        if self._pending is None:
+            self._pending = self.env.at(self.env._now, self._rebalance_all)
+
+    def _rebalance_all(self, _arg=None) -> None:
+        self._pending = None
         np = self._np
-        flows = self._active
-        if not flows:
+        if not self._active:
             return
-        lengths = np.fromiter((len(f.idx) for f in flows), dtype=np.int64, count=len(flows))
+        flows = list(self._active)
+        lengths = np.fromiter((len(f.ids) for f in flows), dtype=np.int64, count=len(flows))
         flow_of_entry = np.repeat(np.arange(len(flows)), lengths)
         idx = np.concatenate([f.idx for f in flows])
         w = np.concatenate([f.w for f in flows])
-        used, compact = np.unique(idx, return_inverse=True)
         caps = np.fromiter((f.max_rate for f in flows), dtype=float, count=len(flows))
-        rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows), caps)
-        now = self.env.now
+        if len(self._cap) <= 4 * len(idx):
+            # few resources: index them directly (per-resource arithmetic is the same either way)
+            rates = max_min_rates_vectorized(flow_of_entry, idx, w, self._cap, len(flows), caps)
+        else:
+            used, compact = np.unique(idx, return_inverse=True)
+            rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows), caps)
+        now = self.env._now
         for flow, rate in zip(flows, rates.tolist()):
             if rate != flow.rate:
                 self._set_rate(flow, rate, now)
 
     def _finish(self, flow: Flow) -> None:
-        now = self.env.now
+        now = self.env._now
         if not flow.drained:
             flow.bytes_end_s = now
             flow.drained = True
             flow.remaining = 0.0
-            self._active.remove(flow)
-            self._count[flow.idx] -= 1
-            if (self._count[flow.idx] > 0).any():
-                self._rebalance_all()
+            del self._active[flow]
+            if self._take(flow.ids, flow.idx, -1):
+                self._rebalance_soon()
         flow.entry = None
         flow.end_s = now
         flow.on_done(flow)
