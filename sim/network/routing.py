@@ -27,8 +27,8 @@ algorithm, giving the very path it would: a tree (``switch:N``, ``tree:N``,
 ``ideal:N``, any acyclic cluster file), where the only path climbs to the
 two ends' lowest common ancestor and down; and a ring whose links all have
 one latency (``ring:N``), where the shorter way round is the only shortest
-path. A ring pair exactly half way round has two shortest paths; it, and
-every other graph, goes to networkx. A 1,024-device ring routes its pairs in
+path (a pair exactly half way round has two: see ``RingShape``). Every
+other graph goes to networkx. A 1,024-device ring routes its pairs in
 microseconds each instead of milliseconds.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
@@ -38,6 +38,7 @@ of a full-duplex link is its own shared resource.
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 import networkx as nx
 
@@ -64,6 +65,7 @@ class Router:
         self._between: dict[tuple[str, str], tuple[float, tuple[str, ...]] | None] = {}
         self._fabric = None
         self._shape = closed_form_shape(graph) if self._devices_forward else None
+        self._latency: dict[Link, float] | None = None
 
     def _equal_middles(self, a: str, b: str, via: str) -> list[str]:
         """Switches that join a and b with the same latency as ``via``, sorted."""
@@ -89,9 +91,8 @@ class Router:
             links: tuple[Link, ...] = ()
         else:
             if self._devices_forward:
-                nodes = self._shape.path(src, dst) if self._shape is not None else None
-                if nodes is None:
-                    _, nodes = nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")
+                nodes = (self._shape.path(src, dst, self._dijkstra) if self._shape is not None
+                         else self._dijkstra(src, dst))
             else:
                 nodes = self._through_switches(src, dst)
             if self.ecmp:
@@ -99,6 +100,9 @@ class Router:
             links = tuple(zip(nodes[:-1], nodes[1:]))
         self._paths[key] = links
         return links
+
+    def _dijkstra(self, src: str, dst: str) -> list[str]:
+        return nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")[1]
 
     def _spread(self, nodes: list[str], dst: str) -> list[str]:
         port = self.cluster.graph.nodes[dst].get("port")
@@ -175,8 +179,12 @@ class Router:
         return self.path(ranks[src_rank], ranks[dst_rank])
 
     def latency_s(self, links: tuple[Link, ...]) -> float:
-        graph = self.cluster.graph
-        return sum(graph.edges[u, v]["latency_s"] for u, v in links)
+        latency = self._latency
+        if latency is None:
+            latency = self._latency = {}
+            for u, v, seconds in self.cluster.graph.edges(data="latency_s"):
+                latency[u, v] = latency[v, u] = seconds
+        return sum(map(latency.__getitem__, links))
 
     def capacity(self, link: Link) -> float:
         """Effective bytes/s of one direction of a link: bandwidth x efficiency."""
@@ -196,7 +204,7 @@ class TreeShape:
             self.parent[b] = a
             self.depth[b] = self.depth[a] + 1
 
-    def path(self, src: str, dst: str) -> list[str]:
+    def path(self, src: str, dst: str, search=None) -> list[str]:
         up, down = [src], [dst]
         a, b = src, dst
         while self.depth[a] > self.depth[b]:
@@ -213,20 +221,37 @@ class TreeShape:
 
 
 class RingShape:
-    """A cycle whose links share one latency: the shorter way round, or None
-    (let Dijkstra decide) for a pair exactly half way round."""
+    """A cycle whose links share one latency: the shorter way round.
 
-    def __init__(self, order: list[str]):
+    A pair exactly half way round has two shortest paths, and which one
+    Dijkstra's bidirectional search returns depends only on the order in
+    which each end lists its two neighbours (inside the search every other
+    node has one new neighbour, and the distances are the same sums of one
+    link cost whatever the pair), so the search runs once for each of the
+    four such orders and its choice of direction is reused for every pair
+    of the same kind."""
+
+    def __init__(self, order: list[str], graph: nx.Graph):
         self.order = order
         self.position = {node: i for i, node in enumerate(order)}
+        n = len(order)
+        # True where a node lists its successor in ``order`` first
+        self.forward_first = [next(iter(graph[node])) == order[(i + 1) % n] for i, node in enumerate(order)]
+        self._tie: dict[tuple[bool, bool], int] = {}
 
-    def path(self, src: str, dst: str) -> list[str] | None:
+    def path(self, src: str, dst: str, search: Callable[[str, str], list[str]]) -> list[str]:
         n = len(self.order)
         a, b = self.position[src], self.position[dst]
         forward = (b - a) % n
         if 2 * forward == n:
-            return None
-        step = 1 if 2 * forward < n else -1
+            kind = (self.forward_first[a], self.forward_first[b])
+            step = self._tie.get(kind)
+            if step is None:
+                nodes = search(src, dst)
+                self._tie[kind] = 1 if nodes[1] == self.order[(a + 1) % n] else -1
+                return nodes
+        else:
+            step = 1 if 2 * forward < n else -1
         hops = forward if step == 1 else n - forward
         return [self.order[(a + step * k) % n] for k in range(hops + 1)]
 
@@ -252,4 +277,4 @@ def closed_form_shape(graph: nx.Graph) -> TreeShape | RingShape | None:
             break
         order.append(nxt)
         previous = here
-    return RingShape(order)
+    return RingShape(order, graph)
