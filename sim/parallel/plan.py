@@ -28,7 +28,9 @@ from sim.schema import (Bool, Name, NonNegativeFloat, PositiveBytes, StrictModel
                         join_location, validate)
 from sim.workload.transformer import ATTENTION_KINDS, MODEL_DTYPES, RECOMPUTE_MODES, ModelConfig
 from sim.workload.moe import PRESETS, MoEConfig
+from sim.parallel.schedules import SPLIT_BACKWARD
 
+OPTIMIZERS = ("fused", "megatron_fp16")   # sim.parallel.emit.zero.OPTIMIZER_BYTES_PER_PARAM
 SCHEDULES = ("gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2")
 # PyTorch FSDP's ShardingStrategy names -> ZeRO stage (HYBRID_SHARD: stage 3 within shard_group)
 FSDP_STRATEGIES = {"no_shard": 0, "shard_grad_op": 2, "full_shard": 3, "hybrid_shard": 3}
@@ -61,6 +63,20 @@ class ParallelPlan:
     passed around the CP group) or ``allgather`` (K and V all-gathered, Llama
     3); ``cp_load_balance``: each rank takes chunks i and 2cp - 1 - i of 2cp,
     balancing causal attention (sim.parallel.emit.context).
+    ``overlap_grad_reduce``: the data-parallel gradient buckets are reduced
+    while the backward runs (PyTorch DDP; Megatron-Core's
+    ``--overlap-grad-reduce``); false: one collective of the whole gradient
+    buffer after the stage's last backward op, as Megatron-LM's local DDP of
+    2021 did (``allreduce_gradients`` after ``forward_backward_func``).
+    ``async_tp_allreduce``: in backward the TP collective of a block's input
+    gradient overlaps its weight-gradient GEMMs (Megatron-LM's
+    ``--async-tensor-model-parallel-allreduce``, and the reduce-scatter with
+    sequence parallelism); false: it follows them, as autograd ran it in 2021
+    (the backward of ``copy_to_tensor_model_parallel_region``).
+    ``optimizer``: how the mixed-precision Adam step touches memory
+    (sim.parallel.emit.zero): ``fused`` (one kernel, 28 bytes per parameter)
+    or ``megatron_fp16`` (Megatron-LM's Float16OptimizerWithFloat16Params of
+    2021-22, its separate passes: 52 bytes per parameter).
     """
 
     dp: int = 1
@@ -86,6 +102,9 @@ class ParallelPlan:
     cp: int = 1
     cp_algorithm: str = "ring"
     cp_load_balance: bool = True
+    overlap_grad_reduce: bool = True
+    async_tp_allreduce: bool = True
+    optimizer: str = "fused"
 
     @property
     def shards(self) -> int:
@@ -179,6 +198,9 @@ class ParallelSchema(StrictModel):
     cp: int_range(1, MAX_RANKS) = 1
     cp_algorithm: choice("ring", "allgather") = "ring"
     cp_load_balance: Bool = True
+    overlap_grad_reduce: Bool = True
+    async_tp_allreduce: Bool = True
+    optimizer: choice(*OPTIMIZERS) = "fused"
 
 
 PositiveNumber = Annotated[float, BeforeValidator(lambda v: _positive_number(v))]
@@ -287,6 +309,20 @@ def _check_algorithms(plan: ParallelPlan, where: str) -> None:
                                         f"expected one of {['auto', 'nccl'] + algorithms_for(op)}")
 
 
+def _check_overlap(plan: ParallelPlan, where: str) -> None:
+    """The plans the 2021-22 Megatron-LM variants are modelled for."""
+    if not plan.overlap_grad_reduce and plan.zero >= 2:
+        raise _fail(where, "overlap_grad_reduce", f"ZeRO stage {plan.zero} reduces each layer's gradients as "
+                                                  f"they are produced; false needs zero: 0 or 1")
+    if plan.optimizer != "fused" and plan.offload_optimizer:
+        raise _fail(where, "optimizer", f"{plan.optimizer} is a step on the device; offload_optimizer runs "
+                                        f"Adam on the host (use optimizer: fused)")
+    if not plan.async_tp_allreduce and (plan.schedule in SPLIT_BACKWARD or plan.cp > 1):
+        raise _fail(where, "async_tp_allreduce", "false (the input-gradient collective after the weight "
+                                                 "gradients) is modelled for a whole backward without context "
+                                                 "parallelism; not with zb-h1/zb-h2 or cp > 1")
+
+
 def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                    where: str = "parallel") -> ParallelPlan:
     """Validate a ``parallel:`` block against the model and the cluster size."""
@@ -333,8 +369,11 @@ def plan_from_dict(raw: Mapping[str, Any], model: ModelConfig, world: int,
                         dp_bucket_bytes=p.dp_bucket_bytes, tp_algorithm=p.tp_algorithm,
                         dp_algorithm=p.dp_algorithm, shard_group=shard_group, zero_prefetch=prefetch,
                         offload_optimizer=p.offload_optimizer, cp=p.cp, cp_algorithm=p.cp_algorithm,
-                        cp_load_balance=p.cp_load_balance, **_expert_parallel(p, model, zero, where))
+                        cp_load_balance=p.cp_load_balance, overlap_grad_reduce=p.overlap_grad_reduce,
+                        async_tp_allreduce=p.async_tp_allreduce, optimizer=p.optimizer,
+                        **_expert_parallel(p, model, zero, where))
     _check_algorithms(plan, where)
+    _check_overlap(plan, where)
     return plan
 
 

@@ -10,7 +10,13 @@ buckets of ``dp_bucket_bytes`` (DDP's ``bucket_cap_mb``, 25 MiB) as layers
 (and the embeddings and LM head, Megatron-LM's ``finalize_model_grads``)
 finish their last backward, on stream 2, overlapping the rest of the
 backward; the collective is an all-reduce, or a reduce-scatter when ZeRO
-shards the optimizer state (sim.parallel.emit.zero).
+shards the optimizer state (sim.parallel.emit.zero). With
+``parallel.overlap_grad_reduce: false`` one collective of the whole gradient
+buffer starts after the stage's last backward op, as Megatron-LM's local DDP
+of 2021 did: ``train_step`` called ``model.allreduce_gradients()``, one
+all-reduce per contiguous gradient buffer, after ``forward_backward_func``
+returned (NVIDIA/Megatron-LM megatron/training.py, megatron/model/distributed.py;
+per-bucket overlap arrived with Megatron-Core's ``--overlap-grad-reduce``).
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
         for index, (layer, ready) in enumerate(items):
             deps += ready
             bucket += _grad_bytes(it, s, layer, grad_per_layer)
-            if bucket >= plan.dp_bucket_bytes or index == len(items) - 1:
+            if (plan.overlap_grad_reduce and bucket >= plan.dp_bucket_bytes) or index == len(items) - 1:
                 done.append(bld.collective(kind, f"s{s}.dp.{kind}.L{layer}", bucket, group, mirror,
                                            deps, DP_STREAM, "dp", plan.dp_algorithm, stage=s))
                 bucket, deps = 0.0, []

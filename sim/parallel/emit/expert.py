@@ -215,7 +215,8 @@ def expert_gradients_done(stage: Stage, layer: int) -> None:
 
 def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int]]:
     """Expert gradients over each expert-data-parallel group, in buckets of
-    ``dp_bucket_bytes`` in backward order; (stage, TP rank) -> their ops."""
+    ``dp_bucket_bytes`` in backward order (one after the last, without
+    ``overlap_grad_reduce``); (stage, TP rank) -> their ops."""
     plan, bld = it.plan, it.bld
     out: dict[tuple[int, int], list[int]] = {}
     if it.cfg.moe is None or plan.replicas * plan.tp == plan.ep:
@@ -234,7 +235,7 @@ def gradient_buckets(it: Iteration, kind: str) -> dict[tuple[int, int], list[int
             for index, layer in enumerate(layers):
                 deps += [ready[rank][layer] for rank, _ in members]
                 bucket += per_layer
-                if bucket >= plan.dp_bucket_bytes or index == len(layers) - 1:
+                if (plan.overlap_grad_reduce and bucket >= plan.dp_bucket_bytes) or index == len(layers) - 1:
                     op_id = bld.collective(kind, f"s{s}.expert_dp.{kind}.L{layer}", bucket, list(group), mirrors,
                                            deps, DP_STREAM, "dp", plan.dp_algorithm, stage=s)
                     for _, j in members:

@@ -10,7 +10,8 @@ backward op frees them.
 Backward, per layer in reverse: with full recomputation the layer's forward
 first (with its TP collectives; Korthikanti et al. MLSys 2023); the MLP's
 input-gradient (dgrad) segment, then its weight-gradient (wgrad) segment
-overlapping the TP collective; with selective recomputation the attention
+overlapping the TP collective (or before it, ``parallel.async_tp_allreduce:
+false``; sim.parallel.emit.tensor); with selective recomputation the attention
 core before the attention's dgrad; the attention's dgrad and wgrad. After the
 last backward of each chunk a layer's gradients are ready for data-parallel
 synchronisation.
@@ -138,15 +139,12 @@ def backward(stage: Stage, m: int, c: int, last_microbatch: bool, first_backward
         if expert.is_moe(stage, layer):
             expert.backward_input(stage, layer, m, with_weights=True)
         else:
-            tensor.run(stage, "bwd.mlp.dgrad", f"L{layer}.mlp.dgrad", "bwd", sync=True, layer=layer)
-            tensor.run_overlapped(stage, "bwd.mlp.wgrad", f"L{layer}.mlp.wgrad", layer=layer,
-                                  **fsdp.gradient_buffer(stage, layer, m))
+            tensor.backward(stage, "mlp", layer, **fsdp.gradient_buffer(stage, layer, m))
         if recompute == "selective" and "recompute.core" in stage.seg:   # none with flash attention
             tensor.run(stage, "recompute.core", f"L{layer}.recompute.core", "recompute", layer=layer)
-        _attention_dgrad(stage, layer)
         last_of_unit = layer == layers[0] and not first
-        tensor.run_overlapped(stage, "bwd.attn.wgrad", f"L{layer}.attn.wgrad", layer=layer,
-                              **_frees(act if last_of_unit else None, params))
+        tensor.backward(stage, "attn", layer, lambda: _attention_dgrad(stage, layer),
+                        **_frees(act if last_of_unit else None, params))
         fsdp.layer_done(stage)
         fsdp.reduce_layer(stage, layer, m)
         if last_microbatch:

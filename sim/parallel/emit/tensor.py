@@ -7,10 +7,18 @@ all-reduce of the block's output, b s h bytes in the model's dtype, on
 stream 3; with sequence parallelism an all-gather before and a
 reduce-scatter after (sim.parallel.emit.sequence). In backward the
 all-reduce of a block's input gradient follows its dgrad GEMMs and the
-wgrad GEMMs run while it is in flight, as Megatron overlaps them.
+wgrad GEMMs run while it is in flight, as Megatron overlaps them
+(``ColumnParallelLinearWithAsyncAllreduce``, ``--async-tensor-model-parallel-
+allreduce``); with ``parallel.async_tp_allreduce: false`` it follows the wgrad
+GEMMs and the next block waits for it, as in Megatron-LM of 2021, where the
+all-reduce was the autograd backward of ``copy_to_tensor_model_parallel_region``
+and ran after the linear layer's whole backward (NVIDIA/Megatron-LM
+megatron/mpu/layers.py, mappings.py).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from sim.parallel.emit.builder import Stage
 from sim.parallel.emit.sequence import tp_collectives
@@ -43,6 +51,29 @@ def run(stage: Stage, seg_name: str, label: str, phase: str, sync: bool = False,
     stage.compute(seg_name, label, phase, **extra)
     if parallel:
         collective(stage, after, label)
+
+
+def backward(stage: Stage, block: str, layer: int, dgrad: Callable[..., None] | None = None,
+             **wgrad_extra) -> None:
+    """A block's input-gradient (``bwd.<block>.dgrad``, a tensor-parallel
+    region) and weight-gradient (``bwd.<block>.wgrad``) segments; ``dgrad``
+    replaces the plain dgrad region (attention with context parallelism)."""
+    label = f"L{layer}.{block}"
+    if stage.it.plan.async_tp_allreduce:
+        if dgrad is None:
+            run(stage, f"bwd.{block}.dgrad", f"{label}.dgrad", "bwd", sync=True, layer=layer)
+        else:
+            dgrad()
+        run_overlapped(stage, f"bwd.{block}.wgrad", f"{label}.wgrad", layer=layer, **wgrad_extra)
+        return
+    before, after = tp_collectives(stage.it.plan)
+    parallel = stage.it.plan.tp > 1
+    if parallel and before:
+        collective(stage, before, f"{label}.dgrad")
+    stage.compute(f"bwd.{block}.dgrad", f"{label}.dgrad", "bwd", layer=layer)
+    stage.compute(f"bwd.{block}.wgrad", f"{label}.wgrad", "bwd", layer=layer, **wgrad_extra)
+    if parallel:
+        collective(stage, after, f"{label}.dgrad")
 
 
 def run_overlapped(stage: Stage, seg_name: str, label: str, **extra) -> None:

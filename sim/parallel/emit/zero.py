@@ -5,7 +5,14 @@ SC'20).
 The step is mixed-precision Adam, memory-bound: per parameter it reads a
 bf16 gradient and the fp32 master weight, momentum and variance and writes
 the last three and the bf16 weight, 28 bytes, at the achievable HBM bandwidth; about 10
-FLOPs. With ZeRO each rank steps 1/N_d of the parameters (N_d the shard
+FLOPs. With ``parallel.optimizer: megatron_fp16`` it is the passes of
+Megatron-LM's ``Float16OptimizerWithFloat16Params.step`` of 2021-22
+(NVIDIA/Megatron-LM megatron/optimizer/optimizer.py), 52 bytes per parameter:
+copy the fp16 gradients to fp32 main gradients (read 2, write 4), unscale
+and check for inf/nan (read 4, write 4), the gradient norm for clipping
+(read 4; the rescale when the norm exceeds the clip is left out), apex's
+FusedAdam on fp32 main parameter, gradient, momentum and variance (read 16,
+write 12), copy the main parameters back to the fp16 model (read 4, write 2). With ZeRO each rank steps 1/N_d of the parameters (N_d the shard
 group): with stage 1 the gradients are reduce-scattered at the end of the
 backward (sim.parallel.emit.data), with stages 2 and 3 per layer as they are
 produced (sim.parallel.emit.fsdp); stages 1 and 2 then all-gather the updated
@@ -28,6 +35,9 @@ from sim.parallel.memory import optimizer_params, stage_expert_params, stage_par
 
 OPTIMIZER_FLOPS_PER_PARAM = 10.0
 OPTIMIZER_BYTES_PER_PARAM = 28.0  # Adam: read bf16 grad, fp32 master/m/v; write those and bf16 weights
+# per parameter.optimizer choice: the fused step, and Megatron-LM's fp16 optimizer passes
+# (copy grads 2+4, unscale 4+4, norm 4, FusedAdam 16+12, copy params 4+2)
+STEP_BYTES_PER_PARAM = {"fused": OPTIMIZER_BYTES_PER_PARAM, "megatron_fp16": 6.0 + 8.0 + 4.0 + 28.0 + 6.0}
 OFFLOAD_STREAM = 5
 
 
@@ -36,11 +46,12 @@ def gradient_collective(it: Iteration) -> str:
     return "reduce_scatter" if it.plan.zero >= 1 else "allreduce"
 
 
-def optimizer_segment(params: float, spec: DeviceSpec) -> Segment:
-    """Adam over ``params`` parameters: one memory-bound kernel moving 28 bytes
-    each (a launch plus the bytes at the achievable bandwidth)."""
+def optimizer_segment(params: float, spec: DeviceSpec, optimizer: str = "fused") -> Segment:
+    """Adam over ``params`` parameters: one memory-bound segment moving
+    ``STEP_BYTES_PER_PARAM[optimizer]`` bytes each (a launch plus the bytes at
+    the achievable bandwidth)."""
     return memory_bound_segment("optimizer", OPTIMIZER_FLOPS_PER_PARAM * params,
-                                OPTIMIZER_BYTES_PER_PARAM * params, spec)
+                                STEP_BYTES_PER_PARAM[optimizer] * params, spec)
 
 
 def host_tier(it: Iteration, rank: int) -> str:
@@ -87,7 +98,7 @@ def optimizer_step(it: Iteration, dp_ops: dict[tuple[int, int], list[int]],
                 if plan.offload_optimizer:
                     last = _offloaded_step(it, rank, s, params, deps)
                 else:
-                    seg = optimizer_segment(params, spec)
+                    seg = optimizer_segment(params, spec, plan.optimizer)
                     last = it.bld.compute(rank, seg, f"s{s}.optimizer", deps, stage=s, phase="optimizer")
                 steps.setdefault((s, j), []).append(last)
     return steps
