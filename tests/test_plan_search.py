@@ -237,3 +237,29 @@ def test_plan_errors_write_nothing(tmp_path, args, message):
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("  ")]   # not progress
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert not out.exists() and proc.stdout == ""
+
+
+def test_rank_orders_by_the_objective():
+    """throughput: tokens/s, highest first; memory: simulated peak, lowest first
+    (ties by tokens/s, then enumeration order); rejected and failed plans unranked."""
+    from sim.parallel.planner import Judged, rank
+
+    def cand(dp):
+        return Candidate(dp=dp, tp=1, pp=1, cp=1, ep=1, virtual_stages=1, microbatch_size=1, microbatches=1,
+                         schedule="1f1b", zero=0, recompute="none", sequence_parallel=False)
+
+    def metrics(tokens, peak):
+        return {"status": "ok", "error": None, "iteration_time_s": 1.0, "tokens_per_s": tokens,
+                "model_flops_per_gpu_per_s": tokens, "mfu": 0.5, "hfu": 0.5, "bubble_fraction": 0.1,
+                "peak_memory_per_gpu_bytes": peak}
+
+    judged = [Judged(0, cand(1)), Judged(1, cand(2)), Judged(2, cand(4), "oom", "too big"),
+              Judged(3, cand(8)), Judged(4, cand(16)), Judged(5, cand(32))]
+    results = {0: metrics(100.0, 5.0), 1: metrics(300.0, 9.0), 3: metrics(200.0, 5.0),
+               4: {"status": "error", "error": "timed out after 1 s"}, 5: metrics(300.0, 1.0)}
+    by_speed = rank(judged, results, "throughput")
+    assert [(r.judged.id, r.rank, r.status) for r in by_speed] == [
+        (5, 1, "ok"), (1, 2, "ok"), (3, 3, "ok"), (0, 4, "ok"), (2, None, "oom"), (4, None, "error")]
+    by_memory = rank(judged, results, "memory")
+    assert [r.judged.id for r in by_memory if r.rank] == [5, 3, 0, 1]
+    assert by_memory[-1].reason == "timed out after 1 s"
