@@ -137,7 +137,7 @@ class Simulation:
         for a, b in zip(src[order].tolist(), dst[order].tolist()):
             successors[a].append(b)
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
-        self._takes_time_by_id: dict[int, bool] = {}
+        self._kernels_by_key: dict[tuple, tuple] = {}
         self._plan_comm_kernels(src, dst)
         self.start_s: dict[int, float] = {}  # by op id, once the run is over
         self.end_s: dict[int, float] = {}
@@ -254,19 +254,20 @@ class Simulation:
         one SM per channel (the schedule's channels, else the device's ``comm_sms``);
         none for a collective that takes no time."""
         schedule = self.bound[index]
-        takes_time = self._takes_time_by_id.get(id(schedule))
-        if takes_time is None:
-            takes_time = self._takes_time_by_id[id(schedule)] = self.network.predicted_time_s(schedule) > 0
-        if not takes_time:
-            return ()
-        kernels = []
-        for rank in self.scenario.trace.ops[index].group:
-            device = self.devices.get(rank)
-            sm = device.spec.sm_array if device is not None else None
-            sms = (schedule.channels or sm.comm_sms) if sm is not None else 0
-            if sms:
-                kernels.append((rank, device, sms))
-        return tuple(kernels)
+        group = self.scenario.trace.ops[index].group
+        key = (id(schedule), group)   # generated traces repeat a few (schedule, group) pairs
+        kernels = self._kernels_by_key.get(key)
+        if kernels is None:
+            kernels = ()
+            if self.network.predicted_time_s(schedule) > 0:
+                for rank in group:
+                    device = self.devices.get(rank)
+                    sm = device.spec.sm_array if device is not None else None
+                    sms = (schedule.channels or sm.comm_sms) if sm is not None else 0
+                    if sms:
+                        kernels += ((rank, device, sms),)
+            self._kernels_by_key[key] = kernels
+        return kernels
 
     def _launch(self, index: int, ranks: tuple[int, ...]) -> None:
         """A predecessor of collective ``index`` finished on each of ``ranks``; where it
