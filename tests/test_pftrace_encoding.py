@@ -201,3 +201,36 @@ def test_a_runs_trace_is_the_reference_bytes_and_small_batches_change_nothing(tm
     write_pftrace(encoded, tmp_path / "b.pftrace")
     assert (tmp_path / "b.pftrace").read_bytes() == expected
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]    # no temporaries left
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["float", "int", "string"]), st.lists(st.integers(0, 2**63 - 1) | st.none(), max_size=40),
+       st.lists(st.floats(allow_nan=False) | st.none(), max_size=40), st.integers(0, 3))
+def test_annotation_columns_are_annotations_of_each_value(kind, ints, floats, repeat):
+    import pyarrow as pa
+    values = {"float": floats, "int": ints * (200 * repeat + 1), "string": [None if i is None else str(i) for i in ints]}[kind]
+    array = pa.array(values, {"float": pa.float64(), "int": pa.int64(), "string": pa.string()}[kind])
+    expected = [b"" if v is None else pftrace.annotation("x", v) for v in values]
+    assert pftrace.annotation_column("x", array).tolist() == expected
+
+
+def test_many_distinct_integers_take_the_vectorized_path():
+    import pyarrow as pa
+    values = [None if i % 97 == 0 else i * 7919 % 2**40 for i in range(10000)]
+    expected = [b"" if v is None else pftrace.annotation("op_id", v) for v in values]
+    assert pftrace.annotation_column("op_id", pa.array(values, pa.int64())).tolist() == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5)), max_size=25))
+def test_lanes_are_the_greedy_colouring(intervals):
+    import numpy as np
+    from sim.reports.perfetto import _assign_lanes
+    starts = np.array([s for s, _ in intervals], dtype=np.int64)
+    ends = np.array([s + d for s, d in intervals], dtype=np.int64)
+    lane_end: list[int] = []                  # reference: lowest lane free at each start, in start order
+    expected = [0] * len(intervals)
+    for i in sorted(range(len(intervals)), key=lambda i: (starts[i], ends[i], i)):
+        lane = next((k for k, end in enumerate(lane_end) if end <= starts[i]), len(lane_end))
+        lane_end[lane:lane + 1] = [int(ends[i])]
+        expected[i] = lane
+    assert _assign_lanes(starts, ends).tolist() == expected

@@ -10,8 +10,9 @@ Counter tracks: memory in use per tier, FLOP/s achieved per device, bytes/s
 in use per link. Flows (arrows) join the ranks of each collective, the steps
 of a collective on the links, and a pipeline send to the compute it feeds.
 
-Native traces use the ``perfetto`` package's protos (``TrackEvent`` with
-interned event names on one packet sequence). Timestamps are integer
+Native traces are ``TrackEvent`` packets with interned event names on one
+packet sequence, encoded by sim.reports.pftrace (the bytes the ``perfetto``
+package's protos serialize to) and streamed to the file. Timestamps are integer
 nanoseconds, each converted from simulated seconds on its own (no running
 sums, so no drift); events on a track are emitted in time order and every
 slice that begins ends.
@@ -132,14 +133,11 @@ def _row_args(rows: dict, i: int) -> dict:
 
 def _encoded_args(timeline: pa.Table) -> np.ndarray:
     """Each row's args as Perfetto debug annotations (bytes, as the native
-    writer would encode ``_row_args``), built per distinct value of each column."""
-    from sim.reports.pftrace import annotation
+    writer would encode ``_row_args``), built column by column."""
+    from sim.reports.pftrace import annotation_column
     encoded = np.full(timeline.num_rows, b"", dtype=object)
     for column, name in SLICE_ARGS:
-        coded = pc.dictionary_encode(timeline[column].combine_chunks())
-        values = coded.dictionary.to_pylist()
-        table = np.array([annotation(name, v) for v in values] + [b""], dtype=object)
-        encoded = encoded + table[coded.indices.fill_null(len(values)).to_numpy()]
+        encoded = encoded + annotation_column(name, timeline[column].combine_chunks())
     return encoded
 
 
@@ -168,6 +166,8 @@ def _assign_lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Greedy interval colouring: each row gets the lowest lane free at its start."""
     order = np.lexsort((ends, starts))
     lanes = np.zeros(len(starts), dtype=np.int64)
+    if len(order) < 2 or np.all(starts[order][1:] >= np.maximum.accumulate(ends[order])[:-1]):
+        return lanes                 # no two intervals overlap: all on lane 0
     free: list[tuple[int, int]] = []  # (end_ns, lane)
     spare: list[int] = []
     count = 0
