@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gc
 import heapq
 import json
 import os
@@ -48,7 +49,8 @@ def _ns(seconds: float) -> int:
 def _ns_array(seconds) -> np.ndarray:
     """``_ns`` of a column at once: the same product, rounded half to even as
     ``round`` does, so each value equals ``_ns`` of it."""
-    return np.rint(np.asarray(seconds, dtype=np.float64) * NS).astype(np.int64)
+    values = seconds.to_numpy() if hasattr(seconds, "to_numpy") else np.asarray(seconds)   # Arrow: no per-item copy
+    return np.rint(values.astype(np.float64) * NS).astype(np.int64)
 
 
 # Columns (and Arrow types) accsim perfetto reads from each table of a run.
@@ -559,12 +561,28 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
         raise AccsimError(f"-o {output}: is a directory; give a file name such as {output / 'trace.pftrace'}")
     tables = read_run(Path(run_dir))
     stage = progress.stage if progress is not None else (lambda label: contextlib.nullcontext())
-    with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
-        model = build_model(Path(run_dir), devices, start_s, end_s, max_slices, with_args=fmt == "json",
-                            tables=tables)
-    if model.dropped and warn is not None:
-        warn.write(f"accsim: kept the first {model.total - model.dropped} of {model.total} slices "
-                   f"(--max-slices); narrow with --devices or --start/--end to see the rest\n")
-    with stage(f"writing {len(model.slices)} slices to {output}"):
-        (write_json if fmt == "json" else write_pftrace)(model, output)
+    with _no_cyclic_gc():
+        with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
+            model = build_model(Path(run_dir), devices, start_s, end_s, max_slices, with_args=fmt == "json",
+                                tables=tables)
+        if model.dropped and warn is not None:
+            warn.write(f"accsim: kept the first {model.total - model.dropped} of {model.total} slices "
+                       f"(--max-slices); narrow with --devices or --start/--end to see the rest\n")
+        with stage(f"writing {len(model.slices)} slices to {output}"):
+            (write_json if fmt == "json" else write_pftrace)(model, output)
     return model
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """The cyclic garbage collector paused: the model is a few million acyclic
+    objects (freed by reference counting), which the collector would otherwise
+    traverse again and again as they are created (about half the layout time
+    of a 1,024-GPU run)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
