@@ -6,12 +6,15 @@ running after ``delay_s``; then a line says what is happening, and another
 (on a terminal, the same line, ended with a newline) how long it took.
 Calling the object with ``(done, total)`` drives a tqdm bar of simulated ops
 on a terminal, or a line every 10% otherwise (again only after ``delay_s``).
-``Progress(enabled=False)`` (``--quiet``) prints nothing.
+``Progress(enabled=False)`` (``--quiet``) prints nothing, and neither does any
+progress while the environment sets ``ACCSIM_QUIET`` to anything but ``""`` or
+``"0"`` (for logs and CI jobs that capture stderr and want only errors there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -22,7 +25,7 @@ class Progress:
     """Stages and an op counter on ``stream`` (default stderr)."""
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None, delay_s: float = 1.0):
-        self.enabled = enabled
+        self.enabled = enabled and not quiet_from_environment()
         self.stream = stream if stream is not None else sys.stderr
         self.delay_s = delay_s
         self.tty = enabled and _isatty(self.stream)
@@ -113,6 +116,11 @@ class Progress:
             self._bar.close()
             self._bar = None
         self._end_open_line()
+
+
+def quiet_from_environment() -> bool:
+    """True when ``ACCSIM_QUIET`` asks for no progress (set, and not ``0``)."""
+    return os.environ.get("ACCSIM_QUIET", "") not in ("", "0")
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -3,6 +3,8 @@
 import io
 import time
 
+import pytest
+
 from sim.progress import Progress
 
 
@@ -55,3 +57,14 @@ def test_nested_stages_and_a_failure_each_start_their_own_line():
         stream.write("accsim: error: x\n")
     lines = [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
     assert lines == ["  outer...", "  inner: done in 0.2 s", "accsim: error: x", ""], lines
+
+
+@pytest.mark.parametrize("value, silent", [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_accsim_quiet_in_the_environment_silences_progress(monkeypatch, value, silent):
+    monkeypatch.setenv("ACCSIM_QUIET", value)
+    stream = Terminal()
+    progress = Progress(stream=stream, delay_s=0.0)
+    with progress.stage("x"):
+        time.sleep(0.05)
+    progress(10, 10)
+    assert (stream.getvalue() == "") == silent

@@ -287,6 +287,8 @@ class _Progress:
 
     def __init__(self, total: int, initial: int, enabled: bool, stream=sys.stderr):
         self.total, self.done, self.errors = total, initial, 0
+        from sim.progress import quiet_from_environment
+        enabled = enabled and not quiet_from_environment()
         self.stream, self.enabled = stream, enabled
         self.start = time.monotonic()
         self.last = 0.0
