@@ -1,7 +1,7 @@
 """Writing a run directory whole or not at all.
 
 A run is written into a temporary directory beside the output
-(``.NAME.accsim-tmp-PID-XXXX``) and renamed into place once every file is
+(``.NAME.accsim-tmp-<pid>-<random suffix>``) and renamed into place once every file is
 complete, so the directory appears whole or not at all. ``--out`` naming a
 non-empty directory is refused unless ``overwrite``, and even then only when
 the directory holds nothing but files a run writes (``*.arrow``,

@@ -87,9 +87,7 @@ class InterleavedDecode:
         if high == low:
             return a
         b = self._at(seqs, high)
-        w = (context - low) / (high - low)
-        return Cost(a.seconds + (b.seconds - a.seconds) * w, a.flops + (b.flops - a.flops) * w,
-                    a.bytes + (b.bytes - a.bytes) * w)
+        return a.toward(b, (context - low) / (high - low))
 
     def _at(self, seqs: int, context: int) -> Cost:
         cached = self._cache.get((seqs, context))

@@ -119,6 +119,12 @@ class Cost:
     def scaled(self, factor: float) -> "Cost":
         return Cost(self.seconds * factor, self.flops * factor, self.bytes * factor)
 
+    def toward(self, other: "Cost", weight: float) -> "Cost":
+        """Linear interpolation: ``weight`` 0 gives this cost, 1 gives ``other``."""
+        return Cost(self.seconds + (other.seconds - self.seconds) * weight,
+                    self.flops + (other.flops - self.flops) * weight,
+                    self.bytes + (other.bytes - self.bytes) * weight)
+
 
 ZERO = Cost(0.0, 0.0, 0.0)
 
@@ -287,9 +293,7 @@ class StagePricer:
         if high == low:
             return a
         b = self._decode_at(seqs, high)
-        w = (context - low) / (high - low)
-        return Cost(a.seconds + (b.seconds - a.seconds) * w, a.flops + (b.flops - a.flops) * w,
-                    a.bytes + (b.bytes - a.bytes) * w)
+        return a.toward(b, (context - low) / (high - low))
 
     def _decode_at(self, seqs: int, context: int) -> Cost:
         key = (seqs, context)
