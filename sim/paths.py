@@ -29,6 +29,13 @@ def topologies_dir() -> Path:
     return Path(env) if env else catalog_dir("topologies")
 
 
+def yaml_catalog(kind: str) -> dict[str, Path]:
+    """Catalog names (file stems) of the YAML specs in ``topologies/KIND``
+    (``devices``, ``clusters``, ``links``), sorted, without reading them."""
+    folder = topologies_dir() / kind
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
 def scenarios_dir() -> Path:
     return catalog_dir("scenarios")
 

@@ -30,7 +30,7 @@ from typing import Literal, Mapping
 
 from pydantic import Field
 
-from sim.hardware.specs import DTYPE_BYTES, DtypeName
+from sim.hardware.dtypes import DTYPE_BYTES, DtypeName
 from sim.schema import NonNegativeFloat, StrictModel
 
 PJ = 1e-12

@@ -34,21 +34,13 @@ from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sim.errors import SpecError
-from sim.paths import topologies_dir
+from sim.hardware.dtypes import DTYPE_BYTES, MATH_DTYPE, DtypeName  # noqa: F401 (re-exported)
+from sim.paths import yaml_catalog
 from sim.schema import (
     Fraction, Hertz, NonNegativeInt, PositiveBytes, PositiveFloat, PositiveInt, Rate, Seconds,
     StrictModel, join_location, load_yaml, validate,
 )
 
-# Bytes per element. int4 is half a byte: sizes are floats (a tensor of n int4
-# elements takes n / 2 bytes). fp8 is e4m3 unless named (e5m2 for gradients,
-# Micikevicius et al., "FP8 Formats for Deep Learning", 2022).
-DTYPE_BYTES: Mapping[str, float] = {
-    "fp64": 8, "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2,
-    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1, "int4": 0.5,
-}
-# The tensor-core rate a dtype runs at (fp8 variants share the fp8 rate).
-MATH_DTYPE: Mapping[str, str] = {**{d: d for d in DTYPE_BYTES}, "fp8_e4m3": "fp8", "fp8_e5m2": "fp8"}
 MEMORY_KINDS = ("scratchpad", "hbm", "ddr", "host")
 DATAFLOWS = ("os", "ws", "is")
 PIM_MODES = ("blocked", "concurrent")
@@ -59,8 +51,6 @@ PIM_MODES = ("blocked", "concurrent")
 # 32-row tiles of skinny (decode) kernels built on the m16n8k16 tensor-core
 # instruction, which sim.hardware.gemm offers only to GEMMs with that few rows.
 DEFAULT_GEMM_TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (32, 128), (16, 128))
-
-DtypeName = Literal["fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2", "int8", "int4"]
 
 
 @dataclass(frozen=True)
@@ -440,8 +430,7 @@ def device_spec_from_dict(raw: Mapping[str, Any], where: str = "device") -> Devi
 
 def device_catalog() -> dict[str, Path]:
     """Catalog names (file stems) of the shipped device specs, sorted."""
-    folder = topologies_dir() / "devices"
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return yaml_catalog("devices")
 
 
 def read_yaml(path: Path, error: type = SpecError) -> Any:

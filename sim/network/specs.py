@@ -28,7 +28,7 @@ from pydantic import Field
 
 from sim.energy.model import LinkEnergySpec
 from sim.errors import SpecError
-from sim.paths import topologies_dir
+from sim.paths import topologies_dir, yaml_catalog
 from sim.schema import (Bool, Bytes, Float, Fraction, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                         PositiveInt, Rate, Seconds, StrictModel, load_yaml, validate)
 
@@ -145,12 +145,8 @@ class ExplicitCluster(StrictModel):
 # ---------------------------------------------------------------- link types
 
 
-def links_dir() -> Path:
-    return topologies_dir() / "links"
-
-
 def link_catalog() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(links_dir().glob("*.yaml"))}
+    return yaml_catalog("links")
 
 
 @lru_cache(maxsize=None)
