@@ -79,8 +79,9 @@ def test_results_are_unchanged(name):
 
 
 def _dijkstra_nodes(graph, src, dst):
+    """networkx's path on the same graph (``to_networkx`` keeps every adjacency order)."""
     import networkx as nx
-    return nx.bidirectional_dijkstra(graph, src, dst, weight="_route_cost")[1]
+    return nx.bidirectional_dijkstra(graph.to_networkx(), src, dst, weight="_route_cost")[1]
 
 
 @pytest.mark.parametrize("name", ["ring:2", "ring:3", "ring:4", "ring:6", "ring:8", "ring:9", "ring:64", "switch:5", "tree:11", "ideal:4",
@@ -115,11 +116,11 @@ def test_shapes_are_recognised_and_refused():
 def test_tree_and_ring_routes_match_networkx_on_random_graphs(n, seed, ring):
     import random
 
-    import networkx as nx
+    from sim.network.graph import Graph
     from sim.network.routing import Router
     from sim.network.topology import Cluster, _link
     rng = random.Random(seed)
-    graph = nx.Graph()
+    graph = Graph()
     names = [f"d{i}" for i in rng.sample(range(n), n)]
     for rank, name in enumerate(names):
         graph.add_node(name, kind="device", rank=rank)

@@ -19,8 +19,13 @@ Where the graph says ``devices_forward: False`` (GPUs behind switches and
 NICs, as in ``cluster:``), no path passes through a device but its two ends:
 a path climbs from its source to a switch (directly, or through one of its
 NICs), crosses the switches, and comes down to its destination the same way;
-shortest routes between switches are computed once per pair, so a 1,024-GPU
-cluster routes its thousands of pairs in milliseconds.
+shortest routes between switches are computed once per pair (the one path,
+where the switches form a forest: a single node with its rail leaves on one
+spine, a plain tree; else Dijkstra over the switches), so a 1,024-GPU
+cluster routes its thousands of pairs in milliseconds. The switch fabric
+lists its switches in the graph's order, so routes do not depend on Python's
+hash seed (they did when it was a networkx subgraph view, whose nodes came
+from a set).
 
 Two shapes of graph are routed in closed form rather than by Dijkstra's
 algorithm, giving the very path it would: a tree (``switch:N``, ``tree:N``,
@@ -28,8 +33,11 @@ algorithm, giving the very path it would: a tree (``switch:N``, ``tree:N``,
 two ends' lowest common ancestor and down; and a ring whose links all have
 one latency (``ring:N``), where the shorter way round is the only shortest
 path (a pair exactly half way round has two: see ``RingShape``). Every
-other graph goes to networkx. A 1,024-device ring routes its pairs in
-microseconds each instead of milliseconds.
+other graph goes to networkx's bidirectional Dijkstra (imported only then),
+as do routes between two switches of one connected switch fabric. A
+1,024-device ring routes its pairs in microseconds each instead of
+milliseconds, and an 8-GPU NVSwitch node (``cluster:1x8``), a switch, a tree
+or a ring is routed without importing networkx at all.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
 of a full-duplex link is its own shared resource.
@@ -40,8 +48,8 @@ from __future__ import annotations
 import zlib
 from typing import Callable
 
-import networkx as nx
-
+from sim.errors import SpecError
+from sim.network.graph import Graph, components
 from sim.network.topology import Cluster
 
 Link = tuple[str, str]
@@ -63,7 +71,8 @@ class Router:
         self._devices_forward = graph.graph.get("devices_forward", True)
         self._uplinks: dict[str, list[tuple[str, tuple[str, ...], float]]] = {}
         self._between: dict[tuple[str, str], tuple[float, tuple[str, ...]] | None] = {}
-        self._fabric = None
+        self._fabric = self._fabric_nx = self._fabric_tree = None
+        self._searchable = None
         self._shape = closed_form_shape(graph) if self._devices_forward else None
         self._latency: dict[Link, float] | None = None
 
@@ -102,7 +111,9 @@ class Router:
         return links
 
     def _dijkstra(self, src: str, dst: str) -> list[str]:
-        return nx.bidirectional_dijkstra(self.cluster.graph, src, dst, weight="_route_cost")[1]
+        if self._searchable is None:
+            self._searchable = _networkx(self.cluster.graph)
+        return _shortest(self._searchable, src, dst)[1]
 
     def _spread(self, nodes: list[str], dst: str) -> list[str]:
         port = self.cluster.graph.nodes[dst].get("port")
@@ -143,19 +154,38 @@ class Router:
         key = (a, b)
         if key not in self._between:
             if self._fabric is None:
-                self._fabric = nx.Graph(self.cluster.graph.subgraph(
-                    n for n in self.cluster.graph if n in self._switch))
-                self._part = {n: i for i, part in enumerate(nx.connected_components(self._fabric))
-                              for n in part}
+                self._fabric = fabric = self._switch_fabric()
+                parts = components(fabric)
+                self._part = {n: i for i, part in enumerate(parts) for n in part}
+                # a forest of switches (one node's leaves on one spine, a plain tree) has one path per pair
+                if fabric.number_of_edges() == fabric.number_of_nodes() - len(parts):
+                    self._fabric_tree = TreeShape(fabric, parts)
             if self._part[a] != self._part[b]:
                 self._between[key] = None
                 return None
-            try:
-                cost, nodes = nx.bidirectional_dijkstra(self._fabric, a, b, weight="_route_cost")
-                self._between[key] = (cost, tuple(nodes))
-            except nx.NetworkXNoPath:
-                self._between[key] = None
+            if self._fabric_tree is not None:
+                nodes = self._fabric_tree.path(a, b)
+                cost = sum(self._fabric.edges[u, v]["_route_cost"] for u, v in zip(nodes, nodes[1:]))
+            else:
+                if self._fabric_nx is None:
+                    self._fabric_nx = _networkx(self._fabric)
+                cost, nodes = _shortest(self._fabric_nx, a, b)
+            self._between[key] = (cost, tuple(nodes))
         return self._between[key]
+
+    def _switch_fabric(self) -> Graph:
+        """The switches and the links between them, as networkx's
+        ``nx.Graph(graph.subgraph(switches))`` would hold them (same order)."""
+        graph, switch = self.cluster.graph, self._switch
+        fabric = Graph()
+        for node in graph:
+            if node in switch:
+                fabric.add_node(node, **graph.nodes[node])
+        for node in fabric:
+            for near, data in graph[node].items():
+                if near in switch:
+                    fabric.add_edge(node, near, **data)
+        return fabric
 
     def _through_switches(self, src: str, dst: str) -> list[str]:
         graph = self.cluster.graph
@@ -171,7 +201,8 @@ class Router:
                 if best is None or cost < best[0] * (1 - 1e-12):
                     best = (cost, list(climb[:-1]) + list(route[1]) + list(reversed(descent[:-1])))
         if best is None:
-            raise nx.NetworkXNoPath(f"no route from {src} to {dst} that passes through no other device")
+            raise SpecError(f"topology {self.cluster.name}: no route from {src} to {dst} that passes "
+                            f"through no other device (devices_forward is false)")
         return best[1]
 
     def rank_path(self, src_rank: int, dst_rank: int) -> tuple[Link, ...]:
@@ -193,16 +224,22 @@ class Router:
 
 
 class TreeShape:
-    """An acyclic graph: the one path between two nodes, through their lowest
-    common ancestor (parents from a breadth-first search from the first node)."""
+    """An acyclic graph (a tree, or a forest): the one path between two nodes
+    of a tree, through their lowest common ancestor (parents from a
+    breadth-first search from each tree's first node). ``parts`` are the
+    graph's components if already known."""
 
-    def __init__(self, graph: nx.Graph):
-        root = next(iter(graph))
-        self.parent: dict[str, str | None] = {root: None}
-        self.depth: dict[str, int] = {root: 0}
-        for a, b in nx.bfs_edges(graph, root):
-            self.parent[b] = a
-            self.depth[b] = self.depth[a] + 1
+    def __init__(self, graph: Graph, parts: list[list[str]] | None = None):
+        self.parent: dict[str, str | None] = {}
+        self.depth: dict[str, int] = {}
+        for part in components(graph) if parts is None else parts:
+            self.parent[part[0]] = None
+            self.depth[part[0]] = 0
+            for a in part:                      # breadth-first: a parent comes before its children
+                for b in graph[a]:
+                    if b not in self.depth:
+                        self.parent[b] = a
+                        self.depth[b] = self.depth[a] + 1
 
     def path(self, src: str, dst: str, search=None) -> list[str]:
         up, down = [src], [dst]
@@ -231,7 +268,7 @@ class RingShape:
     four such orders and its choice of direction is reused for every pair
     of the same kind."""
 
-    def __init__(self, order: list[str], graph: nx.Graph):
+    def __init__(self, order: list[str], graph: Graph):
         self.order = order
         self.position = {node: i for i, node in enumerate(order)}
         n = len(order)
@@ -256,10 +293,22 @@ class RingShape:
         return [self.order[(a + step * k) % n] for k in range(hops + 1)]
 
 
-def closed_form_shape(graph: nx.Graph) -> TreeShape | RingShape | None:
+def _networkx(graph):
+    """``graph`` as a networkx graph (a networkx graph is returned as it is)."""
+    convert = getattr(graph, "to_networkx", None)
+    return convert() if convert is not None else graph
+
+
+def _shortest(graph, src: str, dst: str) -> tuple[float, list[str]]:
+    """(cost, nodes) of networkx's bidirectional Dijkstra by ``_route_cost``."""
+    import networkx as nx
+    return nx.bidirectional_dijkstra(graph, src, dst, weight="_route_cost")
+
+
+def closed_form_shape(graph: Graph) -> TreeShape | RingShape | None:
     """The closed-form router for ``graph`` (module docstring), or None."""
     nodes, edges = graph.number_of_nodes(), graph.number_of_edges()
-    if nodes < 2 or not nx.is_connected(graph):
+    if nodes < 2 or len(components(graph)) != 1:
         return None
     if edges == nodes - 1:
         return TreeShape(graph)

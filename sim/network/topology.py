@@ -1,6 +1,7 @@
-"""Cluster topologies as networkx graphs.
+"""Cluster topologies as graphs.
 
-A cluster is an undirected ``networkx.Graph``: device nodes (``kind:
+A cluster is an undirected graph (``sim.network.graph.Graph``, networkx's
+interface and order without importing networkx): device nodes (``kind:
 device``, with a ``rank`` and the ``spec`` of the device), switch nodes
 (``kind: switch``) and NIC nodes (``kind: nic``). Every edge is a full-duplex
 link with ``bandwidth_bytes_per_s`` per direction, ``latency_s``, an
@@ -35,13 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import networkx as nx
-
 from sim.errors import SpecError
-from sim.hardware.specs import device_catalog
+from sim.network.graph import Graph, components
 from sim.network.specs import (ExplicitCluster, GeneratorCluster, GeneratorOptions, LinkType,
                                NcclSystem, generic_link_type, link_type)
-from sim.paths import topologies_dir
+from sim.paths import yaml_catalog
 from sim.schema import load_yaml, validate as validate_model
 
 DEFAULT_BANDWIDTH = 100e9
@@ -55,7 +54,7 @@ class Cluster:
     what NCCL's model needs beyond the links (``nccl``, ``link_types`` by name)."""
 
     name: str
-    graph: nx.Graph
+    graph: Graph
     ranks: tuple[str, ...]
     source: str = ""
     node_of_rank: tuple[int, ...] = field(default=())
@@ -81,13 +80,13 @@ class Cluster:
         return found if found is not None else generic_link_type()
 
 
-def _link(graph: nx.Graph, a: str, b: str, bandwidth: float, latency: float,
+def _link(graph: Graph, a: str, b: str, bandwidth: float, latency: float,
           efficiency: float = 1.0, kind: str = "") -> None:
     graph.add_edge(a, b, bandwidth_bytes_per_s=float(bandwidth), latency_s=float(latency),
                    efficiency=float(efficiency), link_type=kind)
 
 
-def _devices(graph: nx.Graph, names: list[str], spec: str) -> None:
+def _devices(graph: Graph, names: list[str], spec: str) -> None:
     for rank, name in enumerate(names):
         graph.add_node(name, kind="device", rank=rank, spec=spec)
 
@@ -97,10 +96,10 @@ def _check_size(kind: str, count: int) -> None:
         raise SpecError(f"topology {kind}: {count} devices; at most {MAX_DEVICES} are supported")
 
 
-def _numbered_devices(n: int, spec: str, kind: str = "") -> tuple[nx.Graph, list[str]]:
+def _numbered_devices(n: int, spec: str, kind: str = "") -> tuple[Graph, list[str]]:
     """A graph holding devices dev0 .. dev{n-1} (ranks in that order) and no links yet."""
     _check_size(f"{kind}:{n}", n)
-    graph = nx.Graph()
+    graph = Graph()
     names = [f"dev{i}" for i in range(n)]
     _devices(graph, names, spec)
     return graph, names
@@ -171,7 +170,7 @@ def torus(dims: tuple[int, ...], bandwidth: float = DEFAULT_BANDWIDTH,
     if len(dims) not in (2, 3) or any(d < 1 for d in dims):
         raise SpecError(f"torus: expected 2 or 3 positive dimensions, got {dims}")
     _check_size("torus:" + "x".join(map(str, dims)), math.prod(dims))
-    graph = nx.Graph()
+    graph = Graph()
     coords = list(_coords(dims))
     names = ["chip" + ".".join(map(str, c)) for c in coords]
     _devices(graph, names, spec)
@@ -228,7 +227,7 @@ def multi_node(nodes: int, gpus: int, nvlink: LinkType | None = None, nic: LinkT
           nvlink_efficiency or nvlink.efficiency, nvlink.name)
     net = (nic_bandwidth or nic.bandwidth, nic.latency if nic_latency is None else nic_latency,
            nic_efficiency or nic.efficiency, nic.name)
-    graph = nx.Graph(devices_forward=False)
+    graph = Graph(devices_forward=False)
     names = [f"node{n}/gpu{g}" for n in range(nodes) for g in range(gpus)]
     _devices(graph, names, spec)
     leaf_of = _leaf_assignment(nodes, gpus, nics_per_leaf, rails)
@@ -362,11 +361,12 @@ def validate(cluster: Cluster, where: str) -> Cluster:
     graph = cluster.graph
     if not cluster.ranks:
         raise SpecError(f"{where}: the topology has no devices")
-    if graph.number_of_nodes() > 1 and not nx.is_connected(graph):
-        parts = sorted((sorted(c)[0] for c in nx.connected_components(graph)))
+    parts = components(graph) if graph.number_of_nodes() > 1 else []
+    if len(parts) > 1:
+        parts = sorted(sorted(c)[0] for c in parts)
         raise SpecError(f"{where}: the topology is disconnected ({len(parts)} parts, e.g. "
                         f"{parts[0]!r} cannot reach {parts[1]!r})")
-    catalog = device_catalog()
+    catalog = yaml_catalog("devices")
     for name in cluster.ranks:
         spec = graph.nodes[name].get("spec")
         if spec and spec not in catalog and not Path(spec).is_file():
@@ -397,7 +397,7 @@ def from_yaml(path: Path, overrides: Mapping[str, Any] | None = None) -> Cluster
 
 
 def _explicit(spec: ExplicitCluster, where: str, stem: str) -> Cluster:
-    graph = nx.Graph(devices_forward=spec.devices_forward)
+    graph = Graph(devices_forward=spec.devices_forward)
     names, nodes = [], []
     for i, item in enumerate(spec.devices):
         entry = {"name": item} if isinstance(item, str) else item.model_dump()
@@ -429,7 +429,7 @@ def _explicit(spec: ExplicitCluster, where: str, stem: str) -> Cluster:
 
 
 def cluster_catalog() -> dict[str, Path]:
-    return {p.stem: p for p in sorted((topologies_dir() / "clusters").glob("*.yaml"))}
+    return yaml_catalog("clusters")
 
 
 def load_topology(text: str, base: Path | None = None, options: Mapping[str, Any] | None = None

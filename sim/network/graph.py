@@ -1,0 +1,199 @@
+"""The cluster graph: an undirected graph with networkx's interface and order.
+
+``Graph`` holds what ``networkx.Graph`` would for a cluster (``graph.graph``
+attributes, node and edge attribute dicts, adjacency as dicts in insertion
+order) and answers the part of its interface accsim uses: ``nodes[n]``,
+``nodes(data=...)``, ``edges[u, v]``, ``edges(data=...)``, ``graph[n]``,
+``add_node``, ``add_edge``, ``has_edge``, ``degree``, ``number_of_nodes``,
+``number_of_edges`` and ``copy``. Every iteration (nodes, neighbours, edges)
+follows networkx's rules, so routes and schedules built by walking it are the
+ones a ``networkx.Graph`` gives; ``to_networkx`` returns that graph, with the
+same order everywhere, for the algorithms only networkx has (Dijkstra's
+shortest paths on arbitrary graphs, in sim/network/routing.py).
+
+Why not networkx itself: importing it takes about 0.13 s, half of the
+whole-process budget of a small ``accsim collective`` (issue 13); the
+generated topologies (rings, switches, trees, NVSwitch nodes, fat trees) are
+built, checked and routed without it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Hashable, Iterator
+
+
+class _Nodes:
+    """``graph.nodes``: ``nodes[n]`` is n's attribute dict; ``nodes(data=...)``
+    iterates (node, attributes or one attribute), as networkx's NodeView."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: dict):
+        self._node = node
+
+    def __getitem__(self, n: Hashable) -> dict:
+        return self._node[n]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __contains__(self, n: Hashable) -> bool:
+        return n in self._node
+
+    def __call__(self, data: bool | str = False, default: Any = None):
+        if data is False:
+            return iter(self._node)
+        if data is True:
+            return iter(self._node.items())
+        return ((n, attrs.get(data, default)) for n, attrs in self._node.items())
+
+
+class _Edges:
+    """``graph.edges``: ``edges[u, v]`` is the link's attribute dict (shared by
+    both directions); ``edges(data=...)`` iterates each edge once, from the
+    end listed first, as networkx's EdgeView."""
+
+    __slots__ = ("_adj",)
+
+    def __init__(self, adj: dict):
+        self._adj = adj
+
+    def __getitem__(self, edge: tuple) -> dict:
+        u, v = edge
+        return self._adj[u][v]
+
+    def __iter__(self) -> Iterator[tuple]:
+        return self(data=False)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __call__(self, data: bool | str = False, default: Any = None) -> Iterator[tuple]:
+        seen: set = set()
+        for u, nbrs in self._adj.items():
+            for v, attrs in nbrs.items():
+                if v not in seen:
+                    if data is False:
+                        yield (u, v)
+                    elif data is True:
+                        yield (u, v, attrs)
+                    else:
+                        yield (u, v, attrs.get(data, default))
+            seen.add(u)
+
+
+class Graph:
+    """An undirected graph (no parallel edges) with networkx.Graph's interface
+    and iteration order for the operations accsim uses (module docstring)."""
+
+    def __init__(self, **attr: Any):
+        self.graph: dict = dict(attr)
+        self._node: dict = {}
+        self._adj: dict = {}
+        self._order: list[tuple] = []      # edges in the order they were made (for to_networkx)
+
+    @property
+    def nodes(self) -> _Nodes:
+        return _Nodes(self._node)
+
+    @property
+    def edges(self) -> _Edges:
+        return _Edges(self._adj)
+
+    def __iter__(self) -> Iterator:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+    def __contains__(self, n: Hashable) -> bool:
+        try:
+            return n in self._node
+        except TypeError:
+            return False
+
+    def __getitem__(self, n: Hashable) -> dict:
+        """The neighbours of ``n`` (a mapping neighbour -> link attributes; do not modify)."""
+        return self._adj[n]
+
+    def add_node(self, n: Hashable, **attr: Any) -> None:
+        if n not in self._node:
+            self._adj[n] = {}
+            self._node[n] = attr
+        else:
+            self._node[n].update(attr)
+
+    def add_edge(self, u: Hashable, v: Hashable, **attr: Any) -> None:
+        for n in (u, v):
+            if n not in self._node:
+                self._adj[n] = {}
+                self._node[n] = {}
+        data = self._adj[u].get(v)
+        if data is None:
+            data = {}
+            self._order.append((u, v))
+        data.update(attr)
+        self._adj[u][v] = data
+        self._adj[v][u] = data
+
+    def has_edge(self, u: Hashable, v: Hashable) -> bool:
+        try:
+            return v in self._adj[u]
+        except KeyError:
+            return False
+
+    def degree(self, n: Hashable | None = None):
+        """Links of ``n`` (a self-loop counts twice), or (node, degree) for every node."""
+        if n is not None:
+            nbrs = self._adj[n]
+            return len(nbrs) + (n in nbrs)
+        return ((m, len(nbrs) + (m in nbrs)) for m, nbrs in self._adj.items())
+
+    def number_of_nodes(self) -> int:
+        return len(self._node)
+
+    def number_of_edges(self) -> int:
+        return sum(d for _, d in self.degree()) // 2
+
+    def copy(self) -> "Graph":
+        """An independent copy (attribute dicts copied), built as networkx copies a graph."""
+        other = Graph(**self.graph)
+        for n, attrs in self._node.items():
+            other.add_node(n, **attrs)
+        for u, nbrs in self._adj.items():
+            for v, attrs in nbrs.items():
+                other.add_edge(u, v, **attrs)
+        return other
+
+    def to_networkx(self):
+        """The same graph as a ``networkx.Graph``: same nodes, attributes and
+        adjacency order (edges are added in the order they were made here)."""
+        import networkx as nx
+        graph = nx.Graph(**self.graph)
+        graph.add_nodes_from((n, dict(attrs)) for n, attrs in self._node.items())
+        graph.add_edges_from((u, v, dict(self._adj[u][v])) for u, v in self._order)
+        return graph
+
+
+def components(graph) -> list[list]:
+    """Connected components of ``graph`` (this Graph or a networkx one), each
+    in breadth-first order from its first node, in node order of first nodes."""
+    seen: set = set()
+    parts = []
+    for start in graph:
+        if start in seen:
+            continue
+        seen.add(start)
+        part, queue = [start], deque([start])
+        while queue:
+            for near in graph[queue.popleft()]:
+                if near not in seen:
+                    seen.add(near)
+                    part.append(near)
+                    queue.append(near)
+        parts.append(part)
+    return parts
