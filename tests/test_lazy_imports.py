@@ -14,7 +14,7 @@ HEAVY = ("dask", "distributed", "perfetto", "hypothesis", "pyarrow", "pandas", "
 
 
 def _modules_after(code: str) -> set[str]:
-    probe = code + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = "import sys\n" + code + "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -39,10 +39,18 @@ def test_cli_parser_loads_no_heavy_library():
     assert not loaded & {*HEAVY, "numpy", "networkx", "pydantic", "simpy"}
 
 
-def test_collective_command_loads_no_dask_perfetto_or_arrow():
+@pytest.mark.parametrize("args", [["--topology", "ring:8", "--algorithm", "ring"],
+                                  ["--topology", "dgx_a100"],          # benchmarks/outputs.py startup
+                                  ["--topology", "switch:8", "--algorithm", "tree"],
+                                  ["--topology", "tree:8"]])
+def test_collective_command_loads_no_dask_perfetto_arrow_or_networkx(args):
+    """Generated topologies (rings, switches, trees, an NVSwitch node on its
+    rail leaves) are built and routed without networkx; nor does the command
+    load the device-spec models or the other commands' modules."""
     loaded = _modules_after("import io, contextlib\nfrom sim.cli import main\n"
                             "with contextlib.redirect_stdout(io.StringIO()):\n"
-                            "    assert main(['collective', '--topology', 'ring:8', '--op', 'allreduce',"
-                            " '--algorithm', 'ring', '--bytes', '1MiB']) == 0")
+                            f"    assert main(['collective', '--op', 'allreduce', '--bytes', '1MiB', *{args!r}]) == 0\n"
+                            "assert 'sim.hardware.specs' not in sys.modules and 'sim.validation' not in sys.modules\n"
+                            "assert 'sim.cli.run' not in sys.modules")
     assert "simpy" in loaded             # it did simulate
-    assert not loaded & set(HEAVY)
+    assert not loaded & {*HEAVY, "networkx"}

@@ -32,6 +32,7 @@ from sim.errors import AccsimError
 
 COMMANDS = ("run", "plan", "trace", "collective", "kernel", "perfetto", "sweep", "devices", "validate",
             "importer")
+_MODULE_OF = {"import": "importer"}       # command words whose module has another name
 
 
 def _version() -> str:
@@ -47,13 +48,17 @@ class Parser(argparse.ArgumentParser):
                      f"(see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``accsim`` parser. When ``argv`` starts with a command word, only
+    that command's parser is added (its options, help and errors are the same,
+    and the other command modules are not imported: start-up, issue 13)."""
     parser = Parser(
         prog="accsim", description="Discrete-event simulator of accelerator clusters.",
         epilog="Errors in inputs exit with status 2 and write nothing. See README.md.")
     parser.add_argument("--version", action="version", version=f"accsim {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for name in COMMANDS:
+    first = _MODULE_OF.get(argv[0], argv[0]) if argv else None
+    for name in (first,) if first in COMMANDS else COMMANDS:
         importlib.import_module(f"sim.cli.{name}").register(sub)
     return parser
 
@@ -89,7 +94,8 @@ def _printable(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0, 2 input error, 3 internal error)."""
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:       # --help, --version, usage errors (printed already)
         return exc.code if isinstance(exc.code, int) else 2
     try:
