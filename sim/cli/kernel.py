@@ -42,7 +42,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     from sim.hardware import query
     fields = {name: getattr(args, name) for name in
               ("dtype", "m", "n", "k", "batch", "heads", "kv_heads", "seq", "seq_kv", "head_dim", "bytes",
-               "flops", "sms")}
+               "flops", "instructions", "sms")}
     fields["causal"] = not args.no_causal
     fields["backward"] = args.backward
     overrides = _overrides(args.set)
@@ -86,6 +86,8 @@ def register(sub) -> None:
     p.add_argument("--backward", action="store_true", help="attention backward pass")
     p.add_argument("--bytes", help="pointwise: bytes read + written (e.g. 1GiB)")
     p.add_argument("--flops", help="pointwise: FLOPs (default 0)")
+    p.add_argument("--instructions", help="pointwise: thread instructions it executes (default 0: bandwidth-bound); "
+                   "priced at the SMs' issue rate, e.g. 53.8 per element for a LayerNorm forward")
     p.add_argument("--sms", help="price on this many SMs (default: all)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="edit the device spec, e.g. sm_array.count=216 or memory.hbm.bandwidth_bytes_per_s=4e12")

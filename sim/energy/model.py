@@ -26,12 +26,12 @@ from DRAM 1.3-2.6 nJ (~20-40 pJ/bit, 160-320 pJ/byte).
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Optional
 
 from pydantic import Field
 
 from sim.hardware.dtypes import DTYPE_BYTES, DtypeName
-from sim.schema import NonNegativeFloat, StrictModel
+from sim.schema import NonNegativeFloat, PositiveFloat, StrictModel
 
 PJ = 1e-12
 UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
@@ -44,6 +44,8 @@ class EnergySpec(StrictModel):
     ``flop_pj``: unit kind -> dtype -> pJ per FLOP (a MAC is 2 FLOPs);
     ``byte_pj``: memory tier name -> pJ per byte moved on that tier;
     ``static_w``: static power of the whole device (W);
+    ``power_limit_w``: the board power limit (W) the SM clock is lowered to
+    hold (sim.energy.governor; absent: the clock is never lowered);
     ``source``: where the figures come from.
     """
 
@@ -51,6 +53,7 @@ class EnergySpec(StrictModel):
                   dict[DtypeName, NonNegativeFloat]] = Field(default_factory=dict)
     byte_pj: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     static_w: NonNegativeFloat = 0.0
+    power_limit_w: Optional[PositiveFloat] = None
     source: str = ""
 
     def e_flop_pj(self, unit: str, dtype: str) -> float:

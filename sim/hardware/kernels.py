@@ -99,6 +99,7 @@ class Kernel:
     batch: int = 1
     attention: AttentionShape | None = None
     backward: bool = False
+    instructions: float = 0.0
 
     @property
     def bytes(self) -> float:
@@ -106,10 +107,18 @@ class Kernel:
 
 
 def pointwise_time(flops: float, nbytes: float, sm: SmArraySpec, bandwidth_bytes_per_s: float,
-                   dtype: str = "bf16", sms: int | None = None) -> KernelTime:
-    """A memory-bound kernel on ``sms`` SMs: overhead + roofline at the achievable bandwidth."""
+                   dtype: str = "bf16", sms: int | None = None, instructions: float = 0.0) -> KernelTime:
+    """A memory-bound kernel on ``sms`` SMs: overhead + roofline at the
+    achievable bandwidth, its compute term the larger of its FLOPs at the
+    CUDA-core rate and its ``instructions`` at the SMs' issue rate
+    (``issue_lanes_per_clock_per_sm`` x clock: an instruction-throughput
+    roofline, as for GPU kernels generally; Williams et al., "Roofline",
+    CACM 2009, Sec. 4's in-core ceilings)."""
     sms = sm.count if sms is None else sms
     compute = flops / (sms * sm.vector_per_sm(dtype)) if flops else 0.0
+    issue = sm.instructions_per_s_per_sm()
+    if instructions and issue:
+        compute = max(compute, instructions / (sms * issue))
     memory = nbytes / bandwidth_bytes_per_s if nbytes else 0.0
     return timed(compute, memory, sm.launch_overhead_s, flops, nbytes, sms=sms)
 
@@ -163,7 +172,8 @@ def sm_kernel_time(kernel: Kernel, spec: DeviceSpec, tier: str | None = None,
     sms = sm.count if sms is None else max(1, min(sms, sm.count))
     tier = tier or spec.default_tier
     key = (kernel.kind, kernel.dtype, tier, sms, kernel.m, kernel.n, kernel.k, kernel.batch, kernel.attention,
-           kernel.backward, None if kernel.kind in ("gemm", "attention") else (kernel.flops, kernel.bytes))
+           kernel.backward,
+           None if kernel.kind in ("gemm", "attention") else (kernel.flops, kernel.bytes, kernel.instructions))
     cache = spec.kernel_cache
     hit = cache.get(key)
     if hit is not None:
@@ -182,7 +192,7 @@ def sm_kernel_time(kernel: Kernel, spec: DeviceSpec, tier: str | None = None,
         result = timed(kernel.flops / rate, kernel.bytes / bandwidth, sm.launch_overhead_s, kernel.flops,
                         kernel.bytes, sms=sms)
     else:
-        result = pointwise_time(kernel.flops, kernel.bytes, sm, bandwidth, kernel.dtype, sms)
+        result = pointwise_time(kernel.flops, kernel.bytes, sm, bandwidth, kernel.dtype, sms, kernel.instructions)
     cache[key] = result
     return result
 

@@ -49,6 +49,7 @@ class KernelArgs(StrictModel):
     backward: Bool = False
     bytes: Optional[Bytes] = None
     flops: NonNegativeFloat = 0.0
+    instructions: NonNegativeFloat = 0.0
     sms: Optional[PositiveInt] = None
 
     @model_validator(mode="after")
@@ -128,7 +129,7 @@ def kernel(device: str, op: str = "gemm", overrides: Mapping[str, Any] | None = 
                    backward=a.backward)
         peak = sm.matrix_flops_per_s[precision(dtype).math]
     else:
-        k = Kernel("pointwise", "pointwise", a.flops, a.bytes / 2, a.bytes / 2, dtype)
+        k = Kernel("pointwise", "pointwise", a.flops, a.bytes / 2, a.bytes / 2, dtype, instructions=a.instructions)
         peak = None
     t = sm_kernel_time(k, spec, sms=a.sms)
     bandwidth = spec.tier(spec.default_tier).bandwidth_bytes_per_s

@@ -92,6 +92,10 @@ class SmArraySpec:
     the tiles through L2; ``gemm_tiles`` are the output tiles the GEMM library
     offers, ``max_split_k`` its deepest split-K. ``sfu_ops_per_clock_per_sm``:
     special-function (exp) results per clock per SM, for attention's softmax.
+    ``issue_lanes_per_clock_per_sm``: thread instructions an SM issues per
+    clock (NVIDIA: four warp schedulers of one 32-thread instruction each =
+    128), which bounds memory-bound kernels that execute many instructions per
+    element (norms, softmax, dropout's random numbers; sim.hardware.kernels).
     ``comm_sms``: SMs a communication kernel occupies while a collective runs
     (NCCL runs one thread block per channel), taken from the same pool as
     compute kernels so that overlapped communication slows compute.
@@ -107,6 +111,7 @@ class SmArraySpec:
     l2_bytes: int | None = None
     l2_bandwidth_bytes_per_clock: float | None = None
     sfu_ops_per_clock_per_sm: float | None = None
+    issue_lanes_per_clock_per_sm: float | None = None
     gemm_tiles: tuple[tuple[int, int], ...] = DEFAULT_GEMM_TILES
     max_split_k: int = 16
     comm_sms: int = 0
@@ -149,6 +154,14 @@ class SmArraySpec:
         if self.l2_bandwidth_bytes_per_clock is None:
             return None
         return self.l2_bandwidth_bytes_per_clock * self.run_clock_hz
+
+    def instructions_per_s_per_sm(self) -> float | None:
+        """Thread instructions one SM issues per second at the clock kernels run
+        at (None: the spec gives no issue rate, and instruction counts are not
+        a bound)."""
+        if self.issue_lanes_per_clock_per_sm is None:
+            return None
+        return self.issue_lanes_per_clock_per_sm * self.run_clock_hz
 
     def exp_per_s_per_sm(self) -> float:
         """Exponentials per second of one SM (special-function units; without
@@ -298,6 +311,7 @@ class _SmArrayIn(_Cited):
     l2_bytes: Optional[PositiveBytes] = None
     l2_bandwidth_bytes_per_clock: Optional[PositiveFloat] = None
     sfu_ops_per_clock_per_sm: Optional[PositiveFloat] = None
+    issue_lanes_per_clock_per_sm: Optional[PositiveFloat] = None
     gemm_tiles: Optional[list[tuple[PositiveInt, PositiveInt]]] = None
     max_split_k: PositiveInt = 16
     comm_sms: NonNegativeInt = 0
@@ -397,6 +411,7 @@ def _from_model(m: _DeviceIn) -> DeviceSpec:
             mainloop_efficiency=dict(r.mainloop_efficiency), launch_overhead_s=r.launch_overhead_s,
             l2_bytes=r.l2_bytes, l2_bandwidth_bytes_per_clock=r.l2_bandwidth_bytes_per_clock,
             sfu_ops_per_clock_per_sm=r.sfu_ops_per_clock_per_sm,
+            issue_lanes_per_clock_per_sm=r.issue_lanes_per_clock_per_sm,
             gemm_tiles=tuple(tuple(t) for t in r.gemm_tiles) if r.gemm_tiles else DEFAULT_GEMM_TILES,
             max_split_k=r.max_split_k, comm_sms=r.comm_sms)
     if m.systolic_array is not None:

@@ -464,15 +464,23 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
         attach_serving_energy(result, scenario)
         result.summary["provenance"] = provenance(scenario)
         return result
+    from sim.energy.governor import hold_power_limit
+    result = hold_power_limit(scenario, lambda s: _simulate_once(s, progress))
+    result.summary["provenance"] = provenance(scenario)
+    return result
+
+
+def _simulate_once(scenario: Scenario, progress: ProgressFn | None) -> tuple[Result, dict[str, Any]]:
+    """One simulation with its training summary and energy; also the simulated devices' specs by name."""
     simulation = Simulation(scenario, progress=progress)
     result = simulation.run()
     if scenario.training is not None:
         from sim.parallel.metrics import training_summary
         result.summary.update(training_summary(scenario, result))
     from sim.energy.run import attach_energy
-    attach_energy(result, scenario, {d.name: d.spec for d in simulation.devices.values()})
-    result.summary["provenance"] = provenance(scenario)
-    return result
+    specs = {d.name: d.spec for d in simulation.devices.values()}
+    attach_energy(result, scenario, specs)
+    return result, specs
 
 
 def provenance(scenario: Scenario) -> dict[str, Any]:

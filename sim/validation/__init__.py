@@ -28,7 +28,8 @@ from sim.errors import AccsimError
 
 ROLES = ("calibration", "check")
 # Group modules in report order (sim/validation/groups/NAME.py).
-GROUP_MODULES = ("gemm_a100", "gemm_h100", "gemm_others", "hbm_bandwidth", "attention", "collectives", "end_to_end")
+GROUP_MODULES = ("gemm_a100", "gemm_h100", "gemm_others", "kernels_h200", "hbm_bandwidth", "attention", "collectives",
+                 "end_to_end")
 
 
 @dataclass(frozen=True)
