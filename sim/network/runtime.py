@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -71,34 +70,78 @@ class NetworkRuntime:
         self.record = record
         self.rows: list[tuple] = []
         self._patterns: dict[int, tuple[Step, StepPattern]] = {}
+        self._routed: dict[tuple, tuple] = {}
+        self._path_ids: dict[tuple, object] = {}
+        self._link_names: list = []      # the fluid network's resources by id
         self._geometries: dict[tuple[int, ...], object] = {}
 
     def pattern(self, step: Step) -> StepPattern:
-        """Route a step's transfers (cached per step object)."""
+        """Route a step's transfers (cached per step object).
+
+        Steps of different sizes over the same pairs with the same relative
+        sizes (the same collective on other byte counts) load the same links
+        with the same weights: that part is cached per pairs and shares."""
         cached = self._patterns.get(id(step))
         if cached is not None and cached[0] is step:
             return cached[1]
-        load: Counter = Counter()
-        latency = 0.0
         size = max((nbytes for _, _, nbytes in step.transfers), default=0.0)
-        for src, dst, nbytes in step.transfers:
-            links = self._path(src, dst)
-            share = nbytes / size if size > 0 else 1.0
-            for link in links:
-                load[link] += share
-            if step.latency_s is None:
-                latency = max(latency, self.router.latency_s(links))
+        shares = tuple((src, dst, nbytes / size if size > 0 else 1.0) for src, dst, nbytes in step.transfers)
+        key = (shares, step.latency_s is None)
+        routed = self._routed.get(key)
+        if routed is None:
+            routed = self._routed[key] = self._route(shares, step.latency_s is None)
+        links, weights, latency, alone, arrays = routed
         if step.latency_s is not None:
             latency = step.latency_s
-        links = tuple(load)
-        weights = tuple(float(load[link]) for link in links)
-        capacity = self.fluid.capacity
-        alone = min((capacity[l] / w for l, w in zip(links, weights)), default=math.inf)
-        alone = min(alone, step.max_rate)
-        arrays = self.fluid.arrays(links, weights) if isinstance(self.fluid, VectorFluidNetwork) else None
-        pattern = StepPattern(links, weights, latency, size, alone, arrays, step.max_rate)
+        pattern = StepPattern(links, weights, latency, size, min(alone, step.max_rate), arrays, step.max_rate)
         self._patterns[id(step)] = (step, pattern)
         return pattern
+
+    def _route(self, shares: tuple, with_latency: bool) -> tuple:
+        """(links, weights, largest path latency, rate alone, fluid arrays) of
+        transfers ``(src, dst, share of the largest)``: a link's weight sums
+        the shares crossing it, in transfer order; links in order of first use."""
+        pairs = [(src, dst) for src, dst, _ in shares]
+        paths = [self._path(src, dst) for src, dst in pairs]
+        latency = max((self.router.latency_s(links) for links in paths), default=0.0) if with_latency else 0.0
+        if isinstance(self.fluid, VectorFluidNetwork) and sum(map(len, paths)) > 64:
+            links, weights, arrays = self._load_vector(pairs, paths, [share for _, _, share in shares])
+            return links, weights, latency, arrays[2], arrays      # the same divisions as below, in numpy
+        load: dict = {}
+        for links_of, (_, _, share) in zip(paths, shares):
+            for link in links_of:
+                load[link] = load.get(link, 0) + share
+        links = tuple(load)
+        weights = tuple(float(load[link]) for link in links)
+        arrays = self.fluid.arrays(links, weights) if isinstance(self.fluid, VectorFluidNetwork) else None
+        capacity = self.fluid.capacity
+        alone = min((capacity[l] / w for l, w in zip(links, weights)), default=math.inf)
+        return links, weights, latency, alone, arrays
+
+    def _load_vector(self, pairs: list, paths: list, shares: list) -> tuple:
+        """The loop of ``_route`` with numpy, for long paths: per-link sums of
+        the shares in the same order (``bincount`` adds its inputs in turn).
+        Returns links, weights and what ``fluid.arrays(links, weights)`` gives."""
+        fluid = self.fluid
+        np = fluid._np
+        ids = fluid._ids
+        link_ids = []
+        for pair, links_of in zip(pairs, paths):
+            found = self._path_ids.get(pair)
+            if found is None:
+                found = self._path_ids[pair] = np.fromiter(map(ids.__getitem__, links_of), dtype=np.int64,
+                                                           count=len(links_of))
+            link_ids.append(found)
+        flat = np.concatenate(link_ids)
+        load = np.bincount(flat, weights=np.repeat(np.asarray(shares, dtype=float), [len(p) for p in paths]))
+        used, first = np.unique(flat, return_index=True)
+        used = used[np.argsort(first, kind="stable")]
+        weights = load[used]
+        names = self._link_names
+        if len(names) != len(ids):
+            names[:] = list(ids)
+        arrays = (used, weights, float(np.min(fluid._cap[used] / weights)), tuple(used.tolist()))
+        return tuple(map(names.__getitem__, arrays[3])), tuple(weights.tolist()), arrays
 
     def _path(self, src: int | str, dst: int | str):
         """Directed links from a rank or node name to another."""

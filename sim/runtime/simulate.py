@@ -226,12 +226,21 @@ class Simulation:
             return
         edges: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
         into = np.isin(dst, np.fromiter(members, dtype=np.int64))
+        # the members a predecessor readies: those of its group (collectives) or its own rank,
+        # else all; generated traces repeat a few (group, members) pairs, so each is worked out once
+        readied: dict[tuple, tuple[int, ...]] = {}
         for a, b in zip(src[into].tolist(), dst[into].tolist()):
-            pred, op = ops[a], ops[b]
-            own = {pred.rank}
-            if pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in op.deps):
-                own = set(pred.group)  # (a send is on its sender's stream only; its arrival readies the receiver)
-            ranks = tuple(r for r, _, _ in members[b] if r in own) or tuple(r for r, _, _ in members[b])
+            pred = ops[a]
+            if pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in ops[b].deps):
+                own = pred.group  # (a send is on its sender's stream only; its arrival readies the receiver)
+            else:
+                own = (pred.rank,)
+            key = (own, id(members[b]))
+            ranks = readied.get(key)
+            if ranks is None:
+                mine = set(own)
+                ranks = readied[key] = (tuple(r for r, _, _ in members[b] if r in mine)
+                                        or tuple(r for r, _, _ in members[b]))
             edges.setdefault(b, []).append((a, ranks))
         for b, incoming in edges.items():
             counts = {rank: 0 for rank, _, _ in members[b]}
