@@ -417,6 +417,7 @@ def choose(geom: Geometry, op: str, nbytes: float, algorithms: Sequence[str] = N
            protocols: Sequence[str] = PROTOCOLS, tuning: NcclTuning | None = None) -> tuple[str, str]:
     """The (algorithm, protocol) NCCL's tuner picks: least ``tuner_time_us``,
     ties to NCCL's order (Tree, Ring, CollNet, NVLS; LL, LL128, Simple)."""
+    tuning = tuning or nccl_tuning()   # once, not for each of the candidates' terms
     best = None
     for algorithm in NCCL_FAMILY:
         if algorithm not in algorithms:

@@ -229,18 +229,24 @@ class Simulation:
         # the members a predecessor readies: those of its group (collectives) or its own rank,
         # else all; generated traces repeat a few (group, members) pairs, so each is worked out once
         readied: dict[tuple, tuple[int, ...]] = {}
+        member_ranks: dict[int, tuple[tuple[int, ...], set[int]]] = {}
         for a, b in zip(src[into].tolist(), dst[into].tolist()):
             pred = ops[a]
+            kernels = members[b]
+            found = member_ranks.get(id(kernels))
+            if found is None:
+                every = tuple(r for r, _, _ in kernels)
+                found = member_ranks[id(kernels)] = (every, set(every))
+            every, member_set = found
             if pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in ops[b].deps):
-                own = pred.group  # (a send is on its sender's stream only; its arrival readies the receiver)
+                # (a send is on its sender's stream only; its arrival readies the receiver)
+                key = (pred.group, id(kernels))
+                ranks = readied.get(key)
+                if ranks is None:
+                    own = set(pred.group)
+                    ranks = readied[key] = tuple(r for r in every if r in own) or every
             else:
-                own = (pred.rank,)
-            key = (own, id(members[b]))
-            ranks = readied.get(key)
-            if ranks is None:
-                mine = set(own)
-                ranks = readied[key] = (tuple(r for r, _, _ in members[b] if r in mine)
-                                        or tuple(r for r, _, _ in members[b]))
+                ranks = (pred.rank,) if pred.rank in member_set else every
             edges.setdefault(b, []).append((a, ranks))
         for b, incoming in edges.items():
             counts = {rank: 0 for rank, _, _ in members[b]}
