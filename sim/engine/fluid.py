@@ -415,8 +415,10 @@ class VectorFluidNetwork(FluidNetwork):
         carries another flow (after adding one, or after removing one)."""
         if len(ids) > 16:   # numpy pays off on long paths (rings, mirrored groups)
             view = self._count_view
-            view[idx] += step
-            return bool((view[idx] > (1 if step > 0 else 0)).any())
+            before = view[idx]
+            view[idx] = before + step
+            # shared after adding one: some count was >= 1 before; after removing one: >= 2
+            return bool(before.max() > (0 if step > 0 else 1))
         count = self._count
         shared = False
         threshold = 1 if step > 0 else 0
