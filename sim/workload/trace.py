@@ -73,6 +73,7 @@ import json
 import math
 import os
 from collections import deque
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -95,9 +96,14 @@ CONV_FIELDS = ("ifmap_h", "ifmap_w", "filter_h", "filter_w", "channels", "filter
 UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Op:
-    """One operator of a trace (see the module docstring for each field)."""
+    """One operator of a trace (see the module docstring for each field).
+
+    Treat it as immutable (it hashes by value). It is not a frozen dataclass
+    because a frozen one sets each of its 41 fields through
+    ``object.__setattr__``, which made constructing an op about six times
+    slower: generated traces build a million of them."""
 
     id: int
     name: str
@@ -213,14 +219,11 @@ class Trace:
         object.__setattr__(self, "_edges", None)
 
     def edge_indices(self):
-        """Precedence edges (see ``_edges``) as two numpy arrays of op
-        positions (source, destination), computed once per trace."""
+        """Precedence edges (see ``_edges``, in its order) as two numpy arrays
+        of op positions (source, destination), computed once per trace. Every
+        dep must name an op of the trace (``validate_ops`` checks first)."""
         if self._edges is None:  # type: ignore[attr-defined]
-            import numpy as np
-            position = {op.id: i for i, op in enumerate(self.ops)}
-            pairs = [(position[a], position[b]) for a, b in _edges(self.ops)]
-            array = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-            object.__setattr__(self, "_edges", (array[:, 0].copy(), array[:, 1].copy()))
+            object.__setattr__(self, "_edges", _edge_arrays(self.ops, _dep_positions(self.ops)[1]))
         return self._edges  # type: ignore[attr-defined]
 
     def op(self, op_id: int) -> Op:
@@ -446,22 +449,29 @@ def ops_from_records(records: Iterable[tuple[str, Mapping[str, Any]]], path: str
 
 def validate_ops(ops: Sequence[Op], path: str) -> Trace:
     """Check ids, dependencies, tensors and acyclicity; return the Trace or raise TraceError."""
-    seen: dict[int, Op] = {}
-    for op in ops:
-        if op.id in seen:
-            raise _fail(path, f"op {op.id}", "duplicate id")
-        seen[op.id] = op
-    for op in ops:
-        for dep in op.deps:
-            if dep not in seen:
-                raise _fail(path, f"op {op.id}", f"depends on unknown op {dep}")
-            if dep == op.id:
-                raise _fail(path, f"op {op.id}", "depends on itself")
+    import numpy as np
+    ids = _ids(ops)
+    if len(np.unique(ids)) != len(ids):
+        seen: set[int] = set()
+        for op in ops:
+            if op.id in seen:
+                raise _fail(path, f"op {op.id}", "duplicate id")
+            seen.add(op.id)
+    owner, dep_pos = _dep_positions(ops, ids)
+    bad = np.flatnonzero((dep_pos < 0) | (dep_pos == owner))
+    if len(bad):
+        op = ops[int(owner[bad[0]])]
+        if dep_pos[bad[0]] < 0:
+            dep = int(_flat_deps(ops)[bad[0]])
+            raise _fail(path, f"op {op.id}", f"depends on unknown op {dep}")
+        raise _fail(path, f"op {op.id}", "depends on itself")
     trace = Trace(path=path, ops=tuple(ops))
-    src, dst = trace.edge_indices()
+    src, dst = _edge_arrays(ops, dep_pos, owner)
+    object.__setattr__(trace, "_edges", (src, dst))
+    seen_by_id = trace._by_id  # type: ignore[attr-defined]
     if not _acyclic(len(ops), src, dst):
         cycle = _find_cycle(ops)
-        names = " -> ".join(f"{i} ({seen[i].name})" for i in cycle)
+        names = " -> ".join(f"{i} ({seen_by_id[i].name})" for i in cycle)
         raise _fail(path, f"op {cycle[0]}", f"dependency cycle (counting stream order): {names}")
     _check_tensors(trace)
     return trace
@@ -572,6 +582,57 @@ def _acyclic(count: int, src, dst) -> bool:
         frontier = np.unique(targets[indegree[targets] == 0])
         seen += len(frontier)
     return seen == count
+
+
+def _ids(ops: Sequence[Op]):
+    import numpy as np
+    return np.fromiter((op.id for op in ops), dtype=np.int64, count=len(ops))
+
+
+def _flat_deps(ops: Sequence[Op]):
+    import numpy as np
+    return np.fromiter(chain.from_iterable(op.deps for op in ops), dtype=np.int64)
+
+
+def _dep_positions(ops: Sequence[Op], ids=None):
+    """Every dep of every op, flattened in trace order: (position of the op
+    having it, position of the op it names or -1 if no op has that id)."""
+    import numpy as np
+    ids = _ids(ops) if ids is None else ids
+    counts = np.fromiter((len(op.deps) for op in ops), dtype=np.int64, count=len(ops))
+    owner = np.repeat(np.arange(len(ops), dtype=np.int64), counts)
+    flat = _flat_deps(ops)
+    if not len(ids):
+        return owner, np.full(len(flat), -1, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    found = np.minimum(np.searchsorted(ids, flat, sorter=order), len(ids) - 1)
+    position = order[found]
+    return owner, np.where(ids[position] == flat, position, -1)
+
+
+def _edge_arrays(ops: Sequence[Op], dep_pos, owner=None):
+    """``_edges`` as arrays of op positions (source, destination), in the same
+    order: per op in trace order, its deps, then its stream predecessor on
+    each member rank. Ids must be unique and every dep known (``dep_pos``,
+    ``owner``: as ``_dep_positions`` gives them)."""
+    import numpy as np
+    if owner is None:
+        owner = _dep_positions(ops)[0]
+    members = [op.group if op.op in COMM_OPS and op.op != "sendrecv" and op.group else (op.rank,) for op in ops]
+    widths = np.fromiter(map(len, members), dtype=np.int64, count=len(ops))
+    at = np.repeat(np.arange(len(ops), dtype=np.int64), widths)        # one row per (op, member rank)
+    rank = np.fromiter(chain.from_iterable(members), dtype=np.int64, count=len(at))
+    stream = np.repeat(np.fromiter((op.stream for op in ops), dtype=np.int64, count=len(ops)), widths)
+    row = np.lexsort((np.arange(len(at)), stream, rank))                # each (rank, stream) in trace order
+    same = (rank[row[1:]] == rank[row[:-1]]) & (stream[row[1:]] == stream[row[:-1]])
+    later, earlier = row[1:][same], row[:-1][same]                     # rows: a member's stream predecessor
+    later, earlier = later[at[later] != at[earlier]], earlier[at[later] != at[earlier]]
+    src = np.concatenate([dep_pos, at[earlier]])
+    dst = np.concatenate([owner, at[later]])
+    # per destination: its deps in their order, then its members' stream predecessors in member order
+    order = np.lexsort((np.concatenate([np.arange(len(owner)), later]),
+                        np.concatenate([np.zeros(len(owner), np.int8), np.ones(len(later), np.int8)]), dst))
+    return src[order], dst[order]
 
 
 def _edges(ops: Sequence[Op]) -> Iterable[tuple[int, int]]:
