@@ -43,6 +43,7 @@ from pydantic_core import PydanticCustomError
 from sim.errors import AccsimError, ScenarioError, SpecError, TraceError
 from sim.hardware.specs import DeviceSpec, load_device_spec
 from sim.parallel.plan import ModelSchema, ParallelSchema
+from sim.runtime.heap import collector_paused
 from sim.schema import (MAX_NAME, Bool, Bytes, Name, StrictModel, Text, check_structure, choice,
                         load_yaml, one_line, parse_yaml_text, validate)
 from sim.workload.trace import Trace, load_trace
@@ -257,6 +258,7 @@ def _under_key(exc: AccsimError, where: str, key: str) -> AccsimError:
     return type(exc)(one_line(f"{where}: {key}: {message}"))
 
 
+@collector_paused()     # a generated trace is a million long-lived objects (sim.runtime.heap)
 def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",
                        default_name: str = "scenario", overrides: Overrides = ()) -> Scenario:
     """Validate a scenario mapping (ScenarioFile), load its specs, cluster and

@@ -38,6 +38,7 @@ from sim.network.collectives import CollectiveError, Schedule
 from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, utilization_table
 from sim.reports.writer import write_run
+from sim.runtime.heap import collector_paused, heap_frozen
 from sim.runtime.scenario import Scenario, load_scenario, load_scenario_dict
 from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op
 
@@ -123,19 +124,21 @@ class Simulation:
                                                self.times, self._on_done, memory,
                                                strict_memory=not scenario.continue_on_oom)
         self._schedules: dict[tuple, Schedule] = {}
+        self._schedules_by_identity: dict[tuple, tuple[tuple, Schedule]] = {}
         self._templates: dict[tuple, BoundOp] = {}
         self.bound.extend(self._bind(op) for op in ops)
+        start_on = {rank: device.start for rank, device in self.devices.items()}
         self._starters: list[Callable[[int, Any], None]] = [
-            self.devices[op.rank].start if isinstance(bound, BoundOp) else self._start_collective
+            start_on[op.rank] if isinstance(bound, BoundOp) else self._start_collective
             for op, bound in zip(ops, self.bound)]
-        self.successors: list[list[int]] = [[] for _ in ops]
         src, dst = trace.edge_indices()
-        successors = self.successors
-        # an op's successors that are collectives first: their kernels launch first (_plan_comm_kernels)
+        # an op's successors that are collectives first: their kernels launch first (_plan_comm_kernels);
+        # otherwise in the order of the edges
         compute = np.fromiter((isinstance(b, BoundOp) for b in self.bound), dtype=bool, count=len(ops))
-        order = np.argsort(compute[dst], kind="stable")
-        for a, b in zip(src[order].tolist(), dst[order].tolist()):
-            successors[a].append(b)
+        order = np.lexsort((np.arange(len(src)), compute[dst], src))
+        bounds = np.searchsorted(src[order], np.arange(len(ops) + 1)).tolist()
+        following = dst[order].tolist()
+        self.successors: list[list[int]] = [following[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self._kernels_by_key: dict[tuple, tuple] = {}
         self._plan_comm_kernels(src, dst)
@@ -162,6 +165,13 @@ class Simulation:
             raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}) is a {op.op}; "
                              f"collectives need a cluster in the scenario")
         cache = self._schedules
+        # generated traces share one mirror_groups tuple among many ops: look it up by identity
+        # first (hashing hundreds of rank tuples per op was a tenth of the set-up); the tuple
+        # stays referenced by the cache, so its id is not reused
+        quick = (op.op, op.algorithm, op.group, id(op.mirror_groups), op.bytes_read)
+        hit = self._schedules_by_identity.get(quick)
+        if hit is not None and hit[0] is op.mirror_groups:
+            return hit[1]
         key = (op.op, op.algorithm, op.group, op.mirror_groups, op.bytes_read)
         schedule = cache.get(key)
         if schedule is None:
@@ -174,6 +184,7 @@ class Simulation:
             except CollectiveError as exc:
                 raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
             cache[key] = schedule
+        self._schedules_by_identity[quick] = (op.mirror_groups, schedule)
         return schedule
 
     def _plan_comm_kernels(self, src: np.ndarray, dst: np.ndarray) -> None:
@@ -488,14 +499,16 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
 
 def _simulate_once(scenario: Scenario, progress: ProgressFn | None) -> tuple[Result, dict[str, Any]]:
     """One simulation with its training summary and energy; also the simulated devices' specs by name."""
-    simulation = Simulation(scenario, progress=progress)
-    result = simulation.run()
-    if scenario.training is not None:
-        from sim.parallel.metrics import training_summary
-        result.summary.update(training_summary(scenario, result))
-    from sim.energy.run import attach_energy
-    specs = {d.name: d.spec for d in simulation.devices.values()}
-    attach_energy(result, scenario, specs)
+    with collector_paused():
+        simulation = Simulation(scenario, progress=progress)
+    with heap_frozen():
+        result = simulation.run()
+        if scenario.training is not None:
+            from sim.parallel.metrics import training_summary
+            result.summary.update(training_summary(scenario, result))
+        from sim.energy.run import attach_energy
+        specs = {d.name: d.spec for d in simulation.devices.values()}
+        attach_energy(result, scenario, specs)
     return result, specs
 
 
