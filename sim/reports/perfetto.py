@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import gc
 import heapq
 import json
 import os
@@ -37,6 +36,7 @@ import pyarrow.ipc as ipc
 
 from sim.errors import AccsimError
 from sim.reports.writer import decode_dictionaries
+from sim.runtime.heap import collector_paused
 
 NS = 1_000_000_000
 SEQUENCE_ID = 1
@@ -561,7 +561,7 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
         raise AccsimError(f"-o {output}: is a directory; give a file name such as {output / 'trace.pftrace'}")
     tables = read_run(Path(run_dir))
     stage = progress.stage if progress is not None else (lambda label: contextlib.nullcontext())
-    with _no_cyclic_gc():
+    with collector_paused():   # the model is a few million acyclic objects (sim.runtime.heap)
         with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
             model = build_model(Path(run_dir), devices, start_s, end_s, max_slices, with_args=fmt == "json",
                                 tables=tables)
@@ -571,18 +571,3 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
         with stage(f"writing {len(model.slices)} slices to {output}"):
             (write_json if fmt == "json" else write_pftrace)(model, output)
     return model
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc():
-    """The cyclic garbage collector paused: the model is a few million acyclic
-    objects (freed by reference counting), which the collector would otherwise
-    traverse again and again as they are created (about half the layout time
-    of a 1,024-GPU run)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
