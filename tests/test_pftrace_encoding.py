@@ -1,8 +1,9 @@
 """The hand-written TracePacket encoder (sim.reports.pftrace) gives the bytes the
 ``perfetto`` package's protobuf messages serialize to: field numbers checked
 against the protos' descriptors, each kind of packet compared byte for byte on
-generated values, and a whole run's trace compared with one built message by
-message (the way accsim wrote traces before it streamed them)."""
+generated values, and a whole run's trace, laid out and encoded as columns,
+compared with one built message by message (the way accsim wrote traces before
+it streamed them)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2",
 
 import sim  # noqa: E402
 from sim.reports import pftrace  # noqa: E402
-from sim.reports.perfetto import SEQUENCE_ID, Model, Slice, Track, build_model, write_pftrace  # noqa: E402
+from sim.reports.perfetto import SEQUENCE_ID, Model, Slice, Track, build_model, layout, write_pftrace  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
 
@@ -190,17 +191,27 @@ def test_a_runs_trace_is_the_reference_bytes_and_small_batches_change_nothing(tm
     out = tmp_path / "run"
     sim.run(str(ROOT / "scenarios" / "quickstart.yaml"),
             ["parallel.microbatches=2", "parallel.global_batch=null"]).write(out)
-    model = build_model(out)                          # args as dicts (as for JSON)
+    model = build_model(out)                          # an object per slice, args as dicts (as for JSON)
     assert len(model.slices) > 1000 and model.counters
+    assert sum(bool(s.flows_out) for s in model.slices) > 10
     expected = reference_pftrace(model)
     write_pftrace(model, tmp_path / "a.pftrace")
     assert (tmp_path / "a.pftrace").read_bytes() == expected
-    encoded = build_model(out, with_args=False)       # args pre-encoded per column (accsim perfetto)
-    assert sum(s.annotations is not None for s in encoded.slices) > 1000
-    monkeypatch.setattr(pftrace.PacketWriter.__init__, "__defaults__", (7,))     # flush every 7 packets
-    write_pftrace(encoded, tmp_path / "b.pftrace")
+    monkeypatch.setattr(pftrace, "BATCH_BYTES", 7)    # gather a packet or two at a time
+    write_pftrace(layout(out), tmp_path / "b.pftrace")   # columns (accsim perfetto)
     assert (tmp_path / "b.pftrace").read_bytes() == expected
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]    # no temporaries left
+
+
+def test_a_filtered_layout_is_the_reference_bytes(tmp_path):
+    out = tmp_path / "run"
+    sim.run(str(ROOT / "scenarios" / "quickstart.yaml"),
+            ["parallel.microbatches=2", "parallel.global_batch=null"]).write(out)
+    for window in ({"devices": "node0/gpu[01]", "max_slices": 300}, {"start_s": 0.01, "end_s": 0.06},
+                   {"devices": "network"}, {"max_slices": 0}):
+        laid = layout(out, **window)
+        write_pftrace(laid, tmp_path / "w.pftrace")
+        assert (tmp_path / "w.pftrace").read_bytes() == reference_pftrace(laid.to_model()), window
 
 
 @settings(max_examples=80, deadline=None)
@@ -211,14 +222,15 @@ def test_annotation_columns_are_annotations_of_each_value(kind, ints, floats, re
     values = {"float": floats, "int": ints * (200 * repeat + 1), "string": [None if i is None else str(i) for i in ints]}[kind]
     array = pa.array(values, {"float": pa.float64(), "int": pa.int64(), "string": pa.string()}[kind])
     expected = [b"" if v is None else pftrace.annotation("x", v) for v in values]
-    assert pftrace.annotation_column("x", array).tolist() == expected
+    assert pftrace.annotation_pieces("x", array).tolist() == expected
+    assert pftrace.annotation_pieces("x", array.slice(1)).tolist() == expected[1:]      # an offset into the buffers
 
 
 def test_many_distinct_integers_take_the_vectorized_path():
     import pyarrow as pa
     values = [None if i % 97 == 0 else i * 7919 % 2**40 for i in range(10000)]
     expected = [b"" if v is None else pftrace.annotation("op_id", v) for v in values]
-    assert pftrace.annotation_column("op_id", pa.array(values, pa.int64())).tolist() == expected
+    assert pftrace.annotation_pieces("op_id", pa.array(values, pa.int64())).tolist() == expected
 
 
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5)), max_size=25))

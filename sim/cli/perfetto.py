@@ -12,7 +12,7 @@ def cmd_perfetto(args: argparse.Namespace) -> int:
                    args.max_slices, progress=Progress(enabled=not args.quiet))
     if args.quiet:
         return 0
-    print(f"wrote {args.output}: {len(model.slices)} slices on {len(model.tracks)} tracks "
+    print(f"wrote {args.output}: {model.slice_count} slices on {len(model.tracks)} tracks "
           f"(open it at https://ui.perfetto.dev)")
     return 0
 

@@ -10,9 +10,12 @@ Counter tracks: memory in use per tier, FLOP/s achieved per device, bytes/s
 in use per link. Flows (arrows) join the ranks of each collective, the steps
 of a collective on the links, and a pipeline send to the compute it feeds.
 
-Native traces are ``TrackEvent`` packets with interned event names on one
-packet sequence, encoded by sim.reports.pftrace (the bytes the ``perfetto``
-package's protos serialize to) and streamed to the file. Timestamps are integer
+The run is laid out as columns (``layout``: numpy arrays of slices, flows and
+counter samples, no object per slice; args encoded per column). Native traces
+are ``TrackEvent`` packets with interned event names on one packet sequence,
+encoded from those columns by sim.reports.pftrace (the bytes the ``perfetto``
+package's protos serialize to) and streamed to the file; the JSON writer takes
+the same layout with an object per slice (``Layout.to_model``). Timestamps are integer
 nanoseconds, each converted from simulated seconds on its own (no running
 sums, so no drift); events on a track are emitted in time order and every
 slice that begins ends.
@@ -28,6 +31,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +41,9 @@ import pyarrow.ipc as ipc
 from sim.errors import AccsimError
 from sim.reports.writer import decode_dictionaries
 from sim.runtime.heap import collector_paused
+
+if TYPE_CHECKING:
+    from sim.reports.pftrace import Events
 
 NS = 1_000_000_000
 SEQUENCE_ID = 1
@@ -49,7 +56,8 @@ def _ns(seconds: float) -> int:
 def _ns_array(seconds) -> np.ndarray:
     """``_ns`` of a column at once: the same product, rounded half to even as
     ``round`` does, so each value equals ``_ns`` of it."""
-    values = seconds.to_numpy() if hasattr(seconds, "to_numpy") else np.asarray(seconds)   # Arrow: no per-item copy
+    from sim.reports.pftrace import numpy_of
+    values = numpy_of(seconds) if isinstance(seconds, (pa.Array, pa.ChunkedArray)) else np.asarray(seconds)
     return np.rint(values.astype(np.float64) * NS).astype(np.int64)
 
 
@@ -115,7 +123,6 @@ class Slice:
     args: dict
     flows_out: list = field(default_factory=list)
     flows_in: list = field(default_factory=list)
-    annotations: bytes | None = None    # the args as encoded Perfetto debug annotations, if built so
 
 
 # Timeline columns shown as a slice's args (the name each has there), in order;
@@ -123,6 +130,8 @@ class Slice:
 SLICE_ARGS = (("op_id", "op_id"), ("category", "category"), ("flops", "flops"), ("bytes", "bytes"),
               ("stream", "stream"), ("units_held", "units_held"), ("layer", "layer"), ("stage", "stage"),
               ("microbatch", "microbatch"), ("phase", "phase"), ("detail", "collective"))
+# Bubble columns shown as a bubble slice's args (the last three only where not null).
+BUBBLE_ARGS = ("unit", "duration_s", "next_op_id", "stage", "microbatch")
 
 
 def _row_args(rows: dict, i: int) -> dict:
@@ -133,14 +142,12 @@ def _row_args(rows: dict, i: int) -> dict:
     return args
 
 
-def _encoded_args(timeline: pa.Table) -> np.ndarray:
-    """Each row's args as Perfetto debug annotations (bytes, as the native
-    writer would encode ``_row_args``), built column by column."""
-    from sim.reports.pftrace import annotation_column
-    encoded = np.full(timeline.num_rows, b"", dtype=object)
-    for column, name in SLICE_ARGS:
-        encoded = encoded + annotation_column(name, timeline[column].combine_chunks())
-    return encoded
+def _bubble_args(rows: dict, i: int) -> dict:
+    args = {key: rows[key][i] for key in BUBBLE_ARGS[:2]}
+    for key in BUBBLE_ARGS[2:]:
+        if rows[key][i] is not None:
+            args[key] = rows[key][i]
+    return args
 
 
 @dataclass
@@ -155,13 +162,57 @@ class Track:
 
 @dataclass
 class Model:
-    """What both writers emit: tracks, slices with flows, counter samples."""
+    """What both writers emit: tracks, slices with flows, counter samples, an
+    object each (the JSON writer's input; tests build these by hand)."""
 
     tracks: list[Track] = field(default_factory=list)
     slices: list[Slice] = field(default_factory=list)
     counters: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     dropped: int = 0
     total: int = 0
+
+    @property
+    def slice_count(self) -> int:
+        return len(self.slices)
+
+
+@dataclass
+class Layout:
+    """A run laid out as tracks and, as columns, slices (args already encoded
+    as Perfetto debug annotations), flows and counter samples (``events``).
+    Slices are the timeline's (row ``timeline_rows[i]`` of ``timeline``), then
+    the bubbles' (in ``bubbles`` order), then ``extra`` ones (serving requests)."""
+
+    tracks: list[Track]
+    events: Events
+    timeline: pa.Table
+    timeline_rows: np.ndarray
+    bubbles: pa.Table
+    extra: list[Slice]
+    dropped: int = 0
+    total: int = 0
+
+    @property
+    def slice_count(self) -> int:
+        return len(self.events.track)
+
+    def to_model(self) -> Model:
+        """The same layout with an object per slice (args as dicts)."""
+        ev = self.events
+        tracks, starts, ends = ev.track.tolist(), ev.start_ns.tolist(), ev.end_ns.tolist()
+        rows, bubble_rows = self.timeline.to_pydict(), self.bubbles.to_pydict()
+        slices = [Slice(tracks[k], starts[k], ends[k], rows["name"][r], _row_args(rows, r))
+                  for k, r in enumerate(self.timeline_rows.tolist())]
+        for j in range(self.bubbles.num_rows):
+            k = len(slices)
+            slices.append(Slice(tracks[k], starts[k], ends[k], bubble_rows["cause"][j], _bubble_args(bubble_rows, j)))
+        slices.extend(self.extra)
+        for k, flow, into in zip(ev.flow_slice.tolist(), ev.flow_id.tolist(), ev.flow_in.tolist()):
+            (slices[k].flows_in if into else slices[k].flows_out).append(flow)
+        counters: dict[int, list[tuple[int, float]]] = {}
+        for uuid, t, value in zip(ev.counter_track.tolist(), ev.counter_ns.tolist(), ev.counter_value.tolist()):
+            counters.setdefault(uuid, []).append((t, value))
+        return Model(self.tracks, slices, counters, self.dropped, self.total)
 
 
 def _assign_lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -203,285 +254,416 @@ def read_run(run_dir: Path) -> dict[str, pa.Table | None]:
     return tables
 
 
-def build_model(run_dir: Path, devices: str | None = None, start_s: float | None = None,
-                end_s: float | None = None, max_slices: int | None = None, with_args: bool = True,
-                tables: dict[str, pa.Table | None] | None = None) -> Model:
-    """Lay a run directory's tables (``tables``, else ``read_run(run_dir)``) out as
-    tracks, slices, flows and counters. ``with_args=False`` (the native writer)
-    gives timeline slices their args already encoded (``Slice.annotations``)
-    instead of as dicts."""
+def _codes(column) -> tuple[np.ndarray, list]:
+    """A column as (codes, its distinct values): ``values[codes[i]]`` is row i; -1 where null."""
+    from sim.reports.pftrace import numpy_of
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    coded = pc.dictionary_encode(column)
+    return numpy_of(coded.indices, -1).astype(np.int64), coded.dictionary.to_pylist()
+
+
+class _Columns:
+    """A table's columns as numpy arrays, each converted once."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self._done: dict = {}
+
+    def codes(self, name: str) -> tuple[np.ndarray, list]:
+        """(codes, distinct values) of a column (``_codes``)."""
+        if ("codes", name) not in self._done:
+            self._done["codes", name] = _codes(self.table[name])
+        return self._done["codes", name]
+
+    def numbers(self, name: str, fill=0) -> np.ndarray:
+        """A number column, nulls as ``fill``."""
+        from sim.reports.pftrace import numpy_of
+        if ("numbers", name, fill) not in self._done:
+            self._done["numbers", name, fill] = numpy_of(self.table[name], fill)
+        return self._done["numbers", name, fill]
+
+    def ns(self, name: str) -> np.ndarray:
+        """A column of seconds in integer nanoseconds (``_ns_array``)."""
+        if ("ns", name) not in self._done:
+            self._done["ns", name] = _ns_array(self.numbers(name))
+        return self._done["ns", name]
+
+
+def _code_of(values: list, value) -> int:
+    return values.index(value) if value in values else -2          # -2: matches no row (nulls are -1)
+
+
+def _first_seen(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among the distinct values in order of first appearance."""
+    _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def _window(table: pa.Table, devices: str | None, start_s: float | None, end_s: float | None) -> pa.Table:
+    masks = []
+    if devices is not None:           # match each distinct name once
+        kept = [d for d in pc.unique(table["device"]).to_pylist() if fnmatch.fnmatchcase(d, devices)]
+        masks.append(pc.is_in(table["device"], value_set=pa.array(kept, pa.string())))
+    if start_s is not None:
+        masks.append(pc.greater_equal(table["end_s"], start_s))
+    if end_s is not None:
+        masks.append(pc.less_equal(table["start_s"], end_s))
+    if not masks:
+        return table
+    mask = masks[0]
+    for more in masks[1:]:
+        mask = pc.and_(mask, more)
+    return table.filter(mask)
+
+
+class _Tracks(list):
+    """The trace's tracks, uuids 1, 2, ... in the order they are made."""
+
+    def new(self, name: str, **kwargs) -> Track:
+        track = Track(len(self) + 1, name, **kwargs)
+        self.append(track)
+        return track
+
+
+def layout(run_dir: Path, devices: str | None = None, start_s: float | None = None, end_s: float | None = None,
+           max_slices: int | None = None, tables: dict[str, pa.Table | None] | None = None) -> Layout:
+    """Lay a run directory's tables (``tables``, else ``read_run(run_dir)``) out
+    as tracks, and slices, flows and counters as columns."""
+    from sim.reports.pftrace import Events, Pieces, annotation_pieces
     run_dir = Path(run_dir)
     tables = tables if tables is not None else read_run(run_dir)
-    timeline, bubbles, memory = tables["timeline"], tables["bubbles"], tables["memory"]
-
-    def keep_device(name: str) -> bool:
-        return devices is None or fnmatch.fnmatchcase(name, devices)
-
-    def window(table: pa.Table) -> pa.Table:
-        masks = []
-        if devices is not None:           # match each distinct name once
-            kept = [d for d in pc.unique(table["device"]).to_pylist() if keep_device(d)]
-            masks.append(pc.is_in(table["device"], value_set=pa.array(kept, pa.string())))
-        if start_s is not None:
-            masks.append(pc.greater_equal(table["end_s"], start_s))
-        if end_s is not None:
-            masks.append(pc.less_equal(table["start_s"], end_s))
-        if not masks:
-            return table
-        mask = masks[0]
-        for more in masks[1:]:
-            mask = pc.and_(mask, more)
-        return table.filter(mask)
-
-    timeline = window(timeline).sort_by([("start_s", "ascending"), ("end_s", "ascending")])
-    bubbles = window(bubbles)
-    model = Model(total=timeline.num_rows)
+    timeline = _window(tables["timeline"], devices, start_s, end_s).sort_by([("start_s", "ascending"),
+                                                                              ("end_s", "ascending")])
+    bubbles = _window(tables["bubbles"], devices, start_s, end_s)
+    total, dropped = timeline.num_rows, 0
     if max_slices is not None and timeline.num_rows > max_slices:
-        model.dropped = timeline.num_rows - max_slices
+        dropped = timeline.num_rows - max_slices
         timeline = timeline.slice(0, max_slices)
         last = timeline["start_s"][max_slices - 1].as_py() if max_slices else 0.0
         bubbles = bubbles.filter(pc.less_equal(bubbles["start_s"], last))
-
-    next_uuid = iter(range(1, 1 << 62))
-    device_names = sorted(set(timeline["device"].to_pylist()) | set(bubbles["device"].to_pylist()),
+    tracks = _Tracks()
+    device_names = sorted(set(pc.unique(timeline["device"]).to_pylist()) | set(pc.unique(bubbles["device"]).to_pylist()),
                           key=lambda d: (d == "network", d))
-    groups: dict[str, Track] = {}
-    for pid, device in enumerate(device_names, start=1):
-        track = Track(next(next_uuid), device, pid=pid)
-        groups[device] = track
-        model.tracks.append(track)
-
-    rows = timeline.to_pydict()
-    starts_ns = _ns_array(timeline["start_s"])
-    ends_ns = _ns_array(timeline["end_s"])
-    unit_rows: dict[tuple[str, str], list[int]] = {}
-    for i, key in enumerate(zip(rows["device"], rows["unit"])):
-        unit_rows.setdefault(key, []).append(i)
-    slice_of_row: list[Slice | None] = [None] * timeline.num_rows
-    starts, ends, names = starts_ns.tolist(), ends_ns.tolist(), rows["name"]
-    encoded = None if with_args else _encoded_args(timeline)
-    for (device, unit), indices in sorted(unit_rows.items()):
-        idx = np.array(indices)
-        lanes = _assign_lanes(starts_ns[idx], ends_ns[idx])
-        unit_track = Track(next(next_uuid), unit, parent=groups[device].uuid)
-        model.tracks.append(unit_track)
-        lane_tracks = {0: unit_track}
-        for lane in range(1, int(lanes.max()) + 1 if len(lanes) else 1):
-            lane_tracks[lane] = Track(next(next_uuid), f"{unit} lane {lane + 1}", parent=groups[device].uuid)
-            model.tracks.append(lane_tracks[lane])
-        for i, lane in zip(indices, lanes.tolist()):
-            if encoded is None:
-                item = Slice(lane_tracks[lane].uuid, starts[i], ends[i], names[i], _row_args(rows, i))
-            else:
-                item = Slice(lane_tracks[lane].uuid, starts[i], ends[i], names[i], {}, annotations=encoded[i])
-            slice_of_row[i] = item
-            model.slices.append(item)
-
-    bubble_rows = bubbles.to_pydict()
-    bubble_tracks: dict[str, Track] = {}
-    for i in range(bubbles.num_rows):
-        device = bubble_rows["device"][i]
-        if device not in bubble_tracks:
-            bubble_tracks[device] = Track(next(next_uuid), "bubbles", parent=groups[device].uuid)
-            model.tracks.append(bubble_tracks[device])
-        args = {"unit": bubble_rows["unit"][i], "duration_s": bubble_rows["duration_s"][i]}
-        for key in ("next_op_id", "stage", "microbatch"):
-            if bubble_rows[key][i] is not None:
-                args[key] = bubble_rows[key][i]
-        model.slices.append(Slice(bubble_tracks[device].uuid, _ns(bubble_rows["start_s"][i]),
-                                  _ns(bubble_rows["end_s"][i]), bubble_rows["cause"][i], args))
-    # bubbles of different units of a device may overlap: give them lanes too
-    _relane(model, bubble_tracks, groups, next_uuid)
-
-    _add_flows(rows, slice_of_row)
-    _add_counters(model, rows, starts_ns, ends_ns, groups, memory, keep_device, next_uuid)
+    groups = {device: tracks.new(device, pid=pid) for pid, device in enumerate(device_names, start=1)}
+    columns = _Columns(timeline)
+    rows, track = _unit_slices(columns, groups, tracks)
+    bubble_columns = _Columns(bubbles)
+    bubble_track = _bubble_slices(bubble_columns, groups, tracks)
+    flow_out, flow_in = _flows(columns)
+    counters = _counters(columns, groups, tables["memory"], devices, tracks)
     from sim.serving.tracks import add_request_tracks   # serving runs: a track per request
-    add_request_tracks(model, run_dir, next_uuid, start_s, end_s)
-    return model
+    requests = Model(tracks=tracks)
+    add_request_tracks(requests, run_dir, iter(range(len(tracks) + 1, 1 << 62)), start_s, end_s)
+    extra = requests.slices
+
+    names: dict[str, int] = {}
+    name_codes = []
+    for codes_values, order in ((columns.codes("name"), rows), (bubble_columns.codes("cause"), None)):
+        codes, values = codes_values
+        lookup = np.array([names.setdefault(v, len(names)) for v in values], dtype=np.int64)
+        name_codes.append(lookup[codes if order is None else codes[order]])
+    name_codes.append(np.array([names.setdefault(s.name, len(names)) for s in extra], dtype=np.int64))
+    n_t, n_b, n_x = timeline.num_rows, bubbles.num_rows, len(extra)
+    annotations = []
+    for k, (column, name) in enumerate(SLICE_ARGS):
+        parts = [annotation_pieces(name, timeline[column].combine_chunks()).take(rows)]
+        parts.append(annotation_pieces(BUBBLE_ARGS[k], bubbles[BUBBLE_ARGS[k]].combine_chunks())
+                     if k < len(BUBBLE_ARGS) else Pieces.constant(b"", n_b))
+        parts.append(_object_annotations(extra) if k == 0 else Pieces.constant(b"", n_x))
+        annotations.append(Pieces.stack(parts))
+    position = np.empty(n_t, dtype=np.int64)
+    position[rows] = np.arange(n_t)                 # slice of each timeline row
+    bubble_ns = (bubble_columns.ns("start_s"), bubble_columns.ns("end_s"))
+    events = Events(
+        track=np.concatenate([track, bubble_track, np.array([s.track for s in extra], dtype=np.int64)]),
+        start_ns=np.concatenate([columns.ns("start_s")[rows], bubble_ns[0],
+                                 np.array([s.start_ns for s in extra], dtype=np.int64)]),
+        end_ns=np.concatenate([columns.ns("end_s")[rows], bubble_ns[1],
+                               np.array([s.end_ns for s in extra], dtype=np.int64)]),
+        name=np.concatenate(name_codes), names=list(names), annotations=annotations,
+        flow_slice=np.concatenate([position[flow_out], position[flow_in]]),
+        flow_id=np.tile(np.arange(1, len(flow_out) + 1, dtype=np.uint64), 2),
+        flow_in=np.repeat(np.array([False, True]), len(flow_out)), **counters)
+    return Layout(list(tracks), events, timeline, rows, bubbles, extra, dropped, total)
 
 
-def _relane(model: Model, tracks: dict[str, Track], groups: dict[str, Track], next_uuid) -> None:
-    by_track: dict[int, list[Slice]] = {track.uuid: [] for track in tracks.values()}
-    for item in model.slices:
-        if item.track in by_track:
-            by_track[item.track].append(item)
-    for device, track in tracks.items():
-        items = by_track[track.uuid]
-        if not items:
-            continue
-        lanes = _assign_lanes(np.array([s.start_ns for s in items]), np.array([s.end_ns for s in items]))
-        extra: dict[int, int] = {}
-        for item, lane in zip(items, lanes.tolist()):
-            if lane:
-                if lane not in extra:
-                    lane_track = Track(next(next_uuid), f"bubbles lane {lane + 1}", parent=groups[device].uuid)
-                    model.tracks.append(lane_track)
-                    extra[lane] = lane_track.uuid
-                item.track = extra[lane]
+def _object_annotations(items: list[Slice]):
+    """The args of slices built as objects, encoded as debug annotations."""
+    from sim.reports.pftrace import Pieces, annotation
+    return Pieces.of([b"".join(annotation(*name_value) for name_value in item.args.items()) for item in items])
 
 
-def _add_flows(rows: dict, slice_of_row: list) -> None:
-    """Arrows: ranks of one collective, successive steps of a collective on the
-    links, and pipeline compute -> send -> receive -> compute."""
-    next_flow = iter(range(1, 1 << 62))
+def _unit_slices(columns: _Columns, groups: dict[str, Track], tracks: _Tracks) -> tuple[np.ndarray, np.ndarray]:
+    """A track per (device, unit), in name order, and numbered lanes where its
+    intervals overlap. Returns the timeline rows in slice order (by track,
+    then time) and the track of each slice."""
+    n = columns.table.num_rows
+    device, device_values = columns.codes("device")
+    unit, unit_values = columns.codes("unit")
+    pairs, inverse = np.unique(device * max(len(unit_values), 1) + unit, return_inverse=True)
+    keys = [(device_values[p // len(unit_values)], unit_values[p % len(unit_values)]) for p in pairs.tolist()]
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
+    group = rank[inverse.reshape(-1)]
+    rows = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[rows], np.arange(len(keys) + 1))
+    starts, ends = columns.ns("start_s"), columns.ns("end_s")
+    track = np.empty(n, dtype=np.int64)
+    for g, (device_name, unit_name) in enumerate(sorted(keys)):
+        mine = rows[bounds[g]:bounds[g + 1]]
+        lanes = _assign_lanes(starts[mine], ends[mine])
+        parent = groups[device_name].uuid
+        base = tracks.new(unit_name, parent=parent).uuid
+        for lane in range(1, int(lanes.max()) + 1):
+            tracks.new(f"{unit_name} lane {lane + 1}", parent=parent)
+        track[mine] = base + lanes
+    return rows, track[rows]
 
-    def link(a: Slice, b: Slice) -> None:
-        flow = next(next_flow)
-        a.flows_out.append(flow)
-        b.flows_in.append(flow)
 
-    members: dict[int, list[int]] = {}
-    steps: dict[int, list[int]] = {}
-    compute_by_device: dict[str, list[int]] = {}
-    for i, sl in enumerate(slice_of_row):
-        if sl is None:
-            continue
-        if rows["category"][i] == "comm":
-            (steps if rows["device"][i] == "network" else members).setdefault(rows["op_id"][i], []).append(i)
-        elif rows["category"][i] == "compute":
-            compute_by_device.setdefault(rows["device"][i], []).append(i)
-    for indices in members.values():
-        for a, b in zip(indices, indices[1:]):
-            link(slice_of_row[a], slice_of_row[b])
-    for indices in steps.values():
-        firsts: dict[float, int] = {}
-        for i in indices:
-            firsts.setdefault(rows["start_s"][i], i)
-        ordered = [firsts[t] for t in sorted(firsts)]
-        for a, b in zip(ordered, ordered[1:]):
-            link(slice_of_row[a], slice_of_row[b])
-    starts = {d: np.array([rows["start_s"][i] for i in idx]) for d, idx in compute_by_device.items()}
-    ends = {d: np.array([rows["end_s"][i] for i in idx]) for d, idx in compute_by_device.items()}
-    for indices in members.values():
-        if len(indices) != 2 or rows["phase"][indices[0]] != "pp":
-            continue
-        sender, receiver = indices
-        s_dev, r_dev = rows["device"][sender], rows["device"][receiver]
-        if s_dev in compute_by_device:
-            k = int(np.searchsorted(ends[s_dev], rows["start_s"][sender] + 1e-15, side="right")) - 1
+def _bubble_slices(columns: _Columns, groups: dict[str, Track], tracks: _Tracks) -> np.ndarray:
+    """A ``bubbles`` track per device (in order of first bubble), then lanes for
+    a device's overlapping bubbles (of different units). Returns each bubble's track."""
+    device, device_values = columns.codes("device")
+    codes, first = np.unique(device, return_index=True)
+    order = codes[np.argsort(first, kind="stable")].tolist()
+    track_of = np.zeros(len(device_values), dtype=np.int64)
+    for code in order:
+        track_of[code] = tracks.new("bubbles", parent=groups[device_values[code]].uuid).uuid
+    track = track_of[device]
+    starts, ends = columns.ns("start_s"), columns.ns("end_s")
+    for code in order:
+        mine = np.flatnonzero(device == code)
+        lanes = _assign_lanes(starts[mine], ends[mine])
+        used, first_at = np.unique(lanes[lanes > 0], return_index=True)
+        for lane in used[np.argsort(first_at, kind="stable")].tolist():
+            lane_track = tracks.new(f"bubbles lane {lane + 1}", parent=groups[device_values[code]].uuid)
+            track[mine[lanes == lane]] = lane_track.uuid
+    return track
+
+
+def _flows(columns: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Arrows, as (from row, to row) in flow id order: ranks of one collective
+    (in row order), successive steps of a collective on the links (the first
+    row of each distinct start time), and pipeline compute -> send -> receive
+    -> compute."""
+    device, device_values = columns.codes("device")
+    category, category_values = columns.codes("category")
+    op_id = columns.numbers("op_id")
+    start_s = columns.numbers("start_s")
+    comm = category == _code_of(category_values, "comm")
+    network = device == _code_of(device_values, "network")
+
+    members = np.flatnonzero(comm & ~network)
+    member_key = _first_seen(op_id[members])
+    order = np.argsort(member_key, kind="stable")
+    members, member_key = members[order], member_key[order]
+    same = member_key[1:] == member_key[:-1]
+    pairs = [(members[:-1][same], members[1:][same])]
+
+    steps = np.flatnonzero(comm & network)
+    step_key, step_start = _first_seen(op_id[steps]), start_s[steps]
+    order = np.lexsort((steps, step_start, step_key))
+    steps, step_key, step_start = steps[order], step_key[order], step_start[order]
+    first = np.ones(len(steps), dtype=bool)
+    first[1:] = (step_key[1:] != step_key[:-1]) | (step_start[1:] != step_start[:-1])
+    steps, step_key = steps[first], step_key[first]
+    same = step_key[1:] == step_key[:-1]
+    pairs.append((steps[:-1][same], steps[1:][same]))
+
+    sizes = np.bincount(member_key) if len(member_key) else np.zeros(0, dtype=np.int64)
+    two = (np.cumsum(sizes) - sizes)[sizes == 2]
+    pairs.append(_pipeline_flows(columns, members[two], members[two + 1], _code_of(category_values, "compute")))
+    return (np.concatenate([a for a, _ in pairs]).astype(np.int64),
+            np.concatenate([b for _, b in pairs]).astype(np.int64))
+
+
+def _pipeline_flows(columns: _Columns, senders: np.ndarray, receivers: np.ndarray,
+                    compute_code: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each pipeline send (a two-rank collective of phase ``pp``): the compute
+    that ended last before it on the sender -> the send, and the receive -> the
+    first compute of the same microbatch starting after it on the receiver."""
+    timeline = columns.table
+    device, category = columns.codes("device")[0], columns.codes("category")[0]
+    phase = timeline["phase"].to_pylist()
+    keep = [k for k, row in enumerate(senders.tolist()) if phase[row] == "pp"]
+    senders, receivers = senders[keep], receivers[keep]
+    compute = np.flatnonzero(category == compute_code)
+    compute = compute[np.argsort(device[compute], kind="stable")]
+    bounds = np.searchsorted(device[compute], np.arange(device.max() + 2 if len(device) else 1))
+    by_device = {d: compute[bounds[d]:bounds[d + 1]] for d in range(len(bounds) - 1) if bounds[d + 1] > bounds[d]}
+    start_s, end_s = columns.numbers("start_s"), columns.numbers("end_s")
+    starts = {d: start_s[rows] for d, rows in by_device.items()}
+    ends = {d: end_s[rows] for d, rows in by_device.items()}
+    microbatch = timeline["microbatch"].to_pylist()
+    starts_list, ends_list = start_s.tolist(), end_s.tolist()
+    out: list[int] = []
+    into: list[int] = []
+    for sender, receiver in zip(senders.tolist(), receivers.tolist()):
+        s_dev, r_dev = int(device[sender]), int(device[receiver])
+        if s_dev in by_device:
+            k = int(np.searchsorted(ends[s_dev], starts_list[sender] + 1e-15, side="right")) - 1
             if k >= 0:
-                link(slice_of_row[compute_by_device[s_dev][k]], slice_of_row[sender])
-        if r_dev in compute_by_device:
-            k = int(np.searchsorted(starts[r_dev], rows["end_s"][receiver] - 1e-15, side="left"))
-            mb = rows["microbatch"][receiver]
-            candidates = compute_by_device[r_dev]
-            while k < len(candidates) and rows["microbatch"][candidates[k]] != mb:
+                out.append(int(by_device[s_dev][k]))
+                into.append(sender)
+        if r_dev in by_device:
+            k = int(np.searchsorted(starts[r_dev], ends_list[receiver] - 1e-15, side="left"))
+            candidates = by_device[r_dev]
+            while k < len(candidates) and microbatch[candidates[k]] != microbatch[receiver]:
                 k += 1
             if k < len(candidates):
-                link(slice_of_row[receiver], slice_of_row[candidates[k]])
+                out.append(receiver)
+                into.append(int(candidates[k]))
+    return np.array(out, dtype=np.int64), np.array(into, dtype=np.int64)
 
 
-def _step_counter(times_and_deltas: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Running sum of (time, delta) changes, one sample per distinct time."""
-    out: list[tuple[int, float]] = []
-    level = 0.0
-    for t, delta in sorted(times_and_deltas):
-        level += delta
-        if out and out[-1][0] == t:
-            out[-1] = (t, level)
-        else:
-            out.append((t, level))
-    return [(t, 0.0 if abs(v) < 1e-6 else v) for t, v in out]
-
-
-def _add_counters(model: Model, rows: dict, starts_ns, ends_ns, groups, memory, keep_device, next_uuid) -> None:
-    flops: dict[str, list] = {}
-    link_rates: dict[str, list] = {}
-    power: dict[str, list] = {}
-    energy = rows.get("energy_j")
-    for i in range(len(starts_ns)):
-        duration = (rows["end_s"][i] - rows["start_s"][i])
-        if duration <= 0:
+def _step_counters(group: np.ndarray, labels: list[str], times: tuple[np.ndarray, np.ndarray],
+                   rates: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A step counter per group (``labels[code]``; rows with code -1 count
+    nowhere), in label order: each row adds ``rates`` from its start to its end
+    (``times``); the running sum of the changes in (time, change) order, one
+    sample per distinct time, |value| < 1e-6 written as 0."""
+    mine = group >= 0
+    at = np.concatenate([times[0][mine], times[1][mine]])
+    change = np.concatenate([rates[mine], -rates[mine]])
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[sorted(range(len(labels)), key=labels.__getitem__)] = np.arange(len(labels))
+    key = np.tile(rank[group[mine]], 2)
+    order = np.lexsort((change, at, key))
+    at, change, key = at[order], change[order], key[order]
+    bounds = np.searchsorted(key, np.arange(len(labels) + 1))
+    out = []
+    for r, label in enumerate(sorted(labels)):
+        t, level = at[bounds[r]:bounds[r + 1]], np.cumsum(change[bounds[r]:bounds[r + 1]])
+        if not len(t):
             continue
-        device = rows["device"][i]
-        if energy is not None and energy[i]:
-            rate = energy[i] / duration       # sim.energy: a row's energy spread over its interval
-            power.setdefault(device, []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
-        if rows["category"][i] == "compute" and rows["flops"][i]:
-            rate = rows["flops"][i] / duration
-            flops.setdefault(device, []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
-        elif device == "network":
-            rate = rows["bytes"][i] / duration
-            link_rates.setdefault(rows["unit"][i], []).extend([(int(starts_ns[i]), rate), (int(ends_ns[i]), -rate)])
-    for device, changes in sorted(flops.items()):
-        track = Track(next(next_uuid), "achieved FLOP/s", parent=groups[device].uuid, counter=True,
-                      unit="FLOP/s")
-        model.tracks.append(track)
-        model.counters[track.uuid] = _step_counter(changes)
-    for device, changes in sorted(power.items()):
-        track = Track(next(next_uuid), "dynamic power (W)", parent=groups[device].uuid, counter=True)
-        model.tracks.append(track)
-        model.counters[track.uuid] = _step_counter(changes)
-    for unit, changes in sorted(link_rates.items()):
-        track = Track(next(next_uuid), f"{unit} bytes/s", parent=groups["network"].uuid, counter=True,
-                      unit="bytes/s")
-        model.tracks.append(track)
-        model.counters[track.uuid] = _step_counter(changes)
-    if memory is not None and memory.num_rows:
-        data = memory.to_pydict()
-        series: dict[tuple[str, str], list] = {}
-        for device, tier, t, used in zip(data["device"], data["tier"], data["time_s"], data["used_bytes"]):
-            if keep_device(device) and device in groups:
-                samples = series.setdefault((device, tier), [])
-                if samples and samples[-1][0] == _ns(t):
-                    samples[-1] = (_ns(t), float(used))
-                else:
-                    samples.append((_ns(t), float(used)))
-        for (device, tier), samples in sorted(series.items()):
-            track = Track(next(next_uuid), f"{tier} memory (bytes)", parent=groups[device].uuid, counter=True,
-                          unit="bytes")
-            model.tracks.append(track)
-            model.counters[track.uuid] = samples
+        last = np.append(t[1:] != t[:-1], True)         # the level after the last change at each time
+        level = level[last]
+        out.append((label, t[last], np.where(np.abs(level) < 1e-6, 0.0, level)))
+    return out
 
 
-def _event_order(model: Model) -> tuple[np.ndarray, np.ndarray]:
+def _counters(columns: _Columns, groups: dict[str, Track], memory: pa.Table | None, devices: str | None,
+              tracks: _Tracks) -> dict[str, np.ndarray]:
+    """Counter tracks and samples: achieved FLOP/s and dynamic power per device,
+    bytes/s per link (each row's amount spread evenly over its interval), memory
+    in use per device and tier (from the ledger, the last value at each time)."""
+    device, device_values = columns.codes("device")
+    unit, unit_values = columns.codes("unit")
+    category, category_values = columns.codes("category")
+    duration = columns.numbers("end_s") - columns.numbers("start_s")
+    times = (columns.ns("start_s"), columns.ns("end_s"))
+    positive = duration > 0
+    flops = columns.numbers("flops", 0.0)
+    computing = (category == _code_of(category_values, "compute")) & (flops != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        series = []
+        rate = flops / duration
+        for label, t, v in _step_counters(np.where(positive & computing, device, -1), device_values, times, rate):
+            series.append(("achieved FLOP/s", groups[label], "FLOP/s", t, v))
+        if "energy_j" in columns.table.column_names:
+            energy = columns.numbers("energy_j", 0.0)
+            for label, t, v in _step_counters(np.where(positive & (energy != 0), device, -1), device_values,
+                                              times, energy / duration):
+                series.append(("dynamic power (W)", groups[label], None, t, v))
+        link = positive & ~computing & (device == _code_of(device_values, "network"))
+        rate = columns.numbers("bytes", 0.0) / duration
+        for label, t, v in _step_counters(np.where(link, unit, -1), unit_values, times, rate):
+            series.append((f"{label} bytes/s", groups["network"], "bytes/s", t, v))
+    series += _memory_series(memory, groups, devices)
+    counter_track, counter_ns, counter_value = [], [], []
+    for name, group, unit_name, t, v in series:
+        track = tracks.new(name, parent=group.uuid, counter=True, unit=unit_name)
+        counter_track.append(np.full(len(t), track.uuid, dtype=np.int64))
+        counter_ns.append(t)
+        counter_value.append(v)
+    return {"counter_track": np.concatenate(counter_track or [np.zeros(0, np.int64)]),
+            "counter_ns": np.concatenate(counter_ns or [np.zeros(0, np.int64)]).astype(np.int64),
+            "counter_value": np.concatenate(counter_value or [np.zeros(0)]).astype(np.float64)}
+
+
+def _memory_series(memory: pa.Table | None, groups: dict[str, Track], devices: str | None) -> list:
+    if memory is None or not memory.num_rows:
+        return []
+    columns = _Columns(memory)
+    device, device_values = columns.codes("device")
+    tier, tier_values = columns.codes("tier")
+    shown = np.array([name in groups and (devices is None or fnmatch.fnmatchcase(name, devices))
+                      for name in device_values] + [False])
+    pair = np.where(shown[device], device * len(tier_values) + tier, -1)
+    labels = sorted({(device_values[p // len(tier_values)], tier_values[p % len(tier_values)])
+                     for p in np.unique(pair[pair >= 0]).tolist()})
+    t_ns = columns.ns("time_s")
+    used = columns.numbers("used_bytes").astype(np.float64)
+    out = []
+    for device_name, tier_name in labels:
+        mine = np.flatnonzero(pair == device_values.index(device_name) * len(tier_values) + tier_values.index(tier_name))
+        t = t_ns[mine]
+        last = np.append(t[1:] != t[:-1], True)          # the last value written at each time
+        out.append((f"{tier_name} memory (bytes)", groups[device_name], "bytes", t[last], used[mine][last]))
+    return out
+
+
+def build_model(run_dir: Path, devices: str | None = None, start_s: float | None = None,
+                end_s: float | None = None, max_slices: int | None = None,
+                tables: dict[str, pa.Table | None] | None = None) -> Model:
+    """``layout`` with an object per slice (args as dicts), as the JSON writer takes it."""
+    return layout(run_dir, devices, start_s, end_s, max_slices, tables).to_model()
+
+
+def _events_of(model: Model):
+    """A Model's slices and counters as columns (args encoded here)."""
+    from sim.reports.pftrace import Events
+    names: dict[str, int] = {}
+    flows = [(k, flow, into) for k, item in enumerate(model.slices)
+             for into, ids in ((False, item.flows_out), (True, item.flows_in)) for flow in ids]
+    samples = [(uuid, t, value) for uuid, items in model.counters.items() for t, value in items]
+    return Events(
+        track=np.array([s.track for s in model.slices], dtype=np.int64),
+        start_ns=np.array([s.start_ns for s in model.slices], dtype=np.int64),
+        end_ns=np.array([s.end_ns for s in model.slices], dtype=np.int64),
+        name=np.array([names.setdefault(s.name, len(names)) for s in model.slices], dtype=np.int64),
+        names=list(names), annotations=[_object_annotations(model.slices)],
+        flow_slice=np.array([f[0] for f in flows], dtype=np.int64),
+        flow_id=np.array([f[1] for f in flows], dtype=np.uint64),
+        flow_in=np.array([f[2] for f in flows], dtype=bool),
+        counter_track=np.array([s[0] for s in samples], dtype=np.int64),
+        counter_ns=np.array([s[1] for s in samples], dtype=np.int64),
+        counter_value=np.array([float(s[2]) for s in samples], dtype=np.float64))
+
+
+def _event_order(events) -> tuple[np.ndarray, np.ndarray]:
     """The order of the trace's events: (time, rank, key, end) ascending, with
     rank 0 slice ends, 1 zero-duration slices (begin, then end), 2 slice begins,
     3 counter samples, and key the slice's position or the counter's track; so
     at one timestamp a slice never ends before it begins and back-to-back
-    slices do not overlap. Returns (sorted event codes, their times); a code
-    ``2 * i`` is slice i's begin, ``2 * i + 1`` its end, ``-1 - j`` counter
-    sample j (in the order of ``model.counters``)."""
-    n = len(model.slices)
-    starts = np.fromiter((s.start_ns for s in model.slices), dtype=np.int64, count=n)
-    ends = np.fromiter((s.end_ns for s in model.slices), dtype=np.int64, count=n)
+    slices do not overlap. Returns (kind, item) of each event in order: kind 0
+    slice ``item``'s begin, 1 its end, 2 counter sample ``item``."""
+    starts, ends = events.start_ns, events.end_ns
+    n, m = len(starts), len(events.counter_ns)
     order = np.arange(n, dtype=np.int64)
     zero = starts == ends
-    counter_tracks = np.array([uuid for uuid, samples in model.counters.items() for _ in samples], dtype=np.int64)
-    counter_times = np.array([t for samples in model.counters.values() for t, _ in samples], dtype=np.int64)
-    m = len(counter_times)
-    times = np.concatenate([starts, np.where(zero, starts, ends), counter_times])
+    times = np.concatenate([starts, np.where(zero, starts, ends), events.counter_ns])
     rank = np.concatenate([np.where(zero, 1, 2), np.where(zero, 1, 0), np.full(m, 3)])
-    keys = np.concatenate([order, order, counter_tracks])
+    keys = np.concatenate([order, order, events.counter_track])
     is_end = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(m, np.int64)])
-    codes = np.concatenate([2 * order, 2 * order + 1, -1 - np.arange(m, dtype=np.int64)])
     sort = np.lexsort((is_end, keys, rank, times))
-    return codes[sort], times[sort]
+    kind = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.full(m, 2, np.int64)])
+    item = np.concatenate([order, order, np.arange(m, dtype=np.int64)])
+    return kind[sort], item[sort]
 
 
-def write_pftrace(model: Model, path: Path) -> None:
+def write_pftrace(model: Model | Layout, path: Path) -> None:
     """Native Perfetto protobuf: TracePackets on one sequence, encoded by
-    sim.reports.pftrace and streamed to the file in batches."""
-    from sim.reports.pftrace import PacketWriter, track_descriptor
-
-    codes, times = _event_order(model)
-    counter_values = [(uuid, value) for uuid, samples in model.counters.items() for _, value in samples]
-    slices = model.slices
+    sim.reports.pftrace a column at a time and streamed to the file."""
+    from sim.reports.pftrace import track_descriptor, write_trace
+    events = model.events if isinstance(model, Layout) else _events_of(model)
+    kind, item = _event_order(events)
+    descriptors = [track_descriptor(t.uuid, t.name, t.parent, t.pid, t.counter, t.unit) for t in model.tracks]
     with _output(path) as sink:
-        writer = PacketWriter(sink, SEQUENCE_ID)
-        for track in model.tracks:
-            writer.descriptor(track_descriptor(track.uuid, track.name, track.parent, track.pid,
-                                               track.counter, track.unit))
-        begin, end, counter = writer.begin, writer.end, writer.counter
-        for code, t in zip(codes.tolist(), writer.timestamps(times)):
-            if code < 0:
-                counter(t, *counter_values[-1 - code])
-            elif code & 1:
-                end(t, slices[code >> 1].track)
-            else:
-                item = slices[code >> 1]
-                begin(t, item.track, item.name, item.args, item.flows_out, item.flows_in, item.annotations)
-        writer.flush()
+        write_trace(sink, SEQUENCE_ID, descriptors, events, kind, item)
 
 
 def write_json(model: Model, path: Path) -> None:
@@ -548,7 +730,7 @@ def _check_window(start_s, end_s, max_slices) -> None:
 
 def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | None = None,
            devices: str | None = None, start_s: float | None = None, end_s: float | None = None,
-           max_slices: int | None = None, warn=sys.stderr, progress=None) -> Model:
+           max_slices: int | None = None, warn=sys.stderr, progress=None) -> Layout:
     """Write a run's timeline as ``pftrace`` (default) or ``json`` (by ``fmt`` or
     suffix). The run's tables are read and checked first, then laid out and
     written in ``progress`` stages (a sim.progress.Progress)."""
@@ -563,11 +745,14 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
     stage = progress.stage if progress is not None else (lambda label: contextlib.nullcontext())
     with collector_paused():   # the model is a few million acyclic objects (sim.runtime.heap)
         with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
-            model = build_model(Path(run_dir), devices, start_s, end_s, max_slices, with_args=fmt == "json",
-                                tables=tables)
-        if model.dropped and warn is not None:
-            warn.write(f"accsim: kept the first {model.total - model.dropped} of {model.total} slices "
+            laid = layout(Path(run_dir), devices, start_s, end_s, max_slices, tables=tables)
+        if laid.dropped and warn is not None:
+            warn.write(f"accsim: kept the first {laid.total - laid.dropped} of {laid.total} slices "
                        f"(--max-slices); narrow with --devices or --start/--end to see the rest\n")
-        with stage(f"writing {len(model.slices)} slices to {output}"):
-            (write_json if fmt == "json" else write_pftrace)(model, output)
-    return model
+        with stage(f"writing {laid.slice_count} slices to {output}"):
+            if fmt == "json":
+                write_json(laid.to_model(), output)
+            else:
+                write_pftrace(laid, output)
+    return laid
+

@@ -1,4 +1,4 @@
-"""Perfetto ``TracePacket`` bytes written directly, streamed to the file.
+"""Perfetto ``TracePacket`` bytes written directly, a column of packets at a time.
 
 A Perfetto trace is a ``Trace`` message: ``repeated TracePacket packet = 1``,
 so a file is the concatenation of ``0x0a, varint(length), packet bytes``
@@ -6,8 +6,12 @@ so a file is the concatenation of ``0x0a, varint(length), packet bytes``
 accsim writes few kinds of packets (track descriptors, slice begin and end,
 counter values, interned event names); building a Python protobuf message per
 packet costs tens of microseconds, so this module encodes exactly those
-fields itself, caching the bytes that repeat (an annotation such as
-``category: compute``, a track's end event), and writes them in batches.
+fields itself. Slices and counter samples come as columns (``Events``): each
+field of each packet is a column of byte strings (``Pieces``: one buffer,
+offsets and lengths), made with numpy per column (varints, fixed-width
+doubles) or once per distinct value (names, tracks, annotation values), and
+the packets are put together by one gather of bytes per batch, streamed to the
+file.
 
 Field numbers and wire types are those of Perfetto's protos
 (protos/perfetto/trace/trace_packet.proto, track_event/track_event.proto,
@@ -22,6 +26,7 @@ the bytes equal ``SerializeToString`` of the same message (tested against the
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -59,9 +64,10 @@ UNIT_SIZE_BYTES = 3
 
 _VARINT, _FIXED64, _LENGTH = 0, 1, 2
 _double = struct.Struct("<d").pack
-_fixed64 = struct.Struct("<Q").pack
 _SMALL = [bytes([i]) for i in range(128)]
 _ANNOTATION_KEY = bytes([_DEBUG_ANNOTATIONS << 3 | _LENGTH])
+_PACKET_KEY = b"\x0a"           # Trace.packet (1), length-delimited
+BATCH_BYTES = 1 << 23           # packets gathered (and written) about this many bytes at a time
 
 
 def varint(value: int) -> bytes:
@@ -78,26 +84,6 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
-
-
-def int_fields(field: int, values: np.ndarray) -> list[bytes]:
-    """``int_field(field, v)`` for each of non-negative ``values`` at once (numpy)."""
-    rest = np.asarray(values, dtype=np.uint64)
-    prefix = key(field, _VARINT)
-    width = len(prefix) + 10
-    table = np.zeros((len(rest), width), dtype=np.uint8)
-    table[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-    length = np.full(len(rest), len(prefix) + 1, dtype=np.int64)
-    for column in range(len(prefix), width):
-        low = (rest & np.uint64(0x7F)).astype(np.uint8)
-        rest = rest >> np.uint64(7)
-        more = rest > 0
-        table[:, column] = low | (more.astype(np.uint8) << 7)
-        if not more.any():
-            break
-        length += more
-    flat = table.tobytes()
-    return [flat[start:start + n] for start, n in zip(range(0, len(flat), width), length.tolist())]
 
 
 def key(field: int, wire: int) -> bytes:
@@ -132,40 +118,210 @@ def annotation(name: str, value) -> bytes:
     return bytes_field(_DEBUG_ANNOTATIONS, body + string_field(_ANNOTATION_NAME, name))
 
 
-def annotation_column(name: str, array) -> np.ndarray:
+class Pieces:
+    """A column of byte strings in one buffer: item i is
+    ``buf[offsets[i]:offsets[i] + lengths[i]]`` (a scalar offset and length
+    stand for the same string in every item)."""
+
+    __slots__ = ("buf", "offsets", "lengths", "size")
+
+    def __init__(self, buf: np.ndarray, offsets, lengths, size: int):
+        self.buf, self.offsets, self.lengths, self.size = buf, offsets, lengths, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    @classmethod
+    def of(cls, items: list[bytes], index: np.ndarray | None = None) -> Pieces:
+        """``items`` (or ``items[index[i]]`` for each i)."""
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        offsets = np.cumsum(lengths) - lengths
+        buf = np.frombuffer(b"".join(items), dtype=np.uint8)
+        if index is None:
+            return cls(buf, offsets, lengths, len(items))
+        return cls(buf, offsets[index], lengths[index], len(index))
+
+    @classmethod
+    def constant(cls, data: bytes, size: int) -> Pieces:
+        return cls(np.frombuffer(data, dtype=np.uint8), np.int64(0), np.int64(len(data)), size)
+
+    @classmethod
+    def rows(cls, table: np.ndarray, lengths: np.ndarray) -> Pieces:
+        """The first ``lengths[i]`` bytes of each row i of a 2-D uint8 table."""
+        n, width = table.shape
+        return cls(table.reshape(-1), np.arange(n, dtype=np.int64) * width, lengths.astype(np.int64), n)
+
+    def take(self, index: np.ndarray) -> Pieces:
+        offsets = self.offsets if np.ndim(self.offsets) == 0 else self.offsets[index]
+        lengths = self.lengths if np.ndim(self.lengths) == 0 else self.lengths[index]
+        return Pieces(self.buf, offsets, lengths, len(index))
+
+    def item_lengths(self) -> np.ndarray:
+        return np.broadcast_to(self.lengths, (self.size,))
+
+    @staticmethod
+    def stack(parts: list[Pieces]) -> Pieces:
+        """The items of each part in turn."""
+        bases = np.cumsum([0] + [len(p.buf) for p in parts])
+        buf = np.concatenate([p.buf for p in parts])
+        offsets = np.concatenate([np.broadcast_to(p.offsets, (p.size,)) + base for p, base in zip(parts, bases)])
+        lengths = np.concatenate([p.item_lengths() for p in parts])
+        return Pieces(buf, offsets, lengths, len(lengths))
+
+    def tolist(self) -> list[bytes]:
+        data = self.buf.tobytes()
+        return [data[o:o + n] for o, n in zip(np.broadcast_to(self.offsets, (self.size,)).tolist(),
+                                               self.item_lengths().tolist())]
+
+
+def _varint_rows(values: np.ndarray, prefix: bytes = b"") -> Pieces:
+    """``prefix + varint(v)`` for each of non-negative ``values`` (numpy)."""
+    rest = np.asarray(values, dtype=np.uint64)
+    width = len(prefix) + 10
+    table = np.zeros((len(rest), width), dtype=np.uint8)
+    table[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    length = np.full(len(rest), len(prefix) + 1, dtype=np.int64)
+    for column in range(len(prefix), width):
+        low = (rest & np.uint64(0x7F)).astype(np.uint8)
+        rest = rest >> np.uint64(7)
+        more = rest > 0
+        table[:, column] = low | (more.astype(np.uint8) << 7)
+        if not more.any():
+            break
+        length += more
+    return Pieces.rows(table, length)
+
+
+def int_pieces(field: int, values: np.ndarray) -> Pieces:
+    """``int_field(field, v)`` for each of non-negative ``values`` at once."""
+    return _varint_rows(values, key(field, _VARINT))
+
+
+def join(parts: list[Pieces]) -> Pieces:
+    """Item i is the concatenation of item i of every part."""
+    size = parts[0].size if parts else 0
+    chunks = list(_gather([(parts, np.arange(size, dtype=np.int64))], np.zeros(size, dtype=np.int64)))
+    lengths = sum(p.item_lengths() for p in parts) if parts else np.zeros(0, np.int64)
+    buf = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    return Pieces(buf, np.cumsum(lengths) - lengths, lengths, size)
+
+
+def _gather(kinds: list[tuple[list[Pieces], np.ndarray]], kind_of: np.ndarray):
+    """The bytes of a sequence of records, in batches (uint8 arrays): record r
+    is of kind ``kind_of[r]`` and, being the j-th of that kind, is the
+    concatenation of item ``items[j]`` of each of the kind's parts, for
+    ``(parts, items)`` = ``kinds[kind_of[r]]``."""
+    bases: dict[int, int] = {}
+    bufs = []
+    for parts, _ in kinds:
+        for p in parts:
+            if id(p.buf) not in bases:
+                bases[id(p.buf)] = sum(len(b) for b in bufs)
+                bufs.append(p.buf)
+    source = np.concatenate(bufs) if bufs else np.zeros(0, np.uint8)
+    rank = np.zeros(len(kind_of), dtype=np.int64)            # j: the record's place among its kind
+    record_bytes = np.zeros(len(kind_of), dtype=np.int64)
+    for k, (parts, items) in enumerate(kinds):
+        mine = kind_of == k
+        rank[mine] = np.arange(int(mine.sum()))
+        if parts:
+            record_bytes[mine] = sum(p.item_lengths() for p in parts)[items]
+    ends = np.cumsum(record_bytes)
+    start = 0
+    while start < len(kind_of):
+        done = int(ends[start - 1]) if start else 0
+        stop = max(int(np.searchsorted(ends, done + BATCH_BYTES, side="right")), start + 1)
+        yield _gather_batch(source, bases, kinds, kind_of[start:stop], rank[start:stop])
+        start = stop
+
+
+def _gather_batch(source: np.ndarray, bases: dict[int, int], kinds, kind_of: np.ndarray,
+                  rank: np.ndarray) -> np.ndarray:
+    widths = np.array([len(parts) for parts, _ in kinds], dtype=np.int64)
+    count = widths[kind_of]
+    first = np.cumsum(count) - count
+    offsets = np.empty(int(count.sum()), dtype=np.int64)
+    lengths = np.empty(len(offsets), dtype=np.int64)
+    for k, (parts, items) in enumerate(kinds):
+        mine = np.flatnonzero(kind_of == k)
+        if not len(mine) or not parts:
+            continue
+        index, at = items[rank[mine]], first[mine]
+        for j, p in enumerate(parts):
+            offsets[at + j] = (p.offsets if np.ndim(p.offsets) == 0 else p.offsets[index]) + bases[id(p.buf)]
+            lengths[at + j] = p.lengths if np.ndim(p.lengths) == 0 else p.lengths[index]
+    out_start = np.cumsum(lengths) - lengths
+    total = int(out_start[-1] + lengths[-1]) if len(lengths) else 0
+    small = np.int32 if len(source) + total < 2**31 else np.int64     # half the index bytes to move
+    index = np.repeat((offsets - out_start).astype(small), lengths)
+    index += np.arange(total, dtype=small)
+    return source[index]
+
+
+def numpy_of(array, fill=0) -> np.ndarray:
+    """An Arrow array (or chunked array) of a fixed-width number type as a numpy
+    array read from its buffers, nulls as ``fill`` (pyarrow's own ``to_numpy``
+    goes through its pandas conversion, which imports pandas: 0.3 s)."""
+    import pyarrow as pa
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    dtype = np.dtype(array.type.to_pandas_dtype() if not pa.types.is_floating(array.type)
+                     else {16: np.float16, 32: np.float32, 64: np.float64}[array.type.bit_width])
+    if not len(array):
+        return np.zeros(0, dtype=dtype)
+    if pa.types.is_boolean(array.type):
+        bits = np.unpackbits(np.frombuffer(array.buffers()[1], dtype=np.uint8), bitorder="little")
+        values = bits[array.offset:array.offset + len(array)].astype(bool)
+    else:
+        values = np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
+                               offset=array.offset * dtype.itemsize)
+    if array.null_count:
+        values = np.where(_valid(array), values, np.array(fill).astype(dtype))
+    return values
+
+
+def _valid(array) -> np.ndarray:
+    """An Arrow array's validity as a numpy bool array."""
+    if not array.null_count:
+        return np.ones(len(array), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    return bits[array.offset:array.offset + len(array)].astype(bool)
+
+
+def annotation_pieces(name: str, array) -> Pieces:
     """``annotation(name, v)`` for each value of an Arrow array (``b""`` where
-    null), as an object array: floats (a fixed-length encoding) at once with
-    numpy, other columns once per distinct value, integer columns with many
-    distinct values (op ids) through ``int_fields``."""
+    null): floats (a fixed-length encoding) at once with numpy, other columns
+    once per distinct value, integer columns with many distinct values (op
+    ids) as varints with numpy."""
     import pyarrow as pa
     import pyarrow.compute as pc
     n = len(array)
     suffix = string_field(_ANNOTATION_NAME, name)
-    valid = np.ones(n, dtype=bool) if not array.null_count else array.is_valid().to_numpy(zero_copy_only=False)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    valid = None if not array.null_count else _valid(array)
     if pa.types.is_float64(array.type) and n:
         head = key(_DOUBLE_VALUE, _FIXED64)
         prefix = key(_DEBUG_ANNOTATIONS, _LENGTH) + varint(len(head) + 8 + len(suffix)) + head
         width = len(prefix) + 8 + len(suffix)
         table = np.empty((n, width), dtype=np.uint8)
         table[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-        values = array.fill_null(0.0).to_numpy(zero_copy_only=False).astype("<f8")
+        values = numpy_of(array, 0.0).astype("<f8")
         table[:, len(prefix):len(prefix) + 8] = values.view(np.uint8).reshape(n, 8)
         table[:, len(prefix) + 8:] = np.frombuffer(suffix, dtype=np.uint8)
-        flat = table.tobytes()
-        out = np.empty(n, dtype=object)
-        out[:] = [flat[i:i + width] for i in range(0, n * width, width)]
+        out = Pieces.rows(table, np.full(n, width, dtype=np.int64))
     elif (pa.types.is_integer(array.type) and n > 4096 and pc.count_distinct(array).as_py() > n // 4
-          and (pc.min(array).as_py() or 0) >= 0):
-        head = _ANNOTATION_KEY
-        fields = int_fields(_INT_VALUE, array.fill_null(0).to_numpy(zero_copy_only=False))
-        out = np.empty(n, dtype=object)
-        out[:] = [head + varint(len(f) + len(suffix)) + f + suffix for f in fields]
+          and (pc.min(array).as_py() or 0) >= 0 and len(suffix) < 100):
+        fields = int_pieces(_INT_VALUE, numpy_of(array))
+        size = Pieces.rows((fields.lengths + len(suffix)).astype(np.uint8)[:, None], np.ones(n, np.int64))
+        out = join([Pieces.constant(_ANNOTATION_KEY, n), size, fields, Pieces.constant(suffix, n)])
     else:
         coded = pc.dictionary_encode(array)
         values = coded.dictionary.to_pylist()
-        table = np.array([annotation(name, v) for v in values] + [b""], dtype=object)
-        return table[coded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)]
-    out[~valid] = b""
+        indices = numpy_of(coded.indices, len(values))
+        return Pieces.of([annotation(name, v) for v in values] + [b""], indices)
+    if valid is not None:
+        out.lengths = np.where(valid, out.lengths, 0)
     return out
 
 
@@ -190,107 +346,143 @@ def track_descriptor(uuid: int, name: str, parent: int | None = None, pid: int |
     return body
 
 
-class PacketWriter:
-    """TracePackets on one trusted sequence, written to ``sink`` in batches.
+@dataclass
+class Events:
+    """A trace's slices and counter samples as columns. Slice i lies on track
+    ``track[i]`` from ``start_ns[i]`` to ``end_ns[i]``, is named
+    ``names[name[i]]``, carries the concatenation of item i of each of
+    ``annotations`` as its debug annotations, and the flows ``flow_id[j]``
+    where ``flow_slice[j] == i`` (out of it, or into it where ``flow_in[j]``).
+    Counter sample j is ``counter_value[j]`` on ``counter_track[j]`` at
+    ``counter_ns[j]``."""
 
-    The first packet clears the sequence's incremental state (interned names),
-    every later one needs it, as Perfetto's TrackEvent interning requires.
-    Timestamps come encoded (``timestamps``, numpy-fast for a whole trace).
-    Packet fields go in ascending number: timestamp (8), sequence id (10),
-    event (11), interned data (12), flags (13), track descriptor (60)."""
+    track: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    name: np.ndarray
+    names: list[str]
+    annotations: list[Pieces]
+    flow_slice: np.ndarray
+    flow_id: np.ndarray
+    flow_in: np.ndarray
+    counter_track: np.ndarray
+    counter_ns: np.ndarray
+    counter_value: np.ndarray
 
-    def __init__(self, sink: BinaryIO, sequence_id: int, batch_packets: int = 65536):
-        self.sink = sink
-        self.batch_packets = batch_packets
-        self.packets = 0
-        self._parts: list[bytes] = []
-        self._sequence = int_field(_SEQUENCE_ID, sequence_id)
-        self._flags = int_field(_SEQUENCE_FLAGS, SEQ_NEEDS_INCREMENTAL_STATE)
-        self._flags_first = int_field(_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
-        self._interned: dict[str, bytes] = {}       # name -> its type and name_iid fields
-        self._uuids: dict[int, bytes] = {}
-        self._annotations: dict[tuple, tuple[type, bytes]] = {}
-        self._ends: dict[int, bytes] = {}
-        self._counters: dict[int, bytes] = {}
-        self._event_key = key(_TRACK_EVENT, _LENGTH)
-        self._begin_type = int_field(_TYPE, TYPE_SLICE_BEGIN)
-        self._flow_key = key(_FLOW_IDS, _FIXED64)
-        self._terminating_key = key(_TERMINATING_FLOW_IDS, _FIXED64)
-        self._counter_value_key = key(_DOUBLE_COUNTER_VALUE, _FIXED64)
 
-    @staticmethod
-    def timestamps(times_ns: np.ndarray) -> list[bytes]:
-        """The encoded timestamp field of each of ``times_ns`` (non-negative)."""
-        return int_fields(_TIMESTAMP, times_ns)
+def write_trace(sink: BinaryIO, sequence_id: int, descriptors: list[bytes], events: Events,
+                kind: np.ndarray, item: np.ndarray) -> int:
+    """Write TracePackets on one trusted sequence: a TrackDescriptor per
+    ``descriptors``, then an event per entry of ``kind`` (0 a slice's begin, 1
+    its end, 2 a counter sample) of slice or sample ``item``. The first packet
+    clears the sequence's incremental state (interned names), every later one
+    needs it, as Perfetto's TrackEvent interning requires; an event name is
+    interned in the packet of its first begin. Packet fields go in ascending
+    number: timestamp (8), sequence id (10), event (11), interned data (12),
+    flags (13), track descriptor (60). Returns the number of packets."""
+    sequence = int_field(_SEQUENCE_ID, sequence_id)
+    flags = int_field(_SEQUENCE_FLAGS, SEQ_NEEDS_INCREMENTAL_STATE)
+    first_flags = int_field(_SEQUENCE_FLAGS, SEQ_INCREMENTAL_STATE_CLEARED)
+    packets = []
+    for i, descriptor in enumerate(descriptors):
+        body = sequence + (flags if i else first_flags) + bytes_field(_TRACK_DESCRIPTOR, descriptor)
+        packets.append(_PACKET_KEY + varint(len(body)) + body)
+    sink.write(b"".join(packets))
+    if not len(kind):
+        return len(descriptors)
+    flag_choice = [flags, first_flags]
+    first = (0, -1) if descriptors else (int(kind[0]), int(item[0]))   # the event that is the first packet
+    kinds = [_begins(events, kind, item, sequence, flag_choice, first),
+             _ends(events, sequence, flags),
+             _counters(events, sequence, flag_choice, first)]
+    for k, (parts, _) in enumerate(kinds):
+        kinds[k] = (parts, item[kind == k])
+    for chunk in _gather(kinds, kind):
+        sink.write(chunk.tobytes())
+    return len(descriptors) + len(kind)
 
-    def _add(self, head: bytes, tail: bytes = b"") -> None:
-        """A packet of ``head``, the sequence flags, ``tail``."""
-        flags = self._flags if self.packets else self._flags_first
-        body = head + flags + tail
-        self._parts.append(b"\x0a" + varint(len(body)) + body)
-        self.packets += 1
-        if len(self._parts) >= self.batch_packets:
-            self.flush()
 
-    def flush(self) -> None:
-        if self._parts:
-            self.sink.write(b"".join(self._parts))
-            self._parts.clear()
+def _packet(body: list[Pieces]) -> list[Pieces]:
+    """A TracePacket's parts: the Trace.packet key and length, then ``body``."""
+    size = sum(p.item_lengths() for p in body)
+    return [Pieces.constant(_PACKET_KEY, body[0].size), _varint_rows(size), *body]
 
-    def descriptor(self, descriptor: bytes) -> None:
-        self._add(self._sequence, bytes_field(_TRACK_DESCRIPTOR, descriptor))
 
-    def _args(self, args: dict) -> list[bytes]:
-        cache = self._annotations
-        parts = []
-        for name_value in args.items():
-            value = name_value[1]
-            kind = type(value)
-            hit = cache.get(name_value)
-            if hit is not None and hit[0] is kind:
-                parts.append(hit[1])
-                continue
-            encoded = annotation(*name_value)
-            if kind is not float or value != 0:          # 0.0 and -0.0 are one dict key
-                cache[name_value] = (kind, encoded)
-            parts.append(encoded)
-        return parts
+def _choose(options: list[bytes], n: int, chosen: int) -> Pieces:
+    """``options[0]`` for every item but ``chosen`` (-1: none), which gets ``options[1]``."""
+    index = np.zeros(n, dtype=np.int64)
+    if chosen >= 0:
+        index[chosen] = 1
+    return Pieces.of(options, index)
 
-    def begin(self, timestamp: bytes, track: int, name: str, args: dict, flows_out=(), flows_in=(),
-              annotations: bytes | None = None) -> None:
-        """TYPE_SLICE_BEGIN with an interned name (defined in this packet the
-        first time it is used), debug annotations (``args``, or already encoded
-        as ``annotations``) and flow ids."""
-        interned = b""
-        name_iid = self._interned.get(name)
-        if name_iid is None:
-            iid = len(self._interned) + 1
-            name_iid = self._interned[name] = self._begin_type + int_field(_NAME_IID, iid)
-            entry = bytes_field(_EVENT_NAMES, int_field(1, iid) + string_field(2, name))
-            interned = bytes_field(_INTERNED_DATA, entry)
-        track_uuid = self._uuids.get(track)
-        if track_uuid is None:
-            track_uuid = self._uuids[track] = int_field(_TRACK_UUID, track)
-        parts = [annotations] if annotations is not None else self._args(args) if args else []
-        parts.append(name_iid)
-        parts.append(track_uuid)
-        for flow in flows_out:
-            parts.append(self._flow_key + _fixed64(flow))
-        for flow in flows_in:
-            parts.append(self._terminating_key + _fixed64(flow))
-        event = b"".join(parts)
-        self._add(b"".join((timestamp, self._sequence, self._event_key, varint(len(event)), event, interned)))
 
-    def end(self, timestamp: bytes, track: int) -> None:
-        event = self._ends.get(track)
-        if event is None:
-            event = self._ends[track] = self._sequence + bytes_field(
-                _TRACK_EVENT, int_field(_TYPE, TYPE_SLICE_END) + int_field(_TRACK_UUID, track))
-        self._add(timestamp + event)
+def _begins(events: Events, kind: np.ndarray, item: np.ndarray, sequence: bytes, flags: list[bytes],
+            first: tuple[int, int]) -> tuple[list[Pieces], None]:
+    """TYPE_SLICE_BEGIN packets of every slice: debug annotations, interned
+    name, track, flow ids, the name's definition (interned data) with its
+    first begin in ``kind``/``item`` order."""
+    n = len(events.track)
+    opened = item[kind == 0]                                   # slices in the order their begins are written
+    names, first_use = np.unique(events.name[opened], return_index=True)
+    iid_of = np.zeros(len(events.names), dtype=np.int64)
+    iid_of[names[np.argsort(first_use, kind="stable")]] = np.arange(1, len(names) + 1)
+    name_field = _varint_rows(iid_of[events.name], int_field(_TYPE, TYPE_SLICE_BEGIN) + key(_NAME_IID, _VARINT))
+    defines = np.full(n, len(names), dtype=np.int64)          # the slices whose begin defines a name
+    defines[opened[first_use]] = np.arange(len(names))
+    definitions = Pieces.stack([_name_definitions(names, iid_of[names], events.names), Pieces.constant(b"", 1)])
+    tracks, track_index = np.unique(events.track, return_inverse=True)
+    track_field = Pieces.of([int_field(_TRACK_UUID, int(t)) for t in tracks.tolist()], track_index)
+    event = [*events.annotations, name_field, track_field, _flows(events, n)]
+    size = sum(p.item_lengths() for p in event)
+    body = [int_pieces(_TIMESTAMP, events.start_ns), Pieces.constant(sequence + key(_TRACK_EVENT, _LENGTH), n),
+            _varint_rows(size), *event, definitions.take(defines),
+            _choose(flags, n, first[1] if first[0] == 0 else -1)]
+    return _packet(body), None
 
-    def counter(self, timestamp: bytes, track: int, value: float) -> None:
-        prefix = self._counters.get(track)
-        if prefix is None:
-            body = int_field(_TYPE, TYPE_COUNTER) + int_field(_TRACK_UUID, track) + self._counter_value_key
-            prefix = self._counters[track] = self._sequence + self._event_key + varint(len(body) + 8) + body
-        self._add(timestamp + prefix + _double(float(value)))
+
+def _name_definitions(codes: np.ndarray, iids: np.ndarray, names: list[str]) -> Pieces:
+    """InternedData {event_names {iid, name}} of each of ``names[codes]``, with ``iids``."""
+    text = Pieces.of([names[k].encode("utf-8", "surrogatepass") for k in codes.tolist()])
+    entry = [int_pieces(1, iids), Pieces.constant(key(2, _LENGTH), len(iids)), _varint_rows(text.lengths), text]
+    return _length_delimited(_INTERNED_DATA, [_length_delimited(_EVENT_NAMES, entry)])
+
+
+def _length_delimited(field: int, parts: list[Pieces]) -> Pieces:
+    """A length-delimited ``field`` whose payload is the concatenation of ``parts``."""
+    size = sum(p.item_lengths() for p in parts)
+    return join([Pieces.constant(key(field, _LENGTH), len(size)), _varint_rows(size), *parts])
+
+
+def _flows(events: Events, n: int) -> Pieces:
+    """Each slice's flow ids (fixed64): out of it, then into it, each in the order of ``events``."""
+    order = np.lexsort((events.flow_in, events.flow_slice))     # stable: ids stay in the order given
+    ids = np.asarray(events.flow_id, dtype="<u8")[order]
+    table = np.empty((len(ids), 10), dtype=np.uint8)
+    keys = np.array([list(key(_FLOW_IDS, _FIXED64)), list(key(_TERMINATING_FLOW_IDS, _FIXED64))], dtype=np.uint8)
+    table[:, :2] = keys[np.asarray(events.flow_in, dtype=np.int64)[order]]
+    table[:, 2:] = ids.view(np.uint8).reshape(-1, 8)
+    per_slice = np.bincount(np.asarray(events.flow_slice, dtype=np.int64), minlength=n)
+    return Pieces(table.reshape(-1), (np.cumsum(per_slice) - per_slice) * 10, per_slice * 10, n)
+
+
+def _ends(events: Events, sequence: bytes, flags: bytes) -> tuple[list[Pieces], None]:
+    """TYPE_SLICE_END packets of every slice (a slice's end is never the first packet)."""
+    tracks, track_index = np.unique(events.track, return_inverse=True)
+    tails = [sequence + bytes_field(_TRACK_EVENT, int_field(_TYPE, TYPE_SLICE_END) + int_field(_TRACK_UUID, int(t)))
+             + flags for t in tracks.tolist()]
+    return _packet([int_pieces(_TIMESTAMP, events.end_ns), Pieces.of(tails, track_index)]), None
+
+
+def _counters(events: Events, sequence: bytes, flags: list[bytes], first: tuple[int, int]) -> tuple[list[Pieces], None]:
+    """TYPE_COUNTER packets of every counter sample."""
+    m = len(events.counter_track)
+    tracks, track_index = np.unique(events.counter_track, return_inverse=True)
+    heads = []
+    for t in tracks.tolist():
+        body = (int_field(_TYPE, TYPE_COUNTER) + int_field(_TRACK_UUID, t)
+                + key(_DOUBLE_COUNTER_VALUE, _FIXED64))
+        heads.append(sequence + key(_TRACK_EVENT, _LENGTH) + varint(len(body) + 8) + body)
+    values = np.asarray(events.counter_value, dtype="<f8").view(np.uint8).reshape(m, 8)
+    return _packet([int_pieces(_TIMESTAMP, events.counter_ns), Pieces.of(heads, track_index),
+                    Pieces.rows(values, np.full(m, 8, dtype=np.int64)),
+                    _choose(flags, m, first[1] if first[0] == 2 else -1)]), None
