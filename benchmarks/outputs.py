@@ -6,10 +6,10 @@ size of a big run directory, and the time of ``accsim perfetto`` on a big run.
     python benchmarks/outputs.py perfetto RUN_DIR [--repeat 3] [--tree DIR ...]
 
 ``startup`` times ``python -m sim collective --topology dgx_a100 --op allreduce
---bytes 1GiB`` (8 ranks) as a whole process, wall and CPU (user + system of the
-child), best of ``--repeat``; ``--tree`` (repeatable) runs the same command
-with another checkout of accsim first on PYTHONPATH (e.g. the commit before a
-change), interleaved with this one, so a loaded machine affects both alike.
+--bytes 1GiB`` (8 ranks) as a whole process, wall, CPU (user + system of the
+child) and peak resident memory, each the best of ``--repeat``; ``--tree``
+(repeatable) runs the same command with another checkout of accsim first on
+PYTHONPATH (e.g. the commit before a change), interleaved with this one, so a loaded machine affects both alike.
 Bytecode: run once with PYTHONDONTWRITEBYTECODE unset (or ``python -m
 compileall sim``) so both trees start from cached ``.pyc`` files, as an
 installed wheel does.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,28 +36,30 @@ ROOT = Path(__file__).resolve().parents[1]
 COLLECTIVE = ["collective", "--topology", "dgx_a100", "--op", "allreduce", "--bytes", "1GiB"]
 
 
-def timed_process(tree: Path, args: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the child) of ``python -m sim ARGS`` run with ``tree`` first on the path."""
+def timed_process(tree: Path, args: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of the child ``python -m sim
+    ARGS`` run with ``tree`` first on the path (its own rusage, from wait4)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sim", *args], cwd=tree, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=tree, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, child.args)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024      # Linux: ru_maxrss in KiB
 
 
 def compare(trees: list[Path], args: list[str], repeat: int, label: str) -> None:
-    best = {tree: (float("inf"), float("inf")) for tree in trees}
+    best = {tree: (float("inf"), float("inf"), float("inf")) for tree in trees}
     for _ in range(repeat):
         for tree in trees:                     # interleaved: load hits every tree alike
-            wall, cpu = timed_process(tree, args)
-            best[tree] = (min(best[tree][0], wall), min(best[tree][1], cpu))
+            measured = timed_process(tree, args)
+            best[tree] = tuple(min(a, b) for a, b in zip(best[tree], measured))
     print(f"{label}, best of {repeat}:")
     for tree in trees:
-        wall, cpu = best[tree]
-        print(f"  {str(tree):<40} wall {wall:7.3f} s   cpu {cpu:7.3f} s")
+        wall, cpu, rss = best[tree]
+        print(f"  {str(tree):<40} wall {wall:7.3f} s   cpu {cpu:7.3f} s   peak RSS {rss:7.1f} MB")
 
 
 def size(run_dirs: list[Path]) -> None:

@@ -118,15 +118,27 @@ def annotation(name: str, value) -> bytes:
     return bytes_field(_DEBUG_ANNOTATIONS, body + string_field(_ANNOTATION_NAME, name))
 
 
+def _compact(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers in the narrowest of uint8, uint16, int32 or int64 that holds them."""
+    top = int(values.max()) if len(values) else 0
+    for kind in (np.uint8, np.uint16, np.int32):
+        if top <= np.iinfo(kind).max:
+            return values.astype(kind, copy=False)
+    return values.astype(np.int64, copy=False)
+
+
 class Pieces:
-    """A column of byte strings in one buffer: item i is
-    ``buf[offsets[i]:offsets[i] + lengths[i]]`` (a scalar offset and length
-    stand for the same string in every item)."""
+    """A column of byte strings in one buffer: item i is byte string
+    ``k = index[i]`` (``k = i`` without an index), which is
+    ``buf[offsets[k]:offsets[k] + lengths[k]]``. A scalar offset or length
+    stands for every string's; offsets ``None`` put string k at ``k * stride``
+    (rows of a table). Index, offsets and lengths are held as narrow integers."""
 
-    __slots__ = ("buf", "offsets", "lengths", "size")
+    __slots__ = ("buf", "offsets", "lengths", "size", "stride", "index")
 
-    def __init__(self, buf: np.ndarray, offsets, lengths, size: int):
+    def __init__(self, buf: np.ndarray, offsets, lengths, size: int, stride: int = 0, index=None):
         self.buf, self.offsets, self.lengths, self.size = buf, offsets, lengths, size
+        self.stride, self.index = stride, index
 
     def __len__(self) -> int:
         return self.size
@@ -137,9 +149,8 @@ class Pieces:
         lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
         offsets = np.cumsum(lengths) - lengths
         buf = np.frombuffer(b"".join(items), dtype=np.uint8)
-        if index is None:
-            return cls(buf, offsets, lengths, len(items))
-        return cls(buf, offsets[index], lengths[index], len(index))
+        return cls(buf, offsets, lengths, len(items) if index is None else len(index),
+                   index=None if index is None else _compact(np.asarray(index)))
 
     @classmethod
     def constant(cls, data: bytes, size: int) -> Pieces:
@@ -149,29 +160,50 @@ class Pieces:
     def rows(cls, table: np.ndarray, lengths: np.ndarray) -> Pieces:
         """The first ``lengths[i]`` bytes of each row i of a 2-D uint8 table."""
         n, width = table.shape
-        return cls(table.reshape(-1), np.arange(n, dtype=np.int64) * width, lengths.astype(np.int64), n)
+        return cls(table.reshape(-1), None, _compact(lengths), n, stride=width)
 
-    def take(self, index: np.ndarray) -> Pieces:
-        offsets = self.offsets if np.ndim(self.offsets) == 0 else self.offsets[index]
-        lengths = self.lengths if np.ndim(self.lengths) == 0 else self.lengths[index]
-        return Pieces(self.buf, offsets, lengths, len(index))
+    def _strings(self, items: np.ndarray) -> np.ndarray:
+        return items if self.index is None else self.index[items]
+
+    def offsets_at(self, items: np.ndarray):
+        """The offsets in ``buf`` of the given items (int64, or one scalar for all)."""
+        if self.offsets is None:
+            return self._strings(items).astype(np.int64) * self.stride
+        if np.ndim(self.offsets) == 0:
+            return self.offsets
+        return self.offsets[self._strings(items)].astype(np.int64)
+
+    def lengths_at(self, items: np.ndarray):
+        """The lengths of the given items (int64, or one scalar for all)."""
+        if np.ndim(self.lengths) == 0:
+            return self.lengths
+        return self.lengths[self._strings(items)].astype(np.int64)
 
     def item_lengths(self) -> np.ndarray:
-        return np.broadcast_to(self.lengths, (self.size,))
+        """Every item's length (int64)."""
+        if np.ndim(self.lengths) == 0:
+            return np.full(self.size, self.lengths, dtype=np.int64)
+        return self.lengths_at(np.arange(self.size))
+
+    def take(self, items: np.ndarray) -> Pieces:
+        return Pieces(self.buf, self.offsets, self.lengths, len(items), self.stride,
+                      _compact(np.asarray(self._strings(items))))
 
     @staticmethod
     def stack(parts: list[Pieces]) -> Pieces:
         """The items of each part in turn."""
         bases = np.cumsum([0] + [len(p.buf) for p in parts])
         buf = np.concatenate([p.buf for p in parts])
-        offsets = np.concatenate([np.broadcast_to(p.offsets, (p.size,)) + base for p, base in zip(parts, bases)])
+        offsets = np.concatenate([np.broadcast_to(p.offsets_at(np.arange(p.size)), (p.size,)) + base
+                                  for p, base in zip(parts, bases)])
         lengths = np.concatenate([p.item_lengths() for p in parts])
-        return Pieces(buf, offsets, lengths, len(lengths))
+        return Pieces(buf, _compact(offsets), _compact(lengths), len(lengths))
 
     def tolist(self) -> list[bytes]:
         data = self.buf.tobytes()
-        return [data[o:o + n] for o, n in zip(np.broadcast_to(self.offsets, (self.size,)).tolist(),
-                                               self.item_lengths().tolist())]
+        items = np.arange(self.size)
+        offsets = np.broadcast_to(self.offsets_at(items), (self.size,)).tolist()
+        return [data[o:o + n] for o, n in zip(offsets, self.item_lengths().tolist())]
 
 
 def _varint_rows(values: np.ndarray, prefix: bytes = b"") -> Pieces:
@@ -203,7 +235,7 @@ def join(parts: list[Pieces]) -> Pieces:
     chunks = list(_gather([(parts, np.arange(size, dtype=np.int64))], np.zeros(size, dtype=np.int64)))
     lengths = sum(p.item_lengths() for p in parts) if parts else np.zeros(0, np.int64)
     buf = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    return Pieces(buf, np.cumsum(lengths) - lengths, lengths, size)
+    return Pieces(buf, _compact(np.cumsum(lengths) - lengths), _compact(lengths), size)
 
 
 def _gather(kinds: list[tuple[list[Pieces], np.ndarray]], kind_of: np.ndarray):
@@ -248,8 +280,8 @@ def _gather_batch(source: np.ndarray, bases: dict[int, int], kinds, kind_of: np.
             continue
         index, at = items[rank[mine]], first[mine]
         for j, p in enumerate(parts):
-            offsets[at + j] = (p.offsets if np.ndim(p.offsets) == 0 else p.offsets[index]) + bases[id(p.buf)]
-            lengths[at + j] = p.lengths if np.ndim(p.lengths) == 0 else p.lengths[index]
+            offsets[at + j] = p.offsets_at(index) + bases[id(p.buf)]
+            lengths[at + j] = p.lengths_at(index)
     out_start = np.cumsum(lengths) - lengths
     total = int(out_start[-1] + lengths[-1]) if len(lengths) else 0
     small = np.int32 if len(source) + total < 2**31 else np.int64     # half the index bytes to move
@@ -313,7 +345,7 @@ def annotation_pieces(name: str, array) -> Pieces:
     elif (pa.types.is_integer(array.type) and n > 4096 and pc.count_distinct(array).as_py() > n // 4
           and (pc.min(array).as_py() or 0) >= 0 and len(suffix) < 100):
         fields = int_pieces(_INT_VALUE, numpy_of(array))
-        size = Pieces.rows((fields.lengths + len(suffix)).astype(np.uint8)[:, None], np.ones(n, np.int64))
+        size = Pieces.rows((fields.item_lengths() + len(suffix)).astype(np.uint8)[:, None], np.ones(n, np.int64))
         out = join([Pieces.constant(_ANNOTATION_KEY, n), size, fields, Pieces.constant(suffix, n)])
     else:
         coded = pc.dictionary_encode(array)
@@ -321,7 +353,7 @@ def annotation_pieces(name: str, array) -> Pieces:
         indices = numpy_of(coded.indices, len(values))
         return Pieces.of([annotation(name, v) for v in values] + [b""], indices)
     if valid is not None:
-        out.lengths = np.where(valid, out.lengths, 0)
+        out.lengths = np.where(valid, out.lengths, 0).astype(out.lengths.dtype)
     return out
 
 
@@ -410,9 +442,10 @@ def _packet(body: list[Pieces]) -> list[Pieces]:
 
 def _choose(options: list[bytes], n: int, chosen: int) -> Pieces:
     """``options[0]`` for every item but ``chosen`` (-1: none), which gets ``options[1]``."""
+    if chosen < 0:
+        return Pieces.constant(options[0], n)
     index = np.zeros(n, dtype=np.int64)
-    if chosen >= 0:
-        index[chosen] = 1
+    index[chosen] = 1
     return Pieces.of(options, index)
 
 
@@ -443,7 +476,7 @@ def _begins(events: Events, kind: np.ndarray, item: np.ndarray, sequence: bytes,
 def _name_definitions(codes: np.ndarray, iids: np.ndarray, names: list[str]) -> Pieces:
     """InternedData {event_names {iid, name}} of each of ``names[codes]``, with ``iids``."""
     text = Pieces.of([names[k].encode("utf-8", "surrogatepass") for k in codes.tolist()])
-    entry = [int_pieces(1, iids), Pieces.constant(key(2, _LENGTH), len(iids)), _varint_rows(text.lengths), text]
+    entry = [int_pieces(1, iids), Pieces.constant(key(2, _LENGTH), len(iids)), _varint_rows(text.item_lengths()), text]
     return _length_delimited(_INTERNED_DATA, [_length_delimited(_EVENT_NAMES, entry)])
 
 
@@ -462,7 +495,7 @@ def _flows(events: Events, n: int) -> Pieces:
     table[:, :2] = keys[np.asarray(events.flow_in, dtype=np.int64)[order]]
     table[:, 2:] = ids.view(np.uint8).reshape(-1, 8)
     per_slice = np.bincount(np.asarray(events.flow_slice, dtype=np.int64), minlength=n)
-    return Pieces(table.reshape(-1), (np.cumsum(per_slice) - per_slice) * 10, per_slice * 10, n)
+    return Pieces(table.reshape(-1), _compact((np.cumsum(per_slice) - per_slice) * 10), _compact(per_slice * 10), n)
 
 
 def _ends(events: Events, sequence: bytes, flags: bytes) -> tuple[list[Pieces], None]:
