@@ -232,17 +232,19 @@ def int_pieces(field: int, values: np.ndarray) -> Pieces:
 def join(parts: list[Pieces]) -> Pieces:
     """Item i is the concatenation of item i of every part."""
     size = parts[0].size if parts else 0
-    chunks = list(_gather([(parts, np.arange(size, dtype=np.int64))], np.zeros(size, dtype=np.int64)))
+    chunks = [chunk.copy() for chunk in _gather([(parts, np.arange(size, dtype=np.int64))],
+                                                np.zeros(size, dtype=np.int64))]
     lengths = sum(p.item_lengths() for p in parts) if parts else np.zeros(0, np.int64)
     buf = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
     return Pieces(buf, _compact(np.cumsum(lengths) - lengths), _compact(lengths), size)
 
 
 def _gather(kinds: list[tuple[list[Pieces], np.ndarray]], kind_of: np.ndarray):
-    """The bytes of a sequence of records, in batches (uint8 arrays): record r
-    is of kind ``kind_of[r]`` and, being the j-th of that kind, is the
-    concatenation of item ``items[j]`` of each of the kind's parts, for
-    ``(parts, items)`` = ``kinds[kind_of[r]]``."""
+    """The bytes of a sequence of records, in batches of about BATCH_BYTES
+    (uint8 arrays, valid until the next batch): record r is of kind
+    ``kind_of[r]`` and, being the j-th of that kind, is the concatenation of
+    item ``items[j]`` of each of the kind's parts, for ``(parts, items)`` =
+    ``kinds[kind_of[r]]``."""
     bases: dict[int, int] = {}
     bufs = []
     for parts, _ in kinds:
@@ -259,16 +261,24 @@ def _gather(kinds: list[tuple[list[Pieces], np.ndarray]], kind_of: np.ndarray):
         if parts:
             record_bytes[mine] = sum(p.item_lengths() for p in parts)[items]
     ends = np.cumsum(record_bytes)
-    start = 0
-    while start < len(kind_of):
+    stops = []
+    while not stops or stops[-1] < len(kind_of):
+        start = stops[-1] if stops else 0
         done = int(ends[start - 1]) if start else 0
-        stop = max(int(np.searchsorted(ends, done + BATCH_BYTES, side="right")), start + 1)
-        yield _gather_batch(source, bases, kinds, kind_of[start:stop], rank[start:stop])
-        start = stop
+        stops.append(max(int(np.searchsorted(ends, done + BATCH_BYTES, side="right")), start + 1))
+    bounds = np.array([0] + stops)
+    largest = int(np.max(np.diff(np.append(0, ends)[bounds]))) if len(kind_of) else 0
+    small = np.int32 if len(source) < 2**31 else np.int64
+    buffers = (np.empty(largest, dtype=small), np.empty(largest, dtype=small), np.empty(largest, dtype=np.uint8))
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        yield _gather_batch(source, bases, kinds, kind_of[start:stop], rank[start:stop], buffers)
 
 
 def _gather_batch(source: np.ndarray, bases: dict[int, int], kinds, kind_of: np.ndarray,
-                  rank: np.ndarray) -> np.ndarray:
+                  rank: np.ndarray, buffers: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """One batch of ``_gather``: the records' pieces as (offset in ``source``,
+    length), then the bytes through a running sum of index steps (1 within a
+    piece, a jump between pieces), in buffers reused from batch to batch."""
     widths = np.array([len(parts) for parts, _ in kinds], dtype=np.int64)
     count = widths[kind_of]
     first = np.cumsum(count) - count
@@ -282,12 +292,19 @@ def _gather_batch(source: np.ndarray, bases: dict[int, int], kinds, kind_of: np.
         for j, p in enumerate(parts):
             offsets[at + j] = p.offsets_at(index) + bases[id(p.buf)]
             lengths[at + j] = p.lengths_at(index)
-    out_start = np.cumsum(lengths) - lengths
-    total = int(out_start[-1] + lengths[-1]) if len(lengths) else 0
-    small = np.int32 if len(source) + total < 2**31 else np.int64     # half the index bytes to move
-    index = np.repeat((offsets - out_start).astype(small), lengths)
-    index += np.arange(total, dtype=small)
-    return source[index]
+    used = lengths > 0
+    offsets, lengths = offsets[used], lengths[used]
+    if not len(lengths):
+        return buffers[2][:0]
+    out_end = np.cumsum(lengths)
+    total = int(out_end[-1])
+    steps, index, out = buffers[0][:total], buffers[1][:total], buffers[2][:total]
+    steps.fill(1)
+    jumps = offsets.copy()
+    jumps[1:] -= offsets[:-1] + lengths[:-1] - 1
+    steps[out_end - lengths] = jumps
+    np.cumsum(steps, out=index, dtype=steps.dtype)
+    return np.take(source, index, out=out, mode="clip")      # every index is in range
 
 
 def numpy_of(array, fill=0) -> np.ndarray:
@@ -430,7 +447,7 @@ def write_trace(sink: BinaryIO, sequence_id: int, descriptors: list[bytes], even
     for k, (parts, _) in enumerate(kinds):
         kinds[k] = (parts, item[kind == k])
     for chunk in _gather(kinds, kind):
-        sink.write(chunk.tobytes())
+        sink.write(chunk.data)
     return len(descriptors) + len(kind)
 
 
