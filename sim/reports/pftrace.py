@@ -67,7 +67,7 @@ _double = struct.Struct("<d").pack
 _SMALL = [bytes([i]) for i in range(128)]
 _ANNOTATION_KEY = bytes([_DEBUG_ANNOTATIONS << 3 | _LENGTH])
 _PACKET_KEY = b"\x0a"           # Trace.packet (1), length-delimited
-BATCH_BYTES = 1 << 23           # packets gathered (and written) about this many bytes at a time
+BATCH_BYTES = 1 << 21           # packets gathered (and written) about this many bytes at a time
 
 
 def varint(value: int) -> bytes:
