@@ -126,3 +126,27 @@ def test_without_an_instruction_count_the_kernel_stays_bandwidth_bound():
     assert t.bound == "memory"
     tier = spec.tier(spec.default_tier)
     assert t.seconds == pytest.approx(spec.sm_array.launch_overhead_s + 4.5e8 / tier.achievable_bandwidth_bytes_per_s)
+
+
+# ---------------------------------------------------------------- gradient accumulation (layer_kernels)
+
+def _wgrad_kernels(**model):
+    from sim.workload.layer_kernels import layer_kernels
+    from sim.workload.transformer import ModelConfig
+    cfg = ModelConfig("m", 2, 1024, 8, 512, 0, **model)
+    kernels = layer_kernels(cfg, 1, 2, False)
+    return kernels["bwd.mlp.wgrad"] + kernels["bwd.attn.wgrad"]
+
+
+@pytest.mark.parametrize("dtype, main_bytes", [("fp16", 2.0), ("bf16", 4.0)])
+def test_unfused_gradient_accumulation_reads_and_writes_every_weight_once(dtype, main_bytes):
+    kernels = _wgrad_kernels(dtype=dtype, gradient_accumulation_fusion=False)
+    adds = [k for k in kernels if k.name.endswith("grad_accumulate")]
+    weights = sum(k.m * k.n for k in kernels if k.kind == "gemm")       # each wgrad GEMM's output is a weight
+    assert len(adds) == 4
+    assert sum(k.bytes_read for k in adds) == weights * (2.0 + main_bytes)
+    assert sum(k.bytes_written for k in adds) == weights * main_bytes
+
+
+def test_fused_gradient_accumulation_adds_no_kernel():
+    assert not [k for k in _wgrad_kernels() if k.name.endswith("grad_accumulate")]

@@ -268,6 +268,7 @@ class ModelSchema(StrictModel):
     fused_kernels: Bool = True
     dropout: NonNegativeFloat = 0.0
     bias: Bool = True
+    gradient_accumulation_fusion: Bool = True
     moe: Optional[MoESchema] = None
 
     @model_validator(mode="before")

@@ -32,6 +32,21 @@ megatron/model/fused_*.py; Transformer Engine for fp8):
   kernel, and in the backward each linear layer's output gradient is cast
   and transposed in one kernel (``cast_transpose``).
 
+Weight gradients (``gradient_accumulation_fusion``): with Megatron-LM's
+fused wgrad kernel (``--gradient-accumulation-fusion``, apex's
+``fused_weight_gradient_mlp_cuda``) the wgrad GEMMs accumulate into the fp32
+main gradients in their epilogue, which the GEMM model overlaps with the main
+loop; without it each weight's gradient is written by its GEMM and then added
+to the main-gradient buffer by its own kernel, once per micro-batch
+(Megatron-LM's DistributedDataParallel hook ``param.main_grad.add_(param.grad)``,
+megatron/model/distributed.py; or autograd's gradient accumulation; the cost
+fusion removes is described in AMD-AGI/Primus pull request 995, "an extra
+full-size read-modify-write of main_grad per microbatch"): it reads
+the gradient and the main gradient and writes the main gradient, fp32 main
+gradients for bf16 and fp8 models, the parameters' dtype for fp16 (Megatron's
+default without ``--accumulate-allreduce-grads-in-fp32``). Bias and norm
+weights are left out (a few thousand elements per layer).
+
 Element sizes: the model's storage dtype for activations (bf16 under fp8),
 1 byte per dropout-mask element. FLOPs of pointwise kernels are estimates
 (they are memory-bound): 5 per element for norms and softmax, 8 for GeLU,
@@ -95,6 +110,14 @@ class _Kernels:
         nbytes = shape.hbm_bytes(precision(self.gemm_dtype).a_bytes, backward)
         return Kernel(name, "attention", shape.flops(backward), nbytes / 2, nbytes / 2, self.gemm_dtype,
                       attention=shape, backward=backward)
+
+
+def _accumulate(k: _Kernels, name: str, params: float) -> list[Kernel]:
+    """Without gradient-accumulation fusion: main_grad += grad for ``params`` weights."""
+    if k.cfg.gradient_accumulation_fusion:
+        return []
+    main = 2.0 if k.cfg.storage_dtype == "fp16" else 4.0
+    return [Kernel(name, "pointwise", params, params * (k.width + main), params * main, "fp32")]
 
 
 def _bias_dropout_add(k: _Kernels, name: str, elements: float, backward: bool = False) -> list[Kernel]:
@@ -195,13 +218,15 @@ def layer_kernels(cfg: ModelConfig, microbatch: int, tp: int, sequence_parallel:
                           *_activation(k, tokens, ffn, backward=True),
                           *cast_transpose("fc1.grad_cast", tokens * fc1), k.gemm("fc1_dgrad", tokens, h, fc1),
                           norm_bwd("ln2_bwd")],
-        "bwd.mlp.wgrad": [k.gemm("fc2_wgrad", ffn, h, tokens), k.gemm("fc1_wgrad", h, fc1, tokens)],
+        "bwd.mlp.wgrad": [k.gemm("fc2_wgrad", ffn, h, tokens), *_accumulate(k, "fc2.grad_accumulate", ffn * h),
+                          k.gemm("fc1_wgrad", h, fc1, tokens), *_accumulate(k, "fc1.grad_accumulate", h * fc1)],
         "bwd.attn.dgrad": [*_bias_dropout_add(k, "bias_dropout_add1", point * h, backward=True),
                            *cast_transpose("proj.grad_cast", tokens * h), k.gemm("proj_dgrad", tokens, h // t, h),
                            *_core(k, b, s, heads, kv_heads, hd, True),
                            *cast_transpose("qkv.grad_cast", tokens * qkv), k.gemm("qkv_dgrad", tokens, h, qkv),
                            norm_bwd("ln1_bwd")],
-        "bwd.attn.wgrad": [k.gemm("proj_wgrad", h // t, h, tokens), k.gemm("qkv_wgrad", h, qkv, tokens)],
+        "bwd.attn.wgrad": [k.gemm("proj_wgrad", h // t, h, tokens), *_accumulate(k, "proj.grad_accumulate", h // t * h),
+                           k.gemm("qkv_wgrad", h, qkv, tokens), *_accumulate(k, "qkv.grad_accumulate", h * qkv)],
         "recompute.core": [] if cfg.attention == "flash" else _materialized_core(k, b, s, heads, hd, False),
     }
     if cfg.vocab:
@@ -209,7 +234,8 @@ def layer_kernels(cfg: ModelConfig, microbatch: int, tp: int, sequence_parallel:
         kernels["fwd.head"] = [k.gemm("logits", tokens, v, h),
                                k.point("loss", tokens * v, 1, 1, flops=SOFTMAX_FLOPS, instructions=SOFTMAX_INSTRUCTIONS)]
         kernels["bwd.head"] = [k.point("loss_bwd", tokens * v, 1, 1, flops=SOFTMAX_FLOPS),
-                               k.gemm("logits_dgrad", tokens, h, v), k.gemm("logits_wgrad", h, v, tokens)]
+                               k.gemm("logits_dgrad", tokens, h, v), k.gemm("logits_wgrad", h, v, tokens),
+                               *_accumulate(k, "logits.grad_accumulate", h * v)]
         kernels["fwd.embed"] = [k.point("embed", point * h, 1, 1, flops=0.0)]
         kernels["bwd.embed"] = [k.point("embed_bwd", point * h, 1, 1)]
     return kernels

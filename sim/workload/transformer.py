@@ -42,7 +42,10 @@ class ModelConfig:
     fused bias-GeLU, bias-dropout-add and scaled-masked-softmax kernels over
     one kernel per elementwise step; ``dropout`` is the hidden and attention
     dropout probability (0: no dropout kernels); ``bias`` whether the linear
-    layers have biases.
+    layers have biases; ``gradient_accumulation_fusion`` whether the
+    weight-gradient GEMMs accumulate straight into the fp32 main gradients
+    (Megatron-LM's fused wgrad kernel) rather than writing a gradient that a
+    separate kernel then adds to them (sim.workload.layer_kernels).
     """
 
     name: str
@@ -59,6 +62,7 @@ class ModelConfig:
     fused_kernels: bool = True
     dropout: float = 0.0
     bias: bool = True
+    gradient_accumulation_fusion: bool = True
     moe: MoEConfig | None = None  # mixture-of-experts layers (sim.workload.moe)
 
     @property
