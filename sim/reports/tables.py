@@ -82,7 +82,8 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     and the gap after its last op ``pipeline_drain``; elsewhere the latter is
     ``no_work``. ``stage`` and ``microbatch`` are those of X.
     """
-    rows: dict[str, list] = {f.name: [] for f in BUBBLES_SCHEMA}
+    rows: list[tuple] = []
+    add = rows.append
     compute = timeline.filter(pc.equal(timeline["category"], "compute"))
     tolerance = 1e-12 * max(1.0, makespan_s)
     devices = compute["device"].to_pylist()
@@ -90,53 +91,45 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     starts_all = compute["start_s"].to_numpy()
     ends_all = compute["end_s"].to_numpy()
     ops_all = compute["op_id"].to_numpy()
+    op = trace.op
     rows_of: dict[tuple[str, str], list[int]] = {}
     for position, key in enumerate(zip(devices, names)):
         rows_of.setdefault(key, []).append(position)
     for device, unit in compute_units:
         picked = np.array(rows_of.get((device, unit), []), dtype=np.int64)
-        starts, ends, ops = starts_all[picked], ends_all[picked], ops_all[picked]
+        starts, ends, ops = starts_all[picked], ends_all[picked], ops_all[picked].tolist()
         if len(starts):
             m_start, m_end, first = merge_intervals(starts, ends)
         else:
             m_start = m_end = first = np.empty(0)
         cursor = 0.0
-        for number, (begin, finish, idx) in enumerate(zip(m_start, m_end, first)):
+        # Python floats and ints (exactly the arrays' values): numpy scalars are slow to compute with
+        for number, (begin, finish, idx) in enumerate(zip(m_start.tolist(), m_end.tolist(), first.tolist())):
             if begin - cursor > tolerance:
-                op_id = int(ops[idx])
-                op = trace.op(op_id)
-                context = (device, unit, op_id, op.stage, op.microbatch)
+                op_id = ops[idx]
+                nxt = op(op_id)
+                context = (op_id, nxt.stage, nxt.microbatch)
                 if pipeline and number == 0:
-                    _add_bubble(rows, cursor, float(begin), "pipeline_fill", *context)
+                    add((device, unit, cursor, begin, begin - cursor, "pipeline_fill", *context))
                 elif op_ready_s.get(op_id, 0.0) <= cursor + tolerance:
-                    _add_bubble(rows, cursor, float(begin), "resource_wait", *context)
+                    add((device, unit, cursor, begin, begin - cursor, "resource_wait", *context))
                 else:
-                    blocker = trace.op(op_blocker[op_id])
-                    if blocker.category == "comm":
-                        split = min(max(op_start_s[blocker.id], cursor), float(begin))
+                    blocker = op(op_blocker[op_id])
+                    category = blocker.category
+                    if category == "comm":
+                        split = min(max(op_start_s[blocker.id], cursor), begin)
                         if split - cursor > tolerance:
-                            _add_bubble(rows, cursor, split, "dependency_wait", *context)
-                        if float(begin) - split > tolerance:
-                            _add_bubble(rows, split, float(begin), "comm_wait", *context)
+                            add((device, unit, cursor, split, split - cursor, "dependency_wait", *context))
+                        if begin - split > tolerance:
+                            add((device, unit, split, begin, begin - split, "comm_wait", *context))
                     else:
-                        _add_bubble(rows, cursor, float(begin), WAIT_CAUSE[blocker.category], *context)
-            cursor = max(cursor, float(finish))
+                        add((device, unit, cursor, begin, begin - cursor, WAIT_CAUSE[category], *context))
+            cursor = max(cursor, finish)
         if makespan_s - cursor > tolerance:
-            _add_bubble(rows, cursor, makespan_s, "pipeline_drain" if pipeline else "no_work",
-                        device, unit, None, None, None)
-    return pa.table(rows, schema=BUBBLES_SCHEMA)
-
-
-def _add_bubble(rows, start, end, cause, device, unit, op_id, stage, microbatch) -> None:
-    rows["device"].append(device)
-    rows["unit"].append(unit)
-    rows["start_s"].append(start)
-    rows["end_s"].append(end)
-    rows["duration_s"].append(end - start)
-    rows["cause"].append(cause)
-    rows["next_op_id"].append(op_id)
-    rows["stage"].append(stage)
-    rows["microbatch"].append(microbatch)
+            add((device, unit, cursor, makespan_s, makespan_s - cursor, "pipeline_drain" if pipeline else "no_work",
+                 None, None, None))
+    columns = list(zip(*rows)) if rows else [()] * len(BUBBLES_SCHEMA)
+    return pa.table(dict(zip(BUBBLES_SCHEMA.names, map(list, columns))), schema=BUBBLES_SCHEMA)
 
 
 def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray:
