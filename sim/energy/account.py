@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.energy.model import PJ, EnergySpec, static_energy_j
+from sim.reports.tables import shared_strings
 
 UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "pim": "pim"}
 
@@ -33,9 +34,9 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
     """Joules of each timeline row. ``specs`` by device name; ``dtype_of(device,
     op_id)`` the op's dtype; ``link_byte_pj(unit)`` the pJ per byte of the
     network link ``unit`` (``a->b``), None where its type has no figure."""
-    devices = timeline["device"].to_pylist()
-    units = timeline["unit"].to_pylist()
-    categories = timeline["category"].to_pylist()
+    devices = shared_strings(timeline["device"])
+    units = shared_strings(timeline["unit"])
+    categories = shared_strings(timeline["category"])
     ops = timeline["op_id"].to_pylist()
     flops = timeline["flops"].to_numpy()
     nbytes = timeline["bytes"].to_numpy()
@@ -109,9 +110,9 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
     ``static_j``, ``total_j``), link energy by link type (``link_type_of(unit)``)
     and the peak of the whole cluster's power curve; device figures count
     ``represents`` times in the totals (see EnergyReport)."""
-    devices = timeline["device"].to_pylist()
-    units = timeline["unit"].to_pylist()
-    categories = timeline["category"].to_pylist()
+    devices = shared_strings(timeline["device"])
+    units = shared_strings(timeline["unit"])
+    categories = shared_strings(timeline["category"])
     by_device: dict[str, dict[str, float]] = {}
     links = 0.0
     by_type: dict[str, float] = {}

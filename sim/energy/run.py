@@ -26,13 +26,14 @@ left as it is (no column, no section).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
 from sim.energy.account import energy_report, row_energy_j
 from sim.energy.model import EnergySpec
+from sim.reports.tables import shared_strings
 
 
 def energy_of(spec: Any) -> EnergySpec | None:
@@ -48,12 +49,12 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     specs = {name: e for name, e in specs.items() if e is not None}
     links = LinkFigures(scenario.cluster)
     timeline = result.timeline
-    devices = timeline["device"].to_pylist()
-    units = timeline["unit"].to_pylist()
+    devices = shared_strings(timeline["device"])
+    units = shared_strings(timeline["unit"])
     if not specs and not any(d == "network" and links.byte_pj(u) is not None for d, u in zip(devices, units)):
         return
-    dtypes = _dtype_lookup(scenario, device_specs)
-    energy = row_energy_j(timeline, specs, lambda device, op: dtypes.get((device, op), "bf16"), links.byte_pj)
+    dtype_of = _dtype_lookup(scenario, device_specs)
+    energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj)
     priced = np.array([(d in specs) or (d == "network" and links.byte_pj(u) is not None)
                        for d, u in zip(devices, units)], dtype=bool)
     result.timeline = timeline.append_column(
@@ -75,7 +76,7 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if unpriced else 0.0
     section["devices_unpriced"] = sorted(set(device_specs) - set(specs))
     flops = timeline["flops"].to_numpy()
-    categories = timeline["category"].to_pylist()
+    categories = shared_strings(timeline["category"])
     section["compute_rows_without_work"] = sum(
         1 for i, c in enumerate(categories) if c == "compute" and flops[i] == 0 and nbytes[i] == 0)
     result.summary["energy"] = section
@@ -116,26 +117,31 @@ class LinkFigures:
         return kind.name if getattr(kind, "energy", None) is not None else None
 
 
-def _dtype_lookup(scenario, device_specs) -> dict[tuple[str, int], str]:
-    """(device name, op id) -> the op's dtype (the device's default when unset)."""
+def _dtype_lookup(scenario, device_specs) -> Callable[[str, int], str]:
+    """(device name, op id) -> the dtype of that op when it runs on that
+    device (the device's default when unset), else bf16. Looked up per
+    compute row rather than tabulated for every op (a million-op trace)."""
     cluster = scenario.cluster
-    out = {}
-    for op in scenario.trace.ops:
-        name = cluster.ranks[op.rank] if cluster is not None else scenario.device_name
-        spec = device_specs.get(name)
-        out[(name, op.id)] = op.dtype or (spec.default_dtype if spec is not None else "bf16")
-    return out
+    trace = scenario.trace
+
+    def dtype_of(device: str, op_id: int) -> str:
+        op = trace.find(op_id)
+        if op is None or (cluster.ranks[op.rank] if cluster is not None else scenario.device_name) != device:
+            return "bf16"
+        spec = device_specs.get(device)
+        return op.dtype or (spec.default_dtype if spec is not None else "bf16")
+    return dtype_of
 
 
 def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:
     """``energy_j`` per (device, unit): the sum of the unit's rows (null when unpriced)."""
     totals: dict[tuple[str, str], float] = {}
-    for device, unit, e in zip(timeline["device"].to_pylist(), timeline["unit"].to_pylist(),
+    for device, unit, e in zip(shared_strings(timeline["device"]), shared_strings(timeline["unit"]),
                                timeline["energy_j"].to_pylist()):
         if e is not None:
             totals[(device, unit)] = totals.get((device, unit), 0.0) + e
     values = []
-    for device, unit in zip(utilization["device"].to_pylist(), utilization["unit"].to_pylist()):
+    for device, unit in zip(shared_strings(utilization["device"]), shared_strings(utilization["unit"])):
         priced = device in specs or (device == "network" and (device, unit) in totals)
         values.append(totals.get((device, unit), 0.0) if priced else None)
     return utilization.append_column(pa.field("energy_j", pa.float64()), pa.array(values, type=pa.float64()))

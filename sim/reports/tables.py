@@ -52,6 +52,21 @@ WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "co
               "host": "host_wait"}  # host: the device waited for its host thread to issue the work
 
 
+def shared_strings(column: pa.ChunkedArray | pa.Array) -> list:
+    """A string column's values (None for nulls) as a list in which equal
+    strings are one object, made from its dictionary encoding. A timeline has
+    millions of rows and a few thousand distinct device and unit names, so
+    ``to_pylist()``, with a new string per row, cost about 60 bytes a row and
+    most of the time."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    names = column.dictionary.to_pylist()
+    codes = column.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+    return np.array(names + [None], dtype=object)[codes].tolist()
+
+
 def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union of intervals; returns (starts, ends, index of the first input
     interval of each merged one), with inputs sorted by start."""
@@ -86,8 +101,8 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     add = rows.append
     compute = timeline.filter(pc.equal(timeline["category"], "compute"))
     tolerance = 1e-12 * max(1.0, makespan_s)
-    devices = compute["device"].to_pylist()
-    names = compute["unit"].to_pylist()
+    devices = shared_strings(compute["device"])
+    names = shared_strings(compute["unit"])
     starts_all = compute["start_s"].to_numpy()
     ends_all = compute["end_s"].to_numpy()
     ops_all = compute["op_id"].to_numpy()

@@ -142,8 +142,8 @@ class Simulation:
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self._kernels_by_key: dict[tuple, tuple] = {}
         self._plan_comm_kernels(src, dst)
-        self.start_s: dict[int, float] = {}  # by op id, once the run is over
-        self.end_s: dict[int, float] = {}
+        self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
+        self.end_s: Mapping[int, float] = {}
         self.comm_rows: list[tuple] = []
         self.completed = 0
         self.progress = progress
@@ -379,14 +379,13 @@ class Simulation:
             raise RuntimeError(f"{never_ran} ops never ran: the run deadlocked")
         if self.progress is not None:
             self.progress(len(self.bound), len(self.bound))
-        ids = [op.id for op in self.scenario.trace.ops]
-        self.start_s = dict(zip(ids, self.times.start_s))
-        self.end_s = dict(zip(ids, self.times.end_s))
+        self.start_s = self.scenario.trace.by_id(self.times.start_s)
+        self.end_s = self.scenario.trace.by_id(self.times.end_s)
         stage = getattr(self.progress, "stage", None)
         with stage("building the timeline, bubble and utilization tables") if stage else nullcontext():
             return self._result(wall_s)
 
-    def _blockers(self) -> tuple[dict[int, float], dict[int, int]]:
+    def _blockers(self) -> tuple[Mapping[int, float], Mapping[int, int | None]]:
         """When each op became ready, and the predecessor that finished last."""
         trace = self.scenario.trace
         ops = trace.ops
@@ -400,8 +399,10 @@ class Simulation:
         last[:-1] = dst[order][1:] != dst[order][:-1]
         ids = np.array([op.id for op in ops])
         chosen = order[last]
-        blocker = dict(zip(ids[dst[chosen]].tolist(), ids[src[chosen]].tolist()))
-        return dict(zip(ids.tolist(), ready.tolist())), blocker
+        blocker = np.full(len(ops), -1, dtype=np.int64)   # an op without predecessors has none (None)
+        blocker[dst[chosen]] = ids[src[chosen]]
+        blocker_ids = [None if b < 0 else b for b in blocker.tolist()] if (blocker < 0).any() else blocker.tolist()
+        return trace.by_id(ready.tolist()), trace.by_id(blocker_ids)
 
     def _result(self, wall_s: float) -> Result:
         recorder = TimelineRecorder()
@@ -411,7 +412,7 @@ class Simulation:
         if self.network is not None:
             recorder.record_rows(self.network.rows)
         timeline = recorder.table()
-        makespan = max(self.end_s.values(), default=0.0)
+        makespan = max(self.times.end_s, default=0.0)
         ready, blocker = self._blockers()
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
         bubbles = bubbles_table(timeline, makespan, ready, blocker, self.scenario.trace,

@@ -72,7 +72,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import deque
+from collections import abc, deque
 from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +217,7 @@ class Trace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {op.id: op for op in self.ops})
         object.__setattr__(self, "_edges", None)
+        object.__setattr__(self, "_positions", None)
 
     def edge_indices(self):
         """Precedence edges (see ``_edges``, in its order) as two numpy arrays
@@ -229,6 +230,17 @@ class Trace:
     def op(self, op_id: int) -> Op:
         return self._by_id[op_id]  # type: ignore[attr-defined]
 
+    def by_id(self, values: Sequence) -> Mapping[int, Any]:
+        """``values`` (one per op, in trace order) looked up by op id, without
+        a dictionary per sequence (a million-op trace)."""
+        if self._positions is None:  # type: ignore[attr-defined]
+            object.__setattr__(self, "_positions", {op.id: i for i, op in enumerate(self.ops)})
+        return _ByOpId(values, self._positions)  # type: ignore[attr-defined]
+
+    def find(self, op_id: int) -> Op | None:
+        """The op with id ``op_id``, None if the trace has none."""
+        return self._by_id.get(op_id)  # type: ignore[attr-defined]
+
     def streams(self) -> dict[tuple[int, int], list[Op]]:
         """Ops per (rank, stream), in ascending order, ops in trace order."""
         out: dict[tuple[int, int], list[Op]] = {}
@@ -240,6 +252,24 @@ class Trace:
     def ranks(self) -> list[int]:
         """Ranks that run compute or memory ops, ascending."""
         return sorted({op.rank for op in self.ops if op.op not in COMM_OPS})
+
+
+class _ByOpId(abc.Mapping):
+    """A read-only mapping from op id to the value at that op's position."""
+
+    __slots__ = ("values", "positions")
+
+    def __init__(self, values: Sequence, positions: Mapping[int, int]):
+        self.values, self.positions = values, positions
+
+    def __getitem__(self, op_id: int):
+        return self.values[self.positions[op_id]]
+
+    def __iter__(self):
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 def _fail(path: str, where: str, message: str) -> TraceError:
