@@ -254,15 +254,6 @@ def read_run(run_dir: Path) -> dict[str, pa.Table | None]:
     return tables
 
 
-def _codes(column) -> tuple[np.ndarray, list]:
-    """A column as (codes, its distinct values): ``values[codes[i]]`` is row i; -1 where null."""
-    from sim.reports.pftrace import numpy_of
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    coded = pc.dictionary_encode(column)
-    return numpy_of(coded.indices, -1).astype(np.int64), coded.dictionary.to_pylist()
-
-
 class _Columns:
     """A table's columns as numpy arrays, each converted once."""
 
@@ -270,10 +261,21 @@ class _Columns:
         self.table = table
         self._done: dict = {}
 
+    def dictionary(self, name: str) -> tuple[np.ndarray, pa.Array]:
+        """(codes, distinct values as an Arrow array) of a column: ``values[codes[i]]``
+        is row i; -1 where null."""
+        from sim.reports.pftrace import numpy_of
+        if ("dictionary", name) not in self._done:
+            column = self.table[name]
+            coded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+            self._done["dictionary", name] = (numpy_of(coded.indices, -1).astype(np.int64), coded.dictionary)
+        return self._done["dictionary", name]
+
     def codes(self, name: str) -> tuple[np.ndarray, list]:
-        """(codes, distinct values) of a column (``_codes``)."""
+        """(codes, distinct values as a list) of a column."""
         if ("codes", name) not in self._done:
-            self._done["codes", name] = _codes(self.table[name])
+            codes, values = self.dictionary(name)
+            self._done["codes", name] = (codes, values.to_pylist())
         return self._done["codes", name]
 
     def numbers(self, name: str, fill=0) -> np.ndarray:
@@ -359,13 +361,7 @@ def layout(run_dir: Path, devices: str | None = None, start_s: float | None = No
     add_request_tracks(requests, run_dir, iter(range(len(tracks) + 1, 1 << 62)), start_s, end_s)
     extra = requests.slices
 
-    names: dict[str, int] = {}
-    name_codes = []
-    for codes_values, order in ((columns.codes("name"), rows), (bubble_columns.codes("cause"), None)):
-        codes, values = codes_values
-        lookup = np.array([names.setdefault(v, len(names)) for v in values], dtype=np.int64)
-        name_codes.append(lookup[codes if order is None else codes[order]])
-    name_codes.append(np.array([names.setdefault(s.name, len(names)) for s in extra], dtype=np.int64))
+    name_codes, names = _names(columns.dictionary("name"), rows, bubble_columns.dictionary("cause"), extra)
     n_t, n_b, n_x = timeline.num_rows, bubbles.num_rows, len(extra)
     annotations = []
     for k, (column, name) in enumerate(SLICE_ARGS):
@@ -383,11 +379,30 @@ def layout(run_dir: Path, devices: str | None = None, start_s: float | None = No
                                  np.array([s.start_ns for s in extra], dtype=np.int64)]),
         end_ns=np.concatenate([columns.ns("end_s")[rows], bubble_ns[1],
                                np.array([s.end_ns for s in extra], dtype=np.int64)]),
-        name=np.concatenate(name_codes), names=list(names), annotations=annotations,
+        name=name_codes, names=names, annotations=annotations,
         flow_slice=np.concatenate([position[flow_out], position[flow_in]]),
         flow_id=np.tile(np.arange(1, len(flow_out) + 1, dtype=np.uint64), 2),
         flow_in=np.repeat(np.array([False, True]), len(flow_out)), **counters)
     return Layout(list(tracks), events, timeline, rows, bubbles, extra, dropped, total)
+
+
+def _names(timeline: tuple[np.ndarray, pa.Array], rows: np.ndarray, bubbles: tuple[np.ndarray, pa.Array],
+           extra: list[Slice]):
+    """Every slice's name as a code into one set of distinct names (UTF-8
+    Pieces): the timeline's (rows in slice order), the bubbles' causes, then
+    the extra slices' names."""
+    from sim.reports.pftrace import numpy_of, string_pieces
+    values = [timeline[1].cast(pa.string()), bubbles[1].cast(pa.string())]
+    extra_names = list(dict.fromkeys(s.name for s in extra))
+    if extra_names:
+        values.append(pa.array(extra_names, pa.string()))
+    coded = pc.dictionary_encode(pa.concat_arrays(values))
+    unified = numpy_of(coded.indices).astype(np.int64)
+    first, second = len(values[0]), len(values[0]) + len(values[1])
+    extra_code = {name: unified[second + k] for k, name in enumerate(extra_names)}
+    codes = np.concatenate([unified[:first][timeline[0][rows]], unified[first:second][bubbles[0]],
+                            np.array([extra_code[s.name] for s in extra], dtype=np.int64)])
+    return codes, string_pieces(coded.dictionary)
 
 
 def _object_annotations(items: list[Slice]):
@@ -615,7 +630,7 @@ def build_model(run_dir: Path, devices: str | None = None, start_s: float | None
 
 def _events_of(model: Model):
     """A Model's slices and counters as columns (args encoded here)."""
-    from sim.reports.pftrace import Events
+    from sim.reports.pftrace import Events, Pieces
     names: dict[str, int] = {}
     flows = [(k, flow, into) for k, item in enumerate(model.slices)
              for into, ids in ((False, item.flows_out), (True, item.flows_in)) for flow in ids]
@@ -625,7 +640,8 @@ def _events_of(model: Model):
         start_ns=np.array([s.start_ns for s in model.slices], dtype=np.int64),
         end_ns=np.array([s.end_ns for s in model.slices], dtype=np.int64),
         name=np.array([names.setdefault(s.name, len(names)) for s in model.slices], dtype=np.int64),
-        names=list(names), annotations=[_object_annotations(model.slices)],
+        names=Pieces.of([name.encode("utf-8", "surrogatepass") for name in names]),
+        annotations=[_object_annotations(model.slices)],
         flow_slice=np.array([f[0] for f in flows], dtype=np.int64),
         flow_id=np.array([f[1] for f in flows], dtype=np.uint64),
         flow_in=np.array([f[2] for f in flows], dtype=bool),

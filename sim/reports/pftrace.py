@@ -307,6 +307,19 @@ def _gather_batch(source: np.ndarray, bases: dict[int, int], kinds, kind_of: np.
     return np.take(source, index, out=out, mode="clip")      # every index is in range
 
 
+def string_pieces(array) -> Pieces:
+    """An Arrow string array's values (UTF-8) as Pieces, from its buffers (nulls empty)."""
+    import pyarrow as pa
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    if not len(array):
+        return Pieces(np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
+    _, offsets_buffer, data = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(array) + 1,
+                            offset=array.offset * np.dtype(offset_type).itemsize)
+    buf = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return Pieces(buf, offsets[:-1], np.diff(offsets), len(array))
+
+
 def numpy_of(array, fill=0) -> np.ndarray:
     """An Arrow array (or chunked array) of a fixed-width number type as a numpy
     array read from its buffers, nulls as ``fill`` (pyarrow's own ``to_numpy``
@@ -399,7 +412,7 @@ def track_descriptor(uuid: int, name: str, parent: int | None = None, pid: int |
 class Events:
     """A trace's slices and counter samples as columns. Slice i lies on track
     ``track[i]`` from ``start_ns[i]`` to ``end_ns[i]``, is named
-    ``names[name[i]]``, carries the concatenation of item i of each of
+    UTF-8 ``names`` item ``name[i]``, carries the concatenation of item i of each of
     ``annotations`` as its debug annotations, and the flows ``flow_id[j]``
     where ``flow_slice[j] == i`` (out of it, or into it where ``flow_in[j]``).
     Counter sample j is ``counter_value[j]`` on ``counter_track[j]`` at
@@ -409,7 +422,7 @@ class Events:
     start_ns: np.ndarray
     end_ns: np.ndarray
     name: np.ndarray
-    names: list[str]
+    names: Pieces
     annotations: list[Pieces]
     flow_slice: np.ndarray
     flow_id: np.ndarray
@@ -490,9 +503,9 @@ def _begins(events: Events, kind: np.ndarray, item: np.ndarray, sequence: bytes,
     return _packet(body), None
 
 
-def _name_definitions(codes: np.ndarray, iids: np.ndarray, names: list[str]) -> Pieces:
-    """InternedData {event_names {iid, name}} of each of ``names[codes]``, with ``iids``."""
-    text = Pieces.of([names[k].encode("utf-8", "surrogatepass") for k in codes.tolist()])
+def _name_definitions(codes: np.ndarray, iids: np.ndarray, names: Pieces) -> Pieces:
+    """InternedData {event_names {iid, name}} of each of ``names`` items ``codes``, with ``iids``."""
+    text = names.take(codes)
     entry = [int_pieces(1, iids), Pieces.constant(key(2, _LENGTH), len(iids)), _varint_rows(text.item_lengths()), text]
     return _length_delimited(_INTERNED_DATA, [_length_delimited(_EVENT_NAMES, entry)])
 
