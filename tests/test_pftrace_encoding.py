@@ -219,7 +219,8 @@ def test_a_filtered_layout_is_the_reference_bytes(tmp_path):
        st.lists(st.floats(allow_nan=False) | st.none(), max_size=40), st.integers(0, 3))
 def test_annotation_columns_are_annotations_of_each_value(kind, ints, floats, repeat):
     import pyarrow as pa
-    values = {"float": floats, "int": ints * (200 * repeat + 1), "string": [None if i is None else str(i) for i in ints]}[kind]
+    strings = [None if i is None else str(i) for i in ints]
+    values = {"float": floats, "int": ints * (200 * repeat + 1), "string": strings}[kind]
     array = pa.array(values, {"float": pa.float64(), "int": pa.int64(), "string": pa.string()}[kind])
     expected = [b"" if v is None else pftrace.annotation("x", v) for v in values]
     assert pftrace.annotation_pieces("x", array).tolist() == expected

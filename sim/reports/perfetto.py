@@ -347,8 +347,8 @@ def layout(run_dir: Path, devices: str | None = None, start_s: float | None = No
         last = timeline["start_s"][max_slices - 1].as_py() if max_slices else 0.0
         bubbles = bubbles.filter(pc.less_equal(bubbles["start_s"], last))
     tracks = _Tracks()
-    device_names = sorted(set(pc.unique(timeline["device"]).to_pylist()) | set(pc.unique(bubbles["device"]).to_pylist()),
-                          key=lambda d: (d == "network", d))
+    present = set(pc.unique(timeline["device"]).to_pylist()) | set(pc.unique(bubbles["device"]).to_pylist())
+    device_names = sorted(present, key=lambda d: (d == "network", d))
     groups = {device: tracks.new(device, pid=pid) for pid, device in enumerate(device_names, start=1)}
     columns = _Columns(timeline)
     rows, track = _unit_slices(columns, groups, tracks)
@@ -614,7 +614,8 @@ def _memory_series(memory: pa.Table | None, groups: dict[str, Track], devices: s
     used = columns.numbers("used_bytes").astype(np.float64)
     out = []
     for device_name, tier_name in labels:
-        mine = np.flatnonzero(pair == device_values.index(device_name) * len(tier_values) + tier_values.index(tier_name))
+        code = device_values.index(device_name) * len(tier_values) + tier_values.index(tier_name)
+        mine = np.flatnonzero(pair == code)
         t = t_ns[mine]
         last = np.append(t[1:] != t[:-1], True)          # the last value written at each time
         out.append((f"{tier_name} memory (bytes)", groups[device_name], "bytes", t[last], used[mine][last]))
