@@ -175,13 +175,14 @@ slices = st.builds(lambda track, start, length, name, args, out, into:
                    st.lists(uint64s, max_size=2), st.lists(uint64s, max_size=2))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.lists(slices, max_size=12), st.lists(st.tuples(st.integers(0, 60), st.floats(allow_nan=False)),
-                                               max_size=6))
-def test_generated_models_give_the_reference_bytes(tmp_path_factory, items, samples):
-    model = Model(tracks=[Track(1, "node0/gpu0", pid=1), Track(2, "sm", parent=1), Track(3, "comm", parent=1),
-                          Track(4, "achieved FLOP/s", parent=1, counter=True, unit="FLOP/s")],
-                  slices=items, counters={4: sorted(dict(samples).items())})
+                                               max_size=6), st.booleans())
+def test_generated_models_give_the_reference_bytes(tmp_path_factory, items, samples, described):
+    """Without track descriptors the first event is the packet that clears the incremental state."""
+    tracks = [Track(1, "node0/gpu0", pid=1), Track(2, "sm", parent=1), Track(3, "comm", parent=1),
+              Track(4, "achieved FLOP/s", parent=1, counter=True, unit="FLOP/s")]
+    model = Model(tracks=tracks if described else [], slices=items, counters={4: sorted(dict(samples).items())})
     path = tmp_path_factory.mktemp("pf") / "t.pftrace"
     write_pftrace(model, path)
     assert path.read_bytes() == reference_pftrace(model)
