@@ -467,7 +467,7 @@ def write_trace(sink: BinaryIO, sequence_id: int, descriptors: list[bytes], even
 def _packet(body: list[Pieces]) -> list[Pieces]:
     """A TracePacket's parts: the Trace.packet key and length, then ``body``."""
     size = sum(p.item_lengths() for p in body)
-    return [Pieces.constant(_PACKET_KEY, body[0].size), _varint_rows(size), *body]
+    return [_varint_rows(size, _PACKET_KEY), *body]
 
 
 def _choose(options: list[bytes], n: int, chosen: int) -> Pieces:
