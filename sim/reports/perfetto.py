@@ -663,11 +663,11 @@ def _event_order(events) -> tuple[np.ndarray, np.ndarray]:
     order = np.arange(n, dtype=np.int64)
     zero = starts == ends
     times = np.concatenate([starts, np.where(zero, starts, ends), events.counter_ns])
-    rank = np.concatenate([np.where(zero, 1, 2), np.where(zero, 1, 0), np.full(m, 3)])
+    rank = np.concatenate([np.where(zero, 1, 2), np.where(zero, 1, 0), np.full(m, 3)]).astype(np.int8)
     keys = np.concatenate([order, order, events.counter_track])
-    is_end = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.zeros(m, np.int64)])
-    sort = np.lexsort((is_end, keys, rank, times))
-    kind = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64), np.full(m, 2, np.int64)])
+    kind = np.concatenate([np.zeros(n, np.int8), np.ones(n, np.int8), np.full(m, 2, np.int8)])
+    sort = np.lexsort((kind, keys, rank, times))           # kind: a slice's begin (0) before its end (1)
+    del times, rank, keys
     item = np.concatenate([order, order, np.arange(m, dtype=np.int64)])
     return kind[sort], item[sort]
 
