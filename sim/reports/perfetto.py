@@ -763,6 +763,7 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
     with collector_paused():   # the model is a few million acyclic objects (sim.runtime.heap)
         with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
             laid = layout(Path(run_dir), devices, start_s, end_s, max_slices, tables=tables)
+        del tables                 # the tables as read: the layout keeps the (sorted) rows it shows
         if laid.dropped and warn is not None:
             warn.write(f"accsim: kept the first {laid.total - laid.dropped} of {laid.total} slices "
                        f"(--max-slices); narrow with --devices or --start/--end to see the rest\n")
