@@ -760,7 +760,7 @@ def export(run_dir: str | os.PathLike, output: str | os.PathLike, fmt: str | Non
         raise AccsimError(f"-o {output}: is a directory; give a file name such as {output / 'trace.pftrace'}")
     tables = read_run(Path(run_dir))
     stage = progress.stage if progress is not None else (lambda label: contextlib.nullcontext())
-    with collector_paused():   # the model is a few million acyclic objects (sim.runtime.heap)
+    with collector_paused():   # JSON: an object per slice and event, all acyclic (sim.runtime.heap)
         with stage(f"laying out {tables['timeline'].num_rows} timeline rows"):
             laid = layout(Path(run_dir), devices, start_s, end_s, max_slices, tables=tables)
         del tables                 # the tables as read: the layout keeps the (sorted) rows it shows
