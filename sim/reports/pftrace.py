@@ -454,12 +454,9 @@ def write_trace(sink: BinaryIO, sequence_id: int, descriptors: list[bytes], even
         return len(descriptors)
     flag_choice = [flags, first_flags]
     first = (0, -1) if descriptors else (int(kind[0]), int(item[0]))   # the event that is the first packet
-    kinds = [_begins(events, kind, item, sequence, flag_choice, first),
-             _ends(events, sequence, flags),
+    parts = [_begins(events, kind, item, sequence, flag_choice, first), _ends(events, sequence, flags),
              _counters(events, sequence, flag_choice, first)]
-    for k, (parts, _) in enumerate(kinds):
-        kinds[k] = (parts, item[kind == k])
-    for chunk in _gather(kinds, kind):
+    for chunk in _gather([(p, item[kind == k]) for k, p in enumerate(parts)], kind):
         sink.write(chunk.data)
     return len(descriptors) + len(kind)
 
@@ -480,7 +477,7 @@ def _choose(options: list[bytes], n: int, chosen: int) -> Pieces:
 
 
 def _begins(events: Events, kind: np.ndarray, item: np.ndarray, sequence: bytes, flags: list[bytes],
-            first: tuple[int, int]) -> tuple[list[Pieces], None]:
+            first: tuple[int, int]) -> list[Pieces]:
     """TYPE_SLICE_BEGIN packets of every slice: debug annotations, interned
     name, track, flow ids, the name's definition (interned data) with its
     first begin in ``kind``/``item`` order."""
@@ -500,7 +497,7 @@ def _begins(events: Events, kind: np.ndarray, item: np.ndarray, sequence: bytes,
     body = [int_pieces(_TIMESTAMP, events.start_ns), Pieces.constant(sequence + key(_TRACK_EVENT, _LENGTH), n),
             _varint_rows(size), *event, definitions.take(defines),
             _choose(flags, n, first[1] if first[0] == 0 else -1)]
-    return _packet(body), None
+    return _packet(body)
 
 
 def _name_definitions(codes: np.ndarray, iids: np.ndarray, names: Pieces) -> Pieces:
@@ -528,15 +525,15 @@ def _flows(events: Events, n: int) -> Pieces:
     return Pieces(table.reshape(-1), _compact((np.cumsum(per_slice) - per_slice) * 10), _compact(per_slice * 10), n)
 
 
-def _ends(events: Events, sequence: bytes, flags: bytes) -> tuple[list[Pieces], None]:
+def _ends(events: Events, sequence: bytes, flags: bytes) -> list[Pieces]:
     """TYPE_SLICE_END packets of every slice (a slice's end is never the first packet)."""
     tracks, track_index = np.unique(events.track, return_inverse=True)
     tails = [sequence + bytes_field(_TRACK_EVENT, int_field(_TYPE, TYPE_SLICE_END) + int_field(_TRACK_UUID, int(t)))
              + flags for t in tracks.tolist()]
-    return _packet([int_pieces(_TIMESTAMP, events.end_ns), Pieces.of(tails, track_index)]), None
+    return _packet([int_pieces(_TIMESTAMP, events.end_ns), Pieces.of(tails, track_index)])
 
 
-def _counters(events: Events, sequence: bytes, flags: list[bytes], first: tuple[int, int]) -> tuple[list[Pieces], None]:
+def _counters(events: Events, sequence: bytes, flags: list[bytes], first: tuple[int, int]) -> list[Pieces]:
     """TYPE_COUNTER packets of every counter sample."""
     m = len(events.counter_track)
     tracks, track_index = np.unique(events.counter_track, return_inverse=True)
@@ -548,4 +545,4 @@ def _counters(events: Events, sequence: bytes, flags: list[bytes], first: tuple[
     values = np.asarray(events.counter_value, dtype="<f8").view(np.uint8).reshape(m, 8)
     return _packet([int_pieces(_TIMESTAMP, events.counter_ns), Pieces.of(heads, track_index),
                     Pieces.rows(values, np.full(m, 8, dtype=np.int64)),
-                    _choose(flags, m, first[1] if first[0] == 2 else -1)]), None
+                    _choose(flags, m, first[1] if first[0] == 2 else -1)])
