@@ -121,3 +121,33 @@ def test_vector_network_honours_caps():
     env.run()
     assert ends["capped"] == pytest.approx(10.0)      # 20 bytes at its cap of 2
     assert ends["free"] == pytest.approx(5.0)         # 40 bytes at the 8 the cap leaves
+
+
+def _vector_ends(count_from, flows):
+    from sim.engine.fluid import VectorFluidNetwork
+
+    class Network(VectorFluidNetwork):
+        COUNT_FROM = count_from
+
+    env = Environment()
+    net = Network(env, {r: 10.0 + r for r in range(6)})
+    ends = {}
+    for i, (start, size, resources) in enumerate(flows):
+        env.at(start, lambda _, i=i, size=size, resources=resources: net.start(
+            size, resources, lambda f, i=i: ends.setdefault(i, f.end_s)))
+    env.run()
+    return ends
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1.7]), st.floats(1.0, 100.0),
+                          st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True).map(tuple)),
+                min_size=1, max_size=40))
+def test_sharing_found_by_masks_or_counts_alike(flows):
+    """Whether a flow shares a resource is found by comparing bit masks while
+    few flows are active and by per-resource counts from ``COUNT_FROM`` on:
+    either way (or switching between them) every transfer ends at the same time."""
+    counted = _vector_ends(0, flows)
+    assert _vector_ends(10 ** 9, flows) == counted
+    assert _vector_ends(3, flows) == counted
+    assert len(counted) == len(flows)

@@ -88,7 +88,7 @@ class Flow:
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "idx", "w", "alone", "ids", "max_rate")
+                 "idx", "w", "alone", "ids", "max_rate", "mask")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -348,6 +348,8 @@ class VectorFluidNetwork(FluidNetwork):
     each start made their cost grow with the square of the flows.
     """
 
+    COUNT_FROM = 16
+
     def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
         import numpy as np
 
@@ -359,6 +361,9 @@ class VectorFluidNetwork(FluidNetwork):
         self._count = array("q")
         self._count_view = np.frombuffer(self._count, dtype=np.int64)
         self._active: dict[Flow, None] = {}     # in order of arrival (an ordered set)
+        # whether a flow shares a resource: with few flows active, bit masks of their
+        # resources are compared; from COUNT_FROM on, flows per resource are counted
+        self._counting = False
         self._pending = None
         super().__init__(env, {})
         self.add_resources(capacities)
@@ -379,13 +384,21 @@ class VectorFluidNetwork(FluidNetwork):
             self._cap[self._ids[resource]] = capacity
 
     def arrays(self, resources: Sequence[Hashable], weights: Sequence[float] | None):
-        """(resource ids, weights, rate when alone, ids as a tuple) of a resource list, for reuse."""
+        """What ``start`` needs of a resource list, for reuse: see ``arrays_of``."""
         np = self._np
-        ids = tuple(self._ids[r] for r in resources)
-        idx = np.array(ids, dtype=np.int64)
+        idx = np.fromiter(map(self._ids.__getitem__, resources), dtype=np.int64, count=len(resources))
         w = np.ones(len(resources)) if weights is None else np.asarray(weights, dtype=float)
+        return self.arrays_of(idx, w)
+
+    def arrays_of(self, idx, w) -> tuple:
+        """(resource ids, weights, rate when alone, ids as a tuple, ids as a bit mask)
+        of resource ids ``idx`` (an int64 array) with weights ``w`` (a float array)."""
+        np = self._np
         alone = float(np.min(self._cap[idx] / w)) if len(idx) else float("inf")
-        return idx, w, alone, ids
+        bits = np.zeros(len(self._cap), dtype=np.uint8)
+        bits[idx] = 1
+        mask = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+        return idx, w, alone, tuple(idx.tolist()), mask
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
@@ -400,10 +413,23 @@ class VectorFluidNetwork(FluidNetwork):
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        idx, w, alone, ids = arrays if arrays is not None else self.arrays(resources, weights)
-        flow.idx, flow.w, flow.alone, flow.ids = idx, w, alone, ids
-        shared = self._take(ids, idx, 1)
-        self._active[flow] = None
+        idx, w, alone, ids, mask = arrays if arrays is not None else self.arrays(resources, weights)
+        flow.idx, flow.w, flow.alone, flow.ids, flow.mask = idx, w, alone, ids, mask
+        active = self._active
+        if self._counting:
+            shared = self._take(ids, idx, 1)
+        else:
+            shared = False
+            for other in active:
+                if other.mask & mask:
+                    shared = True
+                    break
+            if len(active) >= self.COUNT_FROM:
+                self._counting = True
+                for other in active:
+                    self._take(other.ids, other.idx, 1)
+                self._take(ids, idx, 1)
+        active[flow] = None
         if not shared:
             self._set_rate(flow, min(alone, max_rate), now)
         else:
@@ -475,8 +501,20 @@ class VectorFluidNetwork(FluidNetwork):
             flow.bytes_end_s = now
             flow.drained = True
             flow.remaining = 0.0
-            del self._active[flow]
-            if self._take(flow.ids, flow.idx, -1):
+            active = self._active
+            del active[flow]
+            if self._counting:
+                shared = self._take(flow.ids, flow.idx, -1)
+                if not active:      # every count is back to zero
+                    self._counting = False
+            else:
+                mask = flow.mask
+                shared = False
+                for other in active:
+                    if other.mask & mask:
+                        shared = True
+                        break
+            if shared:
                 self._rebalance_soon()
         flow.entry = None
         flow.end_s = now

@@ -140,7 +140,7 @@ class NetworkRuntime:
         names = self._link_names
         if len(names) != len(ids):
             names[:] = list(ids)
-        arrays = (used, weights, float(np.min(fluid._cap[used] / weights)), tuple(used.tolist()))
+        arrays = fluid.arrays_of(used, weights)
         return tuple(map(names.__getitem__, arrays[3])), tuple(weights.tolist()), arrays
 
     def _path(self, src: int | str, dst: int | str):
