@@ -278,25 +278,30 @@ class _CollectiveRun:
 
     def next_step(self, _arg=None) -> None:
         net = self.net
-        if self.index == len(self.schedule.steps):
-            self.on_done(self.start_s, net.env.now)
+        env = net.env
+        steps = self.schedule.steps
+        if self.index == len(steps):
+            self.on_done(self.start_s, env._now)
             return
-        step = self.schedule.steps[self.index]
+        step = steps[self.index]
         pattern = self.pattern = net.pattern(step)
-        self.step_start_s = net.env.now
+        now = self.step_start_s = env._now
         if pattern.latency_s > 0:
-            net.env.at(net.env.now + pattern.latency_s * step.repeat, self._move_bytes)
+            env.at(now + pattern.latency_s * step.repeat, self._move_bytes)
         else:
             self._move_bytes()
 
     def _move_bytes(self, _arg=None) -> None:
-        net = self.net
         step = self.schedule.steps[self.index]
         pattern = self.pattern
         if pattern.bytes_per_transfer > 0 and pattern.links:
-            net.fluid.start(pattern.bytes_per_transfer * step.repeat, pattern.links, self._reduce,
-                            weights=pattern.weights, max_rate=pattern.max_rate,
-                            **({"arrays": pattern.arrays} if pattern.arrays is not None else {}))
+            size = pattern.bytes_per_transfer * step.repeat
+            if pattern.arrays is not None:      # a VectorFluidNetwork
+                self.net.fluid.start(size, pattern.links, self._reduce, weights=pattern.weights,
+                                     max_rate=pattern.max_rate, arrays=pattern.arrays)
+            else:
+                self.net.fluid.start(size, pattern.links, self._reduce, weights=pattern.weights,
+                                     max_rate=pattern.max_rate)
         else:
             self._reduce()
 

@@ -145,6 +145,7 @@ class Simulation:
         self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
         self.end_s: Mapping[int, float] = {}
         self.comm_rows: list[tuple] = []
+        self._simulated_members: dict[tuple[int, ...], tuple[DeviceRuntime, ...]] = {}
         self.completed = 0
         self.progress = progress
         self.progress_every = max(1, progress_every)
@@ -335,13 +336,17 @@ class Simulation:
         self.times.end_s[index] = end
         schedule = self.bound[index]
         context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
-        for rank in op.group:
-            device = self.devices.get(rank)
-            if device is not None:
-                self.comm_rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
-                                       op.bytes_read, op.stream, len(op.group), context))
-                for tensor in op.frees:
-                    device.ledger.release(tensor, end)
+        group = op.group
+        devices = self._simulated_members.get(group)
+        if devices is None:     # the group's members simulated here, in group order
+            devices = self._simulated_members[group] = tuple(
+                device for device in map(self.devices.get, group) if device is not None)
+        rows = self.comm_rows
+        for device in devices:
+            rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
+                         op.bytes_read, op.stream, len(group), context))
+            for tensor in op.frees:
+                device.ledger.release(tensor, end)
         self._on_done(index)
 
     def _on_done(self, index: int) -> None:
