@@ -217,14 +217,15 @@ class Simulation:
 
         Only collectives with a simulated member ready before the others need
         tracking (full fidelity; folded ones have one simulated member): for
-        them ``_launches[pred] = {collective: kernels its end readies}``, a kernel
-        being ``[predecessor edges left, device, SMs]`` of one member, and
+        them ``_kernels[op] = {rank: [predecessor edges left, device, SMs]}``,
+        ``_launches[pred] = {collective: ranks its end readies}`` and
         ``_at_start[op]``; every other collective launches on all its members
         when it starts. The device (``DeviceRuntime.launch_comm_kernel``)
         grants what is free and the rest as SMs free up; ``_held[op]`` lists the
         devices where a kernel runs."""
         ops = self.scenario.trace.ops
-        self._launches: list[dict[int, tuple[list, ...]] | None] = [None] * len(ops)
+        self._kernels: dict[int, dict[int, list]] = {}
+        self._launches: list[dict[int, tuple[int, ...]] | None] = [None] * len(ops)
         self._at_start: dict[int, tuple[int, ...]] = {}
         self._held: dict[int, list] = {}
         members: dict[int, tuple[tuple[int, DeviceRuntime, int], ...]] = {}
@@ -266,17 +267,13 @@ class Simulation:
                     counts[rank] += 1
             if all(count in (0, len(incoming)) for count in counts.values()):
                 continue  # every member is ready when the collective starts
-            kernel_of = {rank: [counts[rank], device, sms] for rank, device, sms in members[b]}
+            self._kernels[b] = {rank: [counts[rank], device, sms] for rank, device, sms in members[b]}
             self._at_start[b] = tuple(rank for rank, count in counts.items() if not count)
-            kernels_of: dict[int, tuple[list, ...]] = {}    # by id of a ranks tuple
             for a, ranks in incoming:  # an edge twice (a dep and the stream order) counts twice
                 launches = self._launches[a]
                 if launches is None:
                     launches = self._launches[a] = {}
-                kernels = kernels_of.get(id(ranks))
-                if kernels is None:
-                    kernels = kernels_of[id(ranks)] = tuple(map(kernel_of.__getitem__, ranks))
-                launches[b] = kernels
+                launches[b] = ranks
 
     def _comm_kernels(self, index: int) -> tuple[tuple[int, DeviceRuntime, int], ...]:
         """(rank, device, SMs) of collective ``index``'s kernel on each simulated member:
@@ -298,11 +295,12 @@ class Simulation:
             self._kernels_by_key[key] = kernels
         return kernels
 
-    def _launch(self, index: int, kernels: tuple[list, ...]) -> None:
-        """A predecessor of collective ``index`` finished on the members of ``kernels``
-        (their ``[edges left, device, SMs]``); where it was the last, the kernel
-        launches there (see ``_plan_comm_kernels``)."""
-        for kernel in kernels:
+    def _launch(self, index: int, ranks: tuple[int, ...]) -> None:
+        """A predecessor of collective ``index`` finished on each of ``ranks``; where it
+        was the last, the kernel launches there (see ``_plan_comm_kernels``)."""
+        kernels = self._kernels[index]
+        for rank in ranks:
+            kernel = kernels[rank]
             left = kernel[0] - 1
             kernel[0] = left
             if not left:
