@@ -1,5 +1,7 @@
 """Shared bandwidth: max-min fairness and the fluid transfer model."""
 
+import math
+
 import pytest
 from sim.engine.calendar import Environment
 from hypothesis import given, settings, strategies as st
@@ -123,31 +125,34 @@ def test_vector_network_honours_caps():
     assert ends["free"] == pytest.approx(5.0)         # 40 bytes at the 8 the cap leaves
 
 
-def _vector_ends(count_from, flows):
+def _vector_ends(flows, **settings):
     from sim.engine.fluid import VectorFluidNetwork
 
-    class Network(VectorFluidNetwork):
-        COUNT_FROM = count_from
-
+    Network = type("Network", (VectorFluidNetwork,), settings)
     env = Environment()
     net = Network(env, {r: 10.0 + r for r in range(6)})
     ends = {}
-    for i, (start, size, resources) in enumerate(flows):
-        env.at(start, lambda _, i=i, size=size, resources=resources: net.start(
-            size, resources, lambda f, i=i: ends.setdefault(i, f.end_s)))
+    for i, (start, size, resources, weight, cap) in enumerate(flows):
+        weights = None if weight == 1 else [weight] * len(resources)
+        env.at(start, lambda _, i=i, size=size, resources=resources, weights=weights, cap=cap: net.start(
+            size, resources, lambda f, i=i: ends.setdefault(i, f.end_s), weights=weights, max_rate=cap))
     env.run()
     return ends
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0.0, 0.5, 1.0, 1.7]), st.floats(1.0, 100.0),
-                          st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True).map(tuple)),
+                          st.lists(st.integers(0, 5), min_size=1, max_size=4, unique=True).map(tuple),
+                          st.sampled_from([1, 1, 1, 2, 0.5]), st.sampled_from([math.inf, math.inf, 3.0, 12.0])),
                 min_size=1, max_size=40))
-def test_sharing_found_by_masks_or_counts_alike(flows):
+def test_fast_paths_of_the_vector_network_change_no_end_time(flows):
     """Whether a flow shares a resource is found by comparing bit masks while
-    few flows are active and by per-resource counts from ``COUNT_FROM`` on:
-    either way (or switching between them) every transfer ends at the same time."""
-    counted = _vector_ends(0, flows)
-    assert _vector_ends(10 ** 9, flows) == counted
-    assert _vector_ends(3, flows) == counted
-    assert len(counted) == len(flows)
+    few flows are active and by per-resource counts from ``COUNT_FROM`` on,
+    and a recomputation settled by its first round is done from those counts
+    (``ONE_ROUND``): with or without either, or switching between them, every
+    transfer ends at exactly the same time."""
+    plain = _vector_ends(flows, COUNT_FROM=0, ONE_ROUND=False)
+    assert len(plain) == len(flows)
+    assert _vector_ends(flows, COUNT_FROM=0) == plain
+    assert _vector_ends(flows, COUNT_FROM=10 ** 9) == plain
+    assert _vector_ends(flows, COUNT_FROM=3) == plain

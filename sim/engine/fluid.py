@@ -88,7 +88,7 @@ class Flow:
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "idx", "w", "alone", "ids", "max_rate", "mask")
+                 "idx", "w", "alone", "ids", "max_rate", "mask", "unit")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -349,6 +349,7 @@ class VectorFluidNetwork(FluidNetwork):
     """
 
     COUNT_FROM = 16
+    ONE_ROUND = True    # the first round of max-min from the flow counts when it settles every rate
 
     def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
         import numpy as np
@@ -364,6 +365,7 @@ class VectorFluidNetwork(FluidNetwork):
         # whether a flow shares a resource: with few flows active, bit masks of their
         # resources are compared; from COUNT_FROM on, flows per resource are counted
         self._counting = False
+        self._weighted = 0      # active flows with a weight other than 1 (see _one_round)
         self._pending = None
         super().__init__(env, {})
         self.add_resources(capacities)
@@ -391,14 +393,17 @@ class VectorFluidNetwork(FluidNetwork):
         return self.arrays_of(idx, w)
 
     def arrays_of(self, idx, w) -> tuple:
-        """(resource ids, weights, rate when alone, ids as a tuple, ids as a bit mask)
-        of resource ids ``idx`` (an int64 array) with weights ``w`` (a float array)."""
+        """(resource ids, weights, rate when alone, ids as a tuple, ids as a bit mask,
+        whether every weight is 1 on distinct resources) of resource ids ``idx``
+        (an int64 array) with weights ``w`` (a float array)."""
         np = self._np
         alone = float(np.min(self._cap[idx] / w)) if len(idx) else float("inf")
         bits = np.zeros(len(self._cap), dtype=np.uint8)
         bits[idx] = 1
         mask = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
-        return idx, w, alone, tuple(idx.tolist()), mask
+        ids = tuple(idx.tolist())
+        unit = bool((w == 1.0).all()) and len(set(ids)) == len(ids)
+        return idx, w, alone, ids, mask, unit
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
@@ -413,8 +418,10 @@ class VectorFluidNetwork(FluidNetwork):
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        idx, w, alone, ids, mask = arrays if arrays is not None else self.arrays(resources, weights)
-        flow.idx, flow.w, flow.alone, flow.ids, flow.mask = idx, w, alone, ids, mask
+        idx, w, alone, ids, mask, unit = arrays if arrays is not None else self.arrays(resources, weights)
+        flow.idx, flow.w, flow.alone, flow.ids, flow.mask, flow.unit = idx, w, alone, ids, mask, unit
+        if not unit:
+            self._weighted += 1
         active = self._active
         if self._counting:
             shared = self._take(ids, idx, 1)
@@ -479,6 +486,14 @@ class VectorFluidNetwork(FluidNetwork):
         if not self._active:
             return
         flows = list(self._active)
+        now = self.env._now
+        if self.ONE_ROUND and self._counting and not self._weighted:
+            level = self._one_round(flows)
+            if level is not None:
+                for flow in flows:
+                    if level != flow.rate:
+                        self._set_rate(flow, level, now)
+                return
         lengths = np.fromiter((len(f.ids) for f in flows), dtype=np.int64, count=len(flows))
         flow_of_entry = np.repeat(np.arange(len(flows)), lengths)
         idx = np.concatenate([f.idx for f in flows])
@@ -490,10 +505,32 @@ class VectorFluidNetwork(FluidNetwork):
         else:
             used, compact = np.unique(idx, return_inverse=True)
             rates = max_min_rates_vectorized(flow_of_entry, compact, w, self._cap[used], len(flows), caps)
-        now = self.env._now
         for flow, rate in zip(flows, rates.tolist()):
             if rate != flow.rate:
                 self._set_rate(flow, rate, now)
+
+    def _one_round(self, flows: list[Flow]) -> float | None:
+        """The common rate of ``flows`` when the first round of progressive filling
+        freezes them all (every flow crosses a resource that saturates first, or
+        is capped at that share), else None. Only while every active flow has
+        weight 1 on distinct resources: a resource's load is then its flow count,
+        kept up to date as flows come and go, so the round costs a pass over the
+        resources and a bit-mask AND per flow rather than passes over every
+        (flow, resource) entry. Same arithmetic as ``max_min_rates_vectorized``'s
+        first round (capacity over a load that is a whole number either way)."""
+        np = self._np
+        load = self._count_view
+        loaded = load > 0
+        share = np.full(len(self._cap), np.inf)
+        share[loaded] = self._cap[loaded] / load[loaded]
+        level = min(share.min(), min(flow.max_rate for flow in flows))
+        limit = level * (1.0 + 1e-12)
+        saturated = share <= limit
+        mask = int.from_bytes(np.packbits(saturated, bitorder="little").tobytes(), "little")
+        for flow in flows:
+            if not flow.mask & mask and not flow.max_rate <= limit:
+                return None
+        return float(level)
 
     def _finish(self, flow: Flow) -> None:
         now = self.env._now
@@ -503,6 +540,8 @@ class VectorFluidNetwork(FluidNetwork):
             flow.remaining = 0.0
             active = self._active
             del active[flow]
+            if not flow.unit:
+                self._weighted -= 1
             if self._counting:
                 shared = self._take(flow.ids, flow.idx, -1)
                 if not active:      # every count is back to zero
