@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from sim.energy.account import energy_report, row_energy_j
+from sim.energy.account import energy_report, row_energy_j, string_codes
 from sim.energy.model import EnergySpec
 from sim.reports.tables import shared_strings
 
@@ -134,14 +134,23 @@ def _dtype_lookup(scenario, device_specs) -> Callable[[str, int], str]:
 
 
 def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:
-    """``energy_j`` per (device, unit): the sum of the unit's rows (null when unpriced)."""
-    totals: dict[tuple[str, str], float] = {}
-    for device, unit, e in zip(shared_strings(timeline["device"]), shared_strings(timeline["unit"]),
-                               timeline["energy_j"].to_pylist()):
-        if e is not None:
-            totals[(device, unit)] = totals.get((device, unit), 0.0) + e
-    values = []
+    """``energy_j`` per (device, unit): the sum of the unit's rows in row order
+    (np.bincount adds one row after another), null when unpriced."""
+    device_code, device_names = string_codes(timeline["device"])
+    unit_code, unit_names = string_codes(timeline["unit"])
+    energy = timeline["energy_j"].combine_chunks() if isinstance(timeline["energy_j"], pa.ChunkedArray) \
+        else timeline["energy_j"]
+    valid = np.asarray(energy.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    values = energy.fill_null(0.0).to_numpy(zero_copy_only=False)
+    key = device_code * (len(unit_names) + 1) + unit_code
+    combos, inverse = np.unique(key[valid], return_inverse=True)
+    sums = np.bincount(inverse, weights=values[valid], minlength=len(combos)).tolist()
+    totals = {}
+    for c, k in enumerate(combos.tolist()):
+        d, u = divmod(k, len(unit_names) + 1)
+        totals[(device_names[d] if d < len(device_names) else None, unit_names[u] if u < len(unit_names) else None)] = sums[c]
+    out = []
     for device, unit in zip(shared_strings(utilization["device"]), shared_strings(utilization["unit"])):
         priced = device in specs or (device == "network" and (device, unit) in totals)
-        values.append(totals.get((device, unit), 0.0) if priced else None)
-    return utilization.append_column(pa.field("energy_j", pa.float64()), pa.array(values, type=pa.float64()))
+        out.append(totals.get((device, unit), 0.0) if priced else None)
+    return utilization.append_column(pa.field("energy_j", pa.float64()), pa.array(out, type=pa.float64()))
