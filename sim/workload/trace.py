@@ -517,6 +517,8 @@ def _check_tensors(trace: Trace) -> None:
     frees: dict[tuple[int, str], list[int]] = {}
     simulated = {op.rank for op in ops}
     for index, op in enumerate(ops):
+        if not op.tensor and not op.frees:
+            continue
         # a collective allocates and frees on every member of its group that runs ops here
         ranks = [r for r in op.group if r in simulated] if op.op in COMM_OPS and op.group else (op.rank,)
         for rank in ranks:

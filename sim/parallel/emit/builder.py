@@ -55,7 +55,8 @@ class TraceBuilder:
         return self.reserved[key]
 
     def compute(self, rank: int, seg: Segment, name: str, deps, **extra) -> int:
-        op_id = self.new_id()
+        op_id = self.next_id
+        self.next_id += 1
         self.hardware_flops += seg.matrix_flops
         self.ops.append(Op(id=op_id, name=name, op="gemm" if seg.matrix_flops else "elementwise",
                            flops=seg.flops, bytes_read=seg.bytes_read, bytes_written=seg.bytes_written,
@@ -87,7 +88,7 @@ class TraceBuilder:
                    phase: str, algorithm: str = "nccl", op_id: int | None = None, **extra) -> int:
         op_id = self.new_id() if op_id is None else op_id
         self.ops.append(Op(id=op_id, name=name, op=kind, flops=0.0, bytes_read=nbytes, bytes_written=nbytes,
-                           group=tuple(group), mirror_groups=mirror_groups,
+                           group=group if type(group) is tuple else tuple(group), mirror_groups=mirror_groups,
                            deps=tuple(dict.fromkeys(deps)), rank=group[0], stream=stream, phase=phase,
                            algorithm=algorithm, **extra))
         return op_id
@@ -187,7 +188,7 @@ class Stage:
         self.it, self.bld, self.d, self.s = it, it.bld, d, s
         self.ranks = {j: plan.rank(d, s, j) for j in it.tps}
         self.seg = it.segments(self.ranks[it.tps[0]])
-        self.tp_group = [plan.rank(d, s, j) for j in range(plan.tp)]
+        self.tp_group = tuple(plan.rank(d, s, j) for j in range(plan.tp))   # shared by the stage's TP collectives
         self.tp_mirrors = it.bld.mirrors(lambda dd, jj: [plan.rank(dd, s, x) for x in range(plan.tp)], "d")
         self.waits: dict[int, list[int]] = {j: [] for j in it.tps}
         self.tag: dict = {}
@@ -201,10 +202,10 @@ class Stage:
 
     def compute(self, seg_name: str, label: str, phase: str, **extra) -> None:
         """The segment on every simulated TP rank, each after its waits."""
+        seg, name, waits, compute = self.seg[seg_name], f"{self.prefix}.{label}", self.waits, self.bld.compute
         for j, rank in self.ranks.items():
-            self.bld.compute(rank, self.seg[seg_name], f"{self.prefix}.{label}", self.waits[j],
-                             phase=phase, **self.tag, **extra)
-            self.waits[j] = []
+            compute(rank, seg, name, waits[j], phase=phase, **self.tag, **extra)
+            waits[j] = []
 
     def compute_each(self, segments: dict[int, Segment], label: str, phase: str, **extra) -> None:
         """A segment per simulated TP rank (they differ, e.g. by expert load), each after its waits."""
