@@ -481,13 +481,14 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
     """Check ids, dependencies, tensors and acyclicity; return the Trace or raise TraceError."""
     import numpy as np
     ids = _ids(ops)
-    if len(np.unique(ids)) != len(ids):
+    by_id = np.argsort(ids, kind="stable")
+    if (ids[by_id][1:] == ids[by_id][:-1]).any():
         seen: set[int] = set()
         for op in ops:
             if op.id in seen:
                 raise _fail(path, f"op {op.id}", "duplicate id")
             seen.add(op.id)
-    owner, dep_pos = _dep_positions(ops, ids)
+    owner, dep_pos = _dep_positions(ops, ids, by_id)
     bad = np.flatnonzero((dep_pos < 0) | (dep_pos == owner))
     if len(bad):
         op = ops[int(owner[bad[0]])]
@@ -593,27 +594,29 @@ class _Ancestry:
 
 
 def _acyclic(count: int, src, dst) -> bool:
-    """Kahn's algorithm on edge arrays, peeling every source layer at once with numpy."""
+    """Kahn's algorithm on edge arrays: each op's successors a slice of one
+    list sorted by source, a stack of ops whose predecessors are all done.
+    (Peeling whole source layers with numpy cost a dozen numpy calls per
+    layer, and generated traces are tens of thousands of layers deep.)"""
     import numpy as np
     if count == 0 or len(src) == 0:
         return True
     order = np.argsort(src, kind="stable")
-    dst_sorted = dst[order]
-    starts = np.searchsorted(src[order], np.arange(count + 1))
-    indegree = np.bincount(dst, minlength=count)
-    frontier = np.flatnonzero(indegree == 0)
-    seen = len(frontier)
-    while len(frontier):
-        lengths = starts[frontier + 1] - starts[frontier]
-        if not lengths.sum():
-            break
-        offsets = np.repeat(starts[frontier], lengths) + (
-            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-        targets = dst_sorted[offsets]
-        np.subtract.at(indegree, targets, 1)
-        frontier = np.unique(targets[indegree[targets] == 0])
-        seen += len(frontier)
-    return seen == count
+    bounds = np.searchsorted(src[order], np.arange(count + 1)).tolist()
+    targets = dst[order].tolist()
+    indegree = np.bincount(dst, minlength=count).tolist()
+    stack = np.flatnonzero(np.bincount(dst, minlength=count) == 0).tolist()
+    pop, push = stack.pop, stack.append
+    done = 0
+    while stack:
+        node = pop()
+        done += 1
+        for nxt in targets[bounds[node]:bounds[node + 1]]:
+            left = indegree[nxt] - 1
+            indegree[nxt] = left
+            if not left:
+                push(nxt)
+    return done == count
 
 
 def _ids(ops: Sequence[Op]):
@@ -626,9 +629,10 @@ def _flat_deps(ops: Sequence[Op]):
     return np.fromiter(chain.from_iterable(op.deps for op in ops), dtype=np.int64)
 
 
-def _dep_positions(ops: Sequence[Op], ids=None):
+def _dep_positions(ops: Sequence[Op], ids=None, by_id=None):
     """Every dep of every op, flattened in trace order: (position of the op
-    having it, position of the op it names or -1 if no op has that id)."""
+    having it, position of the op it names or -1 if no op has that id).
+    ``ids``: the ops' ids, ``by_id``: their argsort, when already computed."""
     import numpy as np
     ids = _ids(ops) if ids is None else ids
     counts = np.fromiter((len(op.deps) for op in ops), dtype=np.int64, count=len(ops))
@@ -636,7 +640,7 @@ def _dep_positions(ops: Sequence[Op], ids=None):
     flat = _flat_deps(ops)
     if not len(ids):
         return owner, np.full(len(flat), -1, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
+    order = np.argsort(ids, kind="stable") if by_id is None else by_id
     found = np.minimum(np.searchsorted(ids, flat, sorter=order), len(ids) - 1)
     position = order[found]
     return owner, np.where(ids[position] == flat, position, -1)
