@@ -150,3 +150,17 @@ def test_unfused_gradient_accumulation_reads_and_writes_every_weight_once(dtype,
 
 def test_fused_gradient_accumulation_adds_no_kernel():
     assert not [k for k in _wgrad_kernels() if k.name.endswith("grad_accumulate")]
+
+
+def test_accsim_run_says_when_the_power_limit_lowered_the_clock(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "trace.jsonl"
+    write_trace(kernels_h200._gemms("bf16", 8), path)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"device: h200_sxm_141gb\ntrace: {path}\n")
+    done = subprocess.run([sys.executable, "-m", "sim", "run", str(scenario), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**__import__("os").environ, "ACCSIM_QUIET": "1"})
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("power "))
+    assert "over its 700 W limit" in line and "SM clock scaled to" in line

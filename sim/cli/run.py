@@ -96,6 +96,11 @@ def print_summary(summary: dict, utilization, out_dir: str | None, stream=None,
             devices = summary["devices"]
             lines.append(f"idle (bubbles, summed over {devices} device{'s' if devices != 1 else ''}): "
                          + ", ".join(f"{cause} {format_seconds(sec)}" for cause, sec in bubbles.items()))
+    limit = summary.get("power_limit")
+    if limit:
+        lines.append(f"power      {limit['device']} would draw {limit['power_w_at_full_clock']:.0f} W while computing "
+                     f"at full clock, over its {limit['limit_w']:.0f} W limit: SM clock scaled to "
+                     f"{100 * limit['clock_scale']:.1f}% ({limit['simulations']} simulations)")
     lines.append("")
     lines += _utilization_lines(utilization)
     if summary.get("energy"):
