@@ -41,6 +41,7 @@ MIN_CLOCK_SCALE = 0.3   # no clock below 30% of the spec's: the fit is not trust
 
 
 def power_limit_w(spec: Any) -> float | None:
+    """The board power limit (W) of a device spec, None when it has none."""
     energy = getattr(spec, "energy", None)
     return getattr(energy, "power_limit_w", None) if energy is not None else None
 
@@ -54,6 +55,8 @@ def scaled_spec(spec: Any, scale: float) -> Any:
 
 
 def scaled_scenario(scenario: Any, scale: float) -> Any:
+    """``scenario`` with the SM clock of every power-limited device scaled by
+    ``scale`` (ranks that shared a spec still share the scaled one)."""
     specs = {id(s): scaled_spec(s, scale) for s in (scenario.device, *scenario.rank_specs.values())}
     return dataclasses.replace(scenario, device=specs[id(scenario.device)],
                               rank_specs={r: specs[id(s)] for r, s in scenario.rank_specs.items()})
