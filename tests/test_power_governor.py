@@ -164,3 +164,17 @@ def test_accsim_run_says_when_the_power_limit_lowered_the_clock(tmp_path):
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("power "))
     assert "over its 700 W limit" in line and "SM clock scaled to" in line
+
+
+def test_a_kernels_work_takes_its_instruction_count_from_the_device_file():
+    from sim.workload.layer_kernels import layer_kernels
+    from sim.workload.transformer import ModelConfig
+    ln = next(k for k in layer_kernels(ModelConfig("m", 2, 1024, 8, 512, 0), 1, 1, False)["fwd.attn"]
+              if k.name == "ln1")
+    assert ln.work == "norm" and ln.elements == 512 * 1024
+    spec = load_device_spec("h200_sxm_141gb")
+    assert ln.instructions_on(spec.sm_array) == spec.sm_array.instructions_per_element["norm"] * 512 * 1024
+    import dataclasses
+    without = dataclasses.replace(spec, sm_array=dataclasses.replace(spec.sm_array, instructions_per_element={}))
+    assert ln.instructions_on(without.sm_array) == 0.0
+    assert sm_kernel_time(ln, without).seconds <= sm_kernel_time(ln, spec).seconds

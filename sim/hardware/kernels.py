@@ -100,6 +100,13 @@ class Kernel:
     attention: AttentionShape | None = None
     backward: bool = False
     instructions: float = 0.0
+    work: str = ""
+    elements: float = 0.0
+
+    def instructions_on(self, sm: SmArraySpec) -> float:
+        """Thread instructions of this kernel on ``sm``'s instruction counts."""
+        per_element = sm.instructions_per_element.get(self.work, 0.0) if self.work else 0.0
+        return self.instructions + self.elements * per_element
 
     @property
     def bytes(self) -> float:
@@ -173,7 +180,8 @@ def sm_kernel_time(kernel: Kernel, spec: DeviceSpec, tier: str | None = None,
     tier = tier or spec.default_tier
     key = (kernel.kind, kernel.dtype, tier, sms, kernel.m, kernel.n, kernel.k, kernel.batch, kernel.attention,
            kernel.backward,
-           None if kernel.kind in ("gemm", "attention") else (kernel.flops, kernel.bytes, kernel.instructions))
+           None if kernel.kind in ("gemm", "attention")
+           else (kernel.flops, kernel.bytes, kernel.instructions, kernel.work, kernel.elements))
     cache = spec.kernel_cache
     hit = cache.get(key)
     if hit is not None:
@@ -192,7 +200,8 @@ def sm_kernel_time(kernel: Kernel, spec: DeviceSpec, tier: str | None = None,
         result = timed(kernel.flops / rate, kernel.bytes / bandwidth, sm.launch_overhead_s, kernel.flops,
                         kernel.bytes, sms=sms)
     else:
-        result = pointwise_time(kernel.flops, kernel.bytes, sm, bandwidth, kernel.dtype, sms, kernel.instructions)
+        result = pointwise_time(kernel.flops, kernel.bytes, sm, bandwidth, kernel.dtype, sms,
+                                kernel.instructions_on(sm))
     cache[key] = result
     return result
 

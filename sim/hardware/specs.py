@@ -37,7 +37,7 @@ from sim.errors import SpecError
 from sim.hardware.dtypes import DTYPE_BYTES, MATH_DTYPE, DtypeName  # noqa: F401 (re-exported)
 from sim.paths import yaml_catalog
 from sim.schema import (
-    Fraction, Hertz, NonNegativeInt, PositiveBytes, PositiveFloat, PositiveInt, Rate, Seconds,
+    Fraction, Hertz, NonNegativeFloat, NonNegativeInt, PositiveBytes, PositiveFloat, PositiveInt, Rate, Seconds,
     StrictModel, join_location, load_yaml, validate,
 )
 
@@ -95,7 +95,10 @@ class SmArraySpec:
     ``issue_lanes_per_clock_per_sm``: thread instructions an SM issues per
     clock (NVIDIA: four warp schedulers of one 32-thread instruction each =
     128), which bounds memory-bound kernels that execute many instructions per
-    element (norms, softmax, dropout's random numbers; sim.hardware.kernels).
+    element (norms, softmax, dropout's random numbers; sim.hardware.kernels);
+    ``instructions_per_element``: those counts per kind of work (``norm``,
+    ``norm_backward``, ``softmax``, ``dropout``, ``gelu``, ``gelu_backward``),
+    measured (a kind the table lacks is bandwidth-bound).
     ``comm_sms``: SMs a communication kernel occupies while a collective runs
     (NCCL runs one thread block per channel), taken from the same pool as
     compute kernels so that overlapped communication slows compute.
@@ -112,6 +115,7 @@ class SmArraySpec:
     l2_bandwidth_bytes_per_clock: float | None = None
     sfu_ops_per_clock_per_sm: float | None = None
     issue_lanes_per_clock_per_sm: float | None = None
+    instructions_per_element: Mapping[str, float] = field(default_factory=dict)
     gemm_tiles: tuple[tuple[int, int], ...] = DEFAULT_GEMM_TILES
     max_split_k: int = 16
     comm_sms: int = 0
@@ -312,6 +316,8 @@ class _SmArrayIn(_Cited):
     l2_bandwidth_bytes_per_clock: Optional[PositiveFloat] = None
     sfu_ops_per_clock_per_sm: Optional[PositiveFloat] = None
     issue_lanes_per_clock_per_sm: Optional[PositiveFloat] = None
+    instructions_per_element: dict[Literal["norm", "norm_backward", "softmax", "dropout", "gelu", "gelu_backward"],
+                                   NonNegativeFloat] = {}
     gemm_tiles: Optional[list[tuple[PositiveInt, PositiveInt]]] = None
     max_split_k: PositiveInt = 16
     comm_sms: NonNegativeInt = 0
@@ -412,6 +418,7 @@ def _from_model(m: _DeviceIn) -> DeviceSpec:
             l2_bytes=r.l2_bytes, l2_bandwidth_bytes_per_clock=r.l2_bandwidth_bytes_per_clock,
             sfu_ops_per_clock_per_sm=r.sfu_ops_per_clock_per_sm,
             issue_lanes_per_clock_per_sm=r.issue_lanes_per_clock_per_sm,
+            instructions_per_element=dict(r.instructions_per_element),
             gemm_tiles=tuple(tuple(t) for t in r.gemm_tiles) if r.gemm_tiles else DEFAULT_GEMM_TILES,
             max_split_k=r.max_split_k, comm_sms=r.comm_sms)
     if m.systolic_array is not None:

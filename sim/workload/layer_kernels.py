@@ -52,20 +52,14 @@ Element sizes: the model's storage dtype for activations (bf16 under fp8),
 (they are memory-bound): 5 per element for norms and softmax, 8 for GeLU,
 1 for adds, bias and dropout.
 
-Thread instructions per element (``*_INSTRUCTIONS``), which bound these
-kernels at the SMs' issue rate when they exceed the bytes' time: measured on
-an H200 SXM (benchmarks/device/measure_gpu.py; CUPTI kernel durations of
-PyTorch 2.11's kernels on 8192 x 12288 bf16 tensors, 8192 rows of 2048 for
-softmax; validation group ``kernels_h200``) and converted through the model
-at the spec's clock, instructions = (time - launch overhead) x 132 SMs x 128
-lanes x 1.83 GHz / elements: LayerNorm forward 53.8 (46.8 at hidden 6144),
-LayerNorm backward with its weight-gradient reduction 113.6, dropout forward
-(Philox random numbers) 49.8, GeLU (tanh) forward 33.6 and backward 45,
-softmax forward 66.4. The counts belong to the kernels' code, not the GPU
-(the same source compiled for sm_80 executes about as many instructions per
-element), so other GPUs price them at their own issue rate. Adds, bias,
-casts, dropout's backward (a masked scale) and softmax's backward are left
-bandwidth-bound: measured at the copy rate, or not measured.
+Each norm, softmax, dropout and GeLU kernel names its ``work`` (``norm``,
+``norm_backward``, ``softmax``, ``dropout``, ``gelu``, ``gelu_backward``) and
+its elements; the device spec's ``sm_array.instructions_per_element`` gives
+the thread instructions per element of each (measured on an H200, see
+topologies/devices/h200_sxm_141gb.yaml), which bound the kernel at the SMs'
+issue rate when they exceed the bytes' time (sim.hardware.kernels). Adds,
+bias, casts, dropout's backward (a masked scale) and softmax's backward name
+no work and stay bandwidth-bound.
 """
 
 from __future__ import annotations
@@ -76,10 +70,6 @@ from sim.workload.transformer import ModelConfig
 
 NORM_FLOPS, SOFTMAX_FLOPS, GELU_FLOPS, ADD_FLOPS = 5.0, 5.0, 8.0, 1.0
 MASK_BYTES = 1.0    # dropout masks: one byte per element (Korthikanti et al., Sec. 4)
-# thread instructions per element, measured (see the module docstring)
-NORM_INSTRUCTIONS, NORM_BWD_INSTRUCTIONS = 53.8, 113.6
-SOFTMAX_INSTRUCTIONS, DROPOUT_INSTRUCTIONS = 66.4, 49.8
-GELU_INSTRUCTIONS, GELU_BWD_INSTRUCTIONS = 33.6, 45.0
 
 
 class _Kernels:
@@ -97,14 +87,14 @@ class _Kernels:
                       batch * m * n * p.c_bytes, self.gemm_dtype, m, n, k, batch)
 
     def point(self, name: str, elements: float, reads: int, writes: int = 1, flops: float = ADD_FLOPS,
-              masks: int = 0, instructions: float = 0.0) -> Kernel:
+              masks: int = 0, work: str = "") -> Kernel:
         """A pointwise kernel reading ``reads`` and writing ``writes`` tensors of
-        ``elements``, plus ``masks`` 1-byte masks (read or written), executing
-        ``instructions`` thread instructions per element."""
+        ``elements``, plus ``masks`` 1-byte masks (read or written); ``work``
+        names its kind for the device's instructions per element."""
         extra = masks * MASK_BYTES * elements
         return Kernel(name, "pointwise", flops * elements, reads * self.width * elements + extra / 2,
                       writes * self.width * elements + extra / 2, self.point_dtype,
-                      instructions=instructions * elements)
+                      work=work, elements=elements)
 
     def attention(self, name: str, shape: AttentionShape, backward: bool) -> Kernel:
         nbytes = shape.hbm_bytes(precision(self.gemm_dtype).a_bytes, backward)
@@ -131,9 +121,9 @@ def _bias_dropout_add(k: _Kernels, name: str, elements: float, backward: bool = 
         return out + ([k.point(f"{name}.bias_grad", elements, 1, 0)] if cfg.bias else [])
     if cfg.fused_kernels:
         return [k.point(name, elements, 2, 1, flops=3.0, masks=int(dropout),
-                        instructions=DROPOUT_INSTRUCTIONS if dropout else 0.0)]
+                        work="dropout" if dropout else "")]
     out = [k.point(f"{name}.bias", elements, 1)] if cfg.bias else []
-    out += [k.point(f"{name}.dropout", elements, 1, 1, masks=1, instructions=DROPOUT_INSTRUCTIONS)] if dropout else []
+    out += [k.point(f"{name}.dropout", elements, 1, 1, masks=1, work="dropout")] if dropout else []
     return out + [k.point(f"{name}.add", elements, 2)]
 
 
@@ -147,13 +137,13 @@ def _activation(k: _Kernels, tokens: int, ffn: int, backward: bool = False) -> l
         return [k.point("swiglu", elements, 2, 1, flops=GELU_FLOPS)]
     if backward:
         unfused_bias = cfg.bias and not cfg.fused_kernels
-        return [k.point("gelu_bwd", elements, 2, 1, flops=GELU_FLOPS, instructions=GELU_BWD_INSTRUCTIONS)] + \
+        return [k.point("gelu_bwd", elements, 2, 1, flops=GELU_FLOPS, work="gelu_backward")] + \
             ([k.point("fc1.bias_grad", elements, 1, 0)] if unfused_bias else [])
     if cfg.fused_kernels or not cfg.bias:
         return [k.point("bias_gelu" if cfg.bias else "gelu", elements, 1, 1, flops=GELU_FLOPS,
-                        instructions=GELU_INSTRUCTIONS)]
+                        work="gelu")]
     return [k.point("fc1.bias", elements, 1),
-            k.point("gelu", elements, 1, 1, flops=GELU_FLOPS, instructions=GELU_INSTRUCTIONS)]
+            k.point("gelu", elements, 1, 1, flops=GELU_FLOPS, work="gelu")]
 
 
 def _materialized_core(k: _Kernels, b: int, s: int, heads: int, hd: int, backward: bool) -> list[Kernel]:
@@ -167,11 +157,11 @@ def _materialized_core(k: _Kernels, b: int, s: int, heads: int, hd: int, backwar
         return out + [k.gemm("scores_dq", s, hd, s, b * heads), k.gemm("scores_dk", s, hd, s, b * heads)]
     out = [k.gemm("scores", s, s, hd, b * heads)]
     if cfg.fused_kernels:
-        out += [k.point("scaled_masked_softmax", scores, 1, 1, flops=SOFTMAX_FLOPS, instructions=SOFTMAX_INSTRUCTIONS)]
+        out += [k.point("scaled_masked_softmax", scores, 1, 1, flops=SOFTMAX_FLOPS, work="softmax")]
     else:
         out += [k.point("mask_fill", scores, 1, 1),
-                k.point("softmax", scores, 1, 1, flops=SOFTMAX_FLOPS, instructions=SOFTMAX_INSTRUCTIONS)]
-    out += [k.point("attention_dropout", scores, 1, 1, masks=1, instructions=DROPOUT_INSTRUCTIONS)] if dropout else []
+                k.point("softmax", scores, 1, 1, flops=SOFTMAX_FLOPS, work="softmax")]
+    out += [k.point("attention_dropout", scores, 1, 1, masks=1, work="dropout")] if dropout else []
     return out + [k.gemm("values", s, hd, s, b * heads)]
 
 
@@ -204,9 +194,9 @@ def layer_kernels(cfg: ModelConfig, microbatch: int, tp: int, sequence_parallel:
         return [Kernel(name, "pointwise", elements, 2.0 * elements, 2.0 * elements, k.point_dtype)]
 
     norm = lambda name: k.point(name, point * h, 1, 1, flops=NORM_FLOPS,                    # noqa: E731
-                                instructions=NORM_INSTRUCTIONS)
+                                work="norm")
     norm_bwd = lambda name: k.point(name, point * h, 2, 1, flops=NORM_FLOPS,                # noqa: E731
-                                    instructions=NORM_BWD_INSTRUCTIONS)
+                                    work="norm_backward")
     kernels = {
         "fwd.attn": [norm("ln1"), k.gemm("qkv", tokens, qkv, h), *_core(k, b, s, heads, kv_heads, hd, False),
                      *cast_transpose("proj.cast", tokens * h // t), k.gemm("proj", tokens, h, h // t)],
@@ -232,7 +222,7 @@ def layer_kernels(cfg: ModelConfig, microbatch: int, tp: int, sequence_parallel:
     if cfg.vocab:
         v = cfg.vocab // t
         kernels["fwd.head"] = [k.gemm("logits", tokens, v, h),
-                               k.point("loss", tokens * v, 1, 1, flops=SOFTMAX_FLOPS, instructions=SOFTMAX_INSTRUCTIONS)]
+                               k.point("loss", tokens * v, 1, 1, flops=SOFTMAX_FLOPS, work="softmax")]
         kernels["bwd.head"] = [k.point("loss_bwd", tokens * v, 1, 1, flops=SOFTMAX_FLOPS),
                                k.gemm("logits_dgrad", tokens, h, v), k.gemm("logits_wgrad", h, v, tokens),
                                *_accumulate(k, "logits.grad_accumulate", h * v)]

@@ -77,24 +77,25 @@ GEMM_FP8_S = {   # e4m3 inputs, bf16 output (torch._scaled_mm)
     (1, 8192, 6144, 12288): 870.82e-6,
 }
 
-# memory-bound kernels: (name, elements, bytes read + written, instructions per element or 0, seconds, role)
+# memory-bound kernels: (name, elements, bytes read + written, kind of work for the spec's
+# sm_array.instructions_per_element or "" (bandwidth-bound), seconds, role)
 ELEMENTS = 8192 * 12288
 POINTWISE = (
-    ("LayerNorm forward 8192x12288", ELEMENTS, 4 * ELEMENTS, 53.8, 180.7e-6, "calibration"),
-    ("LayerNorm backward 8192x12288", ELEMENTS, 6 * ELEMENTS, 113.6, 375.4e-6, "calibration"),
-    ("dropout forward 8192x12288", ELEMENTS, 5 * ELEMENTS, 49.8, 167.6e-6, "calibration"),
-    ("GeLU (tanh) forward 8192x12288", ELEMENTS, 4 * ELEMENTS, 33.6, 114.8e-6, "calibration"),
-    ("GeLU (tanh) backward 8192x12288", ELEMENTS, 6 * ELEMENTS, 45.0, 152.2e-6, "calibration"),
-    ("softmax forward 96k rows of 2048", 48 * 2048 * 2048, 4 * 48 * 2048 * 2048, 66.4, 437.8e-6, "calibration"),
-    ("LayerNorm forward 2048x12288", 2048 * 12288, 4 * 2048 * 12288, 53.8, 49.6e-6, "check"),
-    ("LayerNorm forward 8192x6144", 8192 * 6144, 4 * 8192 * 6144, 53.8, 81.6e-6, "check"),
-    ("LayerNorm backward 8192x6144", 8192 * 6144, 6 * 8192 * 6144, 113.6, 202.4e-6, "check"),
-    ("dropout forward 2048x12288", 2048 * 12288, 5 * 2048 * 12288, 49.8, 44.0e-6, "check"),
-    ("GeLU (tanh) forward 8192x6144", 8192 * 6144, 4 * 8192 * 6144, 33.6, 58.3e-6, "check"),
-    ("softmax forward 24k rows of 2048", 12 * 2048 * 2048, 4 * 12 * 2048 * 2048, 66.4, 113.8e-6, "check"),
-    ("residual add 8192x12288", ELEMENTS, 6 * ELEMENTS, 0.0, 137.9e-6, "check"),
-    ("copy 8192x12288", ELEMENTS, 4 * ELEMENTS, 0.0, 96.3e-6, "check"),
-    ("fused AdamW, 256M fp32 parameters", 256 << 20, 28 * (256 << 20), 0.0, 2127.7e-6, "check"),
+    ("LayerNorm forward 8192x12288", ELEMENTS, 4 * ELEMENTS, "norm", 180.7e-6, "calibration"),
+    ("LayerNorm backward 8192x12288", ELEMENTS, 6 * ELEMENTS, "norm_backward", 375.4e-6, "calibration"),
+    ("dropout forward 8192x12288", ELEMENTS, 5 * ELEMENTS, "dropout", 167.6e-6, "calibration"),
+    ("GeLU (tanh) forward 8192x12288", ELEMENTS, 4 * ELEMENTS, "gelu", 114.8e-6, "calibration"),
+    ("GeLU (tanh) backward 8192x12288", ELEMENTS, 6 * ELEMENTS, "gelu_backward", 152.2e-6, "calibration"),
+    ("softmax forward 96k rows of 2048", 48 * 2048 * 2048, 4 * 48 * 2048 * 2048, "softmax", 437.8e-6, "calibration"),
+    ("LayerNorm forward 2048x12288", 2048 * 12288, 4 * 2048 * 12288, "norm", 49.6e-6, "check"),
+    ("LayerNorm forward 8192x6144", 8192 * 6144, 4 * 8192 * 6144, "norm", 81.6e-6, "check"),
+    ("LayerNorm backward 8192x6144", 8192 * 6144, 6 * 8192 * 6144, "norm_backward", 202.4e-6, "check"),
+    ("dropout forward 2048x12288", 2048 * 12288, 5 * 2048 * 12288, "dropout", 44.0e-6, "check"),
+    ("GeLU (tanh) forward 8192x6144", 8192 * 6144, 4 * 8192 * 6144, "gelu", 58.3e-6, "check"),
+    ("softmax forward 24k rows of 2048", 12 * 2048 * 2048, 4 * 12 * 2048 * 2048, "softmax", 113.8e-6, "check"),
+    ("residual add 8192x12288", ELEMENTS, 6 * ELEMENTS, "", 137.9e-6, "check"),
+    ("copy 8192x12288", ELEMENTS, 4 * ELEMENTS, "", 96.3e-6, "check"),
+    ("fused AdamW, 256M fp32 parameters", 256 << 20, 28 * (256 << 20), "", 2127.7e-6, "check"),
 )
 
 # sustained: 6 s of back-to-back calls, nvidia-smi power and clock (median of the last 4 s)
@@ -113,18 +114,22 @@ def _gemm_points() -> tuple[Point, ...]:
     return tuple(out)
 
 
-def _pointwise_point(name, elements, nbytes, per_element, seconds, role) -> Point:
+def _pointwise_point(name, elements, nbytes, work, seconds, role) -> Point:
+    from sim.hardware.specs import load_device_spec
+    per_element = load_device_spec(DEVICE).sm_array.instructions_per_element.get(work, 0.0) if work else 0.0
     instructions = per_element * elements
 
     def predict() -> float:
-        import sim
-        return sim.kernel(DEVICE, "pointwise", bytes=nbytes, instructions=instructions).seconds * 1e6
+        from sim.hardware.kernels import Kernel, sm_kernel_time
+        spec = load_device_spec(DEVICE)
+        kernel = Kernel(name, "pointwise", 0.0, nbytes / 2, nbytes / 2, "bf16", work=work, elements=elements)
+        return sm_kernel_time(kernel, spec).seconds * 1e6
 
-    note = f"{per_element} instructions per element" if per_element else "bandwidth-bound (no instruction count)"
+    note = f"{work}: {per_element} instructions per element" if work else "bandwidth-bound (no instruction count)"
     if role == "calibration":
-        note = "sets sim.workload.layer_kernels' " + note
+        note = "sets sm_array.instructions_per_element." + note
     command = f"accsim kernel --device {DEVICE} --op pointwise --bytes {nbytes}" + \
-        (f" --instructions {instructions:.6g}" if per_element else "")
+        (f" --instructions {instructions:.6g}" if work else "")
     return Point(f"H200 {name}", seconds * 1e6, "us", MEASURED, role, predict, command, note)
 
 
@@ -196,7 +201,7 @@ def group() -> Group:
             "the board's power and clock sampled. GEMM points only check the model: the H200 spec's GEMM "
             "figures are the H100's, calibrated from other sources (group gemm_h100). The memory-bound "
             "points calibrate the instructions per element of norms, softmax, dropout and GeLU "
-            "(sim/workload/layer_kernels.py; priced at the SMs' issue rate, 128 thread instructions per "
+            "(sm_array.instructions_per_element; priced at the SMs' issue rate, 128 thread instructions per "
             "clock per SM); the other shapes check them. The sustained points calibrate the energy "
             "figures (topologies/devices/h200_sxm_141gb.yaml) through the power governor. Left out: a "
             "1024x2145x1024 GEMM (N not a multiple of 8) ran an unaligned kernel 5x slower than the model "
