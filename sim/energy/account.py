@@ -21,22 +21,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sim.energy.model import PJ, EnergySpec, static_energy_j
+from sim.reports.tables import string_codes
 
 UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "pim": "pim"}
-
-
-def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
-    """(per-row code, names) of a string column from its dictionary encoding;
-    a null gets code ``len(names)``."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    names = column.dictionary.to_pylist()
-    return column.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64), names
 
 
 def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],

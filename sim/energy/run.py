@@ -31,9 +31,9 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from sim.energy.account import energy_report, row_energy_j, string_codes
+from sim.energy.account import energy_report, row_energy_j
 from sim.energy.model import EnergySpec
-from sim.reports.tables import shared_strings
+from sim.reports.tables import shared_strings, string_codes
 
 
 def energy_of(spec: Any) -> EnergySpec | None:

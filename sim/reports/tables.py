@@ -52,18 +52,24 @@ WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "co
               "host": "host_wait"}  # host: the device waited for its host thread to issue the work
 
 
+def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
+    """(per-row code, distinct names) of a string column from its dictionary
+    encoding; a null gets code ``len(names)``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    names = column.dictionary.to_pylist()
+    return column.indices.fill_null(len(names)).to_numpy(zero_copy_only=False).astype(np.int64), names
+
+
 def shared_strings(column: pa.ChunkedArray | pa.Array) -> list:
     """A string column's values (None for nulls) as a list in which equal
     strings are one object, made from its dictionary encoding. A timeline has
     millions of rows and a few thousand distinct device and unit names, so
     ``to_pylist()``, with a new string per row, cost about 60 bytes a row and
     most of the time."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    names = column.dictionary.to_pylist()
-    codes = column.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+    codes, names = string_codes(column)
     return np.array(names + [None], dtype=object)[codes].tolist()
 
 
