@@ -113,6 +113,26 @@ def test_a_rate_cap_is_a_private_resource():
     assert max_min_rates([("L",)], {"L": 10.0}, flow_caps=[4.0]) == pytest.approx([4.0])
 
 
+def test_vector_network_imports_numpy_only_when_flows_share():
+    """Flows that never share a resource are rated without numpy (a collective
+    inside one node); the first recomputation loads it, and flows already
+    running keep their end times."""
+    from sim.engine.fluid import VectorFluidNetwork
+    env = Environment()
+    net = VectorFluidNetwork(env, {"a": 10.0, "b": 10.0, "c": 5.0})
+    ends = {}
+    net.start(20.0, ("a",), lambda f: ends.setdefault("a", f.end_s))
+    net.start(20.0, ("b", "c"), lambda f: ends.setdefault("bc", f.end_s))
+    env.run(until=1.0)
+    assert net._np is None
+    net.start(10.0, ("c",), lambda f: ends.setdefault("c", f.end_s))
+    env.run()
+    assert net._np is not None
+    assert ends["a"] == pytest.approx(2.0)
+    # c: 10 bytes at 2.5/s from t=1; b-c: 5 bytes by t=1, 10 more by t=5, its last 5 alone at 5/s
+    assert ends["c"] == pytest.approx(5.0) and ends["bc"] == pytest.approx(6.0)
+
+
 def test_vector_network_honours_caps():
     from sim.engine.fluid import VectorFluidNetwork
     env = Environment()
@@ -125,17 +145,29 @@ def test_vector_network_honours_caps():
     assert ends["free"] == pytest.approx(5.0)         # 40 bytes at the 8 the cap leaves
 
 
-def _vector_ends(flows, **settings):
+def _vector_ends(flows, reuse_paths=False, **settings):
+    """End time of each flow. With ``reuse_paths``, flows over the same resources
+    and weights share one ``arrays`` (as the network runtime's routed patterns
+    do), made the first time: before or after the network imports numpy."""
     from sim.engine.fluid import VectorFluidNetwork
 
     Network = type("Network", (VectorFluidNetwork,), settings)
     env = Environment()
     net = Network(env, {r: 10.0 + r for r in range(6)})
     ends = {}
-    for i, (start, size, resources, weight, cap) in enumerate(flows):
+    paths = {}
+
+    def start(i, size, resources, weights, cap):
+        arrays = None
+        if reuse_paths:
+            key = (resources, tuple(weights or ()))
+            arrays = paths[key] = paths.get(key) or net.arrays(resources, weights)
+        net.start(size, resources, lambda f: ends.setdefault(i, f.end_s), weights=weights, max_rate=cap,
+                  arrays=arrays)
+
+    for i, (begin, size, resources, weight, cap) in enumerate(flows):
         weights = None if weight == 1 else [weight] * len(resources)
-        env.at(start, lambda _, i=i, size=size, resources=resources, weights=weights, cap=cap: net.start(
-            size, resources, lambda f, i=i: ends.setdefault(i, f.end_s), weights=weights, max_rate=cap))
+        env.at(begin, lambda _, args=(i, size, resources, weights, cap): start(*args))
     env.run()
     return ends
 
@@ -150,9 +182,12 @@ def test_fast_paths_of_the_vector_network_change_no_end_time(flows):
     few flows are active and by per-resource counts from ``COUNT_FROM`` on,
     and a recomputation settled by its first round is done from those counts
     (``ONE_ROUND``): with or without either, or switching between them, every
-    transfer ends at exactly the same time."""
+    transfer ends at exactly the same time. So do flows sharing the paths
+    made before numpy was imported (it is, at the first recomputation)."""
     plain = _vector_ends(flows, COUNT_FROM=0, ONE_ROUND=False)
     assert len(plain) == len(flows)
     assert _vector_ends(flows, COUNT_FROM=0) == plain
     assert _vector_ends(flows, COUNT_FROM=10 ** 9) == plain
     assert _vector_ends(flows, COUNT_FROM=3) == plain
+    assert _vector_ends(flows, reuse_paths=True) == plain
+    assert _vector_ends(flows, reuse_paths=True, COUNT_FROM=3) == plain

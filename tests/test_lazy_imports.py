@@ -54,3 +54,29 @@ def test_collective_command_loads_no_dask_perfetto_arrow_or_networkx(args):
                             "assert 'sim.cli.run' not in sys.modules")
     assert "simpy" in loaded             # it did simulate
     assert not loaded & {*HEAVY, "networkx"}
+
+
+
+def _collective_modules(args: list[str]) -> set[str]:
+    command = ["collective", "--bytes", "1MiB", *args]
+    return _modules_after("import io, contextlib\nfrom sim.cli import main\n"
+                          "with contextlib.redirect_stdout(io.StringIO()):\n"
+                          f"    assert main({command!r}) == 0")
+
+
+@pytest.mark.parametrize("args", [["--topology", "dgx_a100", "--op", "allreduce"],   # outputs.py startup
+                                  ["--topology", "dgx_h100", "--op", "allgather"],
+                                  ["--topology", "dgx_a100", "--op", "alltoall"],
+                                  ["--topology", "ring:8", "--op", "allreduce", "--algorithm", "ring"]])
+def test_collective_inside_one_node_does_not_import_numpy(args):
+    """The flow model imports numpy only when flows share a link (a max-min
+    recomputation, or many flows at once): one collective on one node never
+    does, so the command runs without it."""
+    loaded = _collective_modules(args)
+    assert "simpy" in loaded and "numpy" not in loaded
+
+
+def test_collective_whose_flows_share_links_imports_numpy():
+    """Across two nodes the flows of a collective share links: numpy is loaded
+    for the recomputation (so the check above is not vacuous)."""
+    assert "numpy" in _collective_modules(["--topology", "a100_2node", "--op", "allreduce"])

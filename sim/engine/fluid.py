@@ -82,13 +82,13 @@ class Flow:
 
     ``bytes_end_s`` is when its last byte crossed; ``end_s`` when it completed,
     which is never before ``not_before`` (an op whose compute outlasts its
-    memory traffic completes with its compute). ``idx``, ``w`` and ``alone``
-    are set by VectorFluidNetwork only.
+    memory traffic completes with its compute). ``path``, ``ids``, ``mask``
+    and ``unit`` are set by VectorFluidNetwork only.
     """
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "idx", "w", "alone", "ids", "max_rate", "mask", "unit")
+                 "path", "ids", "max_rate", "mask", "unit")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -329,12 +329,37 @@ def max_min_rates_vectorized(flow_of_entry, resource_of_entry, weight_of_entry, 
     return rates
 
 
+class FlowPath:
+    """What ``VectorFluidNetwork.start`` needs of a resource list, computed once
+    and reused by every flow over it: resource ids (``ids``, a tuple), weights
+    (``weights``, a tuple of floats), the rate alone on it (``alone``), the ids
+    as a bit mask (``mask``) and whether every weight is 1 on distinct
+    resources (``unit``). ``idx`` and ``w`` are the ids and weights as numpy
+    arrays, filled in by the network once it has imported numpy (None before)."""
+
+    __slots__ = ("ids", "weights", "alone", "mask", "unit", "idx", "w")
+
+    def __init__(self, ids: tuple, weights: tuple, capacity: list):
+        self.ids = ids
+        self.weights = weights
+        # capacity over weight, as numpy divides (a weight of 0 leaves the resource unlimited)
+        self.alone = min((capacity[i] / x if x else math.inf for i, x in zip(ids, weights)),
+                         default=math.inf)
+        mask = 0
+        for i in ids:
+            mask |= 1 << i
+        self.mask = mask
+        self.unit = all(x == 1.0 for x in weights) and len(set(ids)) == len(ids)
+        self.idx = None
+        self.w = None
+
+
 class VectorFluidNetwork(FluidNetwork):
     """A FluidNetwork for many multi-resource flows (network links).
 
-    Resources get integer ids; a flow's resources and weights are numpy
-    arrays. A flow whose every resource carries no other flow runs at its
-    bottleneck rate without touching the others (the common case for
+    Resources get integer ids; a flow's resources and weights are a
+    ``FlowPath``. A flow whose every resource carries no other flow runs at
+    its bottleneck rate without touching the others (the common case for
     intra-node traffic); otherwise the max-min rates of all active flows are
     recomputed with ``max_min_rates_vectorized`` and only flows whose rate
     changed are re-scheduled. ``not_before`` is not supported here.
@@ -346,21 +371,26 @@ class VectorFluidNetwork(FluidNetwork):
     recomputations would give, at the cost of one. Symmetric full-fidelity
     runs start hundreds of equal collectives at one instant; recomputing at
     each start made their cost grow with the square of the flows.
+
+    numpy is imported on first need (a recomputation, or ``COUNT_FROM``
+    flows active at once): until then capacities and flow counts are Python
+    containers, so a run whose flows never share a resource (one collective
+    inside one node) does not pay numpy's import, about a quarter of
+    ``accsim collective``'s start-up.
     """
 
     COUNT_FROM = 16
     ONE_ROUND = True    # the first round of max-min from the flow counts when it settles every rate
 
     def __init__(self, env: Environment, capacities: Mapping[Hashable, float]):
-        import numpy as np
-
-        self._np = np
         self._ids: dict[Hashable, int] = {}
-        self._cap = np.zeros(0)
-        # flows per resource: an array.array (fast item access, for short paths) and a
-        # numpy view of the same memory (fancy indexing, for long ones)
+        self._caps: list[float] = []     # capacity by resource id
+        self._np = None                  # numpy, once imported (see numpy())
+        self._cap = None                 # _caps as a numpy array, from then on
+        # flows per resource: an array.array (fast item access, for short paths) and,
+        # once numpy is imported, a numpy view of the same memory (fancy indexing, for long ones)
         self._count = array("q")
-        self._count_view = np.frombuffer(self._count, dtype=np.int64)
+        self._count_view = None
         self._active: dict[Flow, None] = {}     # in order of arrival (an ordered set)
         # whether a flow shares a resource: with few flows active, bit masks of their
         # resources are compared; from COUNT_FROM on, flows per resource are counted
@@ -370,44 +400,67 @@ class VectorFluidNetwork(FluidNetwork):
         super().__init__(env, {})
         self.add_resources(capacities)
 
-    def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
+    def numpy(self):
+        """numpy, imported on first call; from then on capacities and flow
+        counts have numpy views and every active flow's path its arrays."""
         np = self._np
-        new = [(r, c) for r, c in capacities.items() if r not in self._ids]
+        if np is None:
+            import numpy as np
+
+            self._np = np
+            self._cap = np.array(self._caps, dtype=float)
+            self._count_view = np.frombuffer(self._count, dtype=np.int64)
+            for flow in self._active:
+                self._fill(flow.path)
+        return np
+
+    def add_resources(self, capacities: Mapping[Hashable, float]) -> None:
+        ids = self._ids
+        caps = self._caps
+        new = 0
         for resource, capacity in capacities.items():
             self.capacity[resource] = capacity
-        for resource, _ in new:
-            self._ids[resource] = len(self._ids)
+            index = ids.get(resource)
+            if index is None:
+                ids[resource] = len(caps)
+                caps.append(float(capacity))
+                new += 1
+            else:
+                caps[index] = float(capacity)
+        np = self._np
         if new:
-            self._cap = np.concatenate([self._cap, np.array([c for _, c in new], dtype=float)])
             self._count_view = None      # release the buffer, so the array may grow
-            self._count.extend(0 for _ in new)
-            self._count_view = np.frombuffer(self._count, dtype=np.int64)
-        for resource, capacity in capacities.items():
-            self._cap[self._ids[resource]] = capacity
+            self._count.extend(0 for _ in range(new))
+            if np is not None:
+                self._count_view = np.frombuffer(self._count, dtype=np.int64)
+        if np is not None and capacities:
+            self._cap = np.array(caps, dtype=float)
 
-    def arrays(self, resources: Sequence[Hashable], weights: Sequence[float] | None):
-        """What ``start`` needs of a resource list, for reuse: see ``arrays_of``."""
-        np = self._np
-        idx = np.fromiter(map(self._ids.__getitem__, resources), dtype=np.int64, count=len(resources))
-        w = np.ones(len(resources)) if weights is None else np.asarray(weights, dtype=float)
-        return self.arrays_of(idx, w)
+    def arrays(self, resources: Sequence[Hashable], weights: Sequence[float] | None) -> FlowPath:
+        """What ``start`` needs of a resource list, for reuse (its ``arrays``)."""
+        ids = tuple(map(self._ids.__getitem__, resources))
+        path = FlowPath(ids, (1.0,) * len(ids) if weights is None else tuple(map(float, weights)), self._caps)
+        if self._np is not None:
+            self._fill(path)
+        return path
 
-    def arrays_of(self, idx, w) -> tuple:
-        """(resource ids, weights, rate when alone, ids as a tuple, ids as a bit mask,
-        whether every weight is 1 on distinct resources) of resource ids ``idx``
-        (an int64 array) with weights ``w`` (a float array)."""
-        np = self._np
-        alone = float(np.min(self._cap[idx] / w)) if len(idx) else float("inf")
-        bits = np.zeros(len(self._cap), dtype=np.uint8)
-        bits[idx] = 1
-        mask = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
-        ids = tuple(idx.tolist())
-        unit = bool((w == 1.0).all()) and len(set(ids)) == len(ids)
-        return idx, w, alone, ids, mask, unit
+    def arrays_of(self, idx, w) -> FlowPath:
+        """As ``arrays``, of resource ids ``idx`` (an int64 array) with weights
+        ``w`` (a float array): for callers that built them with ``numpy()``."""
+        self.numpy()
+        path = FlowPath(tuple(idx.tolist()), tuple(w.tolist()), self._caps)
+        path.idx, path.w = idx, w
+        return path
+
+    def _fill(self, path: FlowPath) -> None:
+        if path.idx is None:
+            np = self._np
+            path.idx = np.array(path.ids, dtype=np.int64)
+            path.w = np.array(path.weights, dtype=float)
 
     def start(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
               tag: object = None, not_before: float = 0.0,
-              weights: Sequence[float] | None = None, arrays=None,
+              weights: Sequence[float] | None = None, arrays: FlowPath | None = None,
               max_rate: float = math.inf) -> Flow:
         now = self.env._now
         flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
@@ -418,36 +471,47 @@ class VectorFluidNetwork(FluidNetwork):
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        idx, w, alone, ids, mask, unit = arrays if arrays is not None else self.arrays(resources, weights)
-        flow.idx, flow.w, flow.alone, flow.ids, flow.mask, flow.unit = idx, w, alone, ids, mask, unit
-        if not unit:
-            self._weighted += 1
+        path = arrays if arrays is not None else self.arrays(resources, weights)
         active = self._active
+        if not self._counting and len(active) >= self.COUNT_FROM:
+            self._start_counting()
+        if path.idx is None and self._np is not None:
+            self._fill(path)
+        flow.path = path
+        mask = flow.mask = path.mask
+        flow.ids = path.ids
+        if not path.unit:
+            self._weighted += 1
+        flow.unit = path.unit
         if self._counting:
-            shared = self._take(ids, idx, 1)
+            shared = self._take(path, 1)
         else:
             shared = False
             for other in active:
                 if other.mask & mask:
                     shared = True
                     break
-            if len(active) >= self.COUNT_FROM:
-                self._counting = True
-                for other in active:
-                    self._take(other.ids, other.idx, 1)
-                self._take(ids, idx, 1)
         active[flow] = None
         if not shared:
-            self._set_rate(flow, min(alone, max_rate), now)
+            self._set_rate(flow, min(path.alone, max_rate), now)
         else:
             self._rebalance_soon()
         return flow
 
-    def _take(self, ids: tuple, idx, step: int) -> bool:
-        """Add ``step`` to the flow count of each resource; whether any of them
-        carries another flow (after adding one, or after removing one)."""
+    def _start_counting(self) -> None:
+        """Count flows per resource from now on (numpy's views need it imported)."""
+        self._counting = True
+        self.numpy()
+        for other in self._active:
+            self._take(other.path, 1)
+
+    def _take(self, path: FlowPath, step: int) -> bool:
+        """Add ``step`` to the flow count of each resource of ``path``; whether any
+        of them carries another flow (after adding one, or after removing one)."""
+        ids = path.ids
         if len(ids) > 16:   # numpy pays off on long paths (rings, mirrored groups)
             view = self._count_view
+            idx = path.idx
             before = view[idx]
             view[idx] = before + step
             # shared after adding one: some count was >= 1 before; after removing one: >= 2
@@ -482,7 +546,6 @@ class VectorFluidNetwork(FluidNetwork):
 
     def _rebalance_all(self, _arg=None) -> None:
         self._pending = None
-        np = self._np
         if not self._active:
             return
         flows = list(self._active)
@@ -494,10 +557,11 @@ class VectorFluidNetwork(FluidNetwork):
                     if level != flow.rate:
                         self._set_rate(flow, level, now)
                 return
+        np = self.numpy()
         lengths = np.fromiter((len(f.ids) for f in flows), dtype=np.int64, count=len(flows))
         flow_of_entry = np.repeat(np.arange(len(flows)), lengths)
-        idx = np.concatenate([f.idx for f in flows])
-        w = np.concatenate([f.w for f in flows])
+        idx = np.concatenate([f.path.idx for f in flows])
+        w = np.concatenate([f.path.w for f in flows])
         caps = np.fromiter((f.max_rate for f in flows), dtype=float, count=len(flows))
         if len(self._cap) <= 4 * len(idx):
             # few resources: index them directly (per-resource arithmetic is the same either way)
@@ -518,7 +582,7 @@ class VectorFluidNetwork(FluidNetwork):
         resources and a bit-mask AND per flow rather than passes over every
         (flow, resource) entry. Same arithmetic as ``max_min_rates_vectorized``'s
         first round (capacity over a load that is a whole number either way)."""
-        np = self._np
+        np = self.numpy()
         load = self._count_view
         loaded = load > 0
         share = np.full(len(self._cap), np.inf)
@@ -543,7 +607,7 @@ class VectorFluidNetwork(FluidNetwork):
             if not flow.unit:
                 self._weighted -= 1
             if self._counting:
-                shared = self._take(flow.ids, flow.idx, -1)
+                shared = self._take(flow.path, -1)
                 if not active:      # every count is back to zero
                     self._counting = False
             else:

@@ -106,7 +106,7 @@ class NetworkRuntime:
         latency = max((self.router.latency_s(links) for links in paths), default=0.0) if with_latency else 0.0
         if isinstance(self.fluid, VectorFluidNetwork) and sum(map(len, paths)) > 64:
             links, weights, arrays = self._load_vector(pairs, paths, [share for _, _, share in shares])
-            return links, weights, latency, arrays[2], arrays      # the same divisions as below, in numpy
+            return links, weights, latency, arrays.alone, arrays      # the same divisions as below
         load: dict = {}
         for links_of, (_, _, share) in zip(paths, shares):
             for link in links_of:
@@ -123,7 +123,7 @@ class NetworkRuntime:
         the shares in the same order (``bincount`` adds its inputs in turn).
         Returns links, weights and what ``fluid.arrays(links, weights)`` gives."""
         fluid = self.fluid
-        np = fluid._np
+        np = fluid.numpy()
         ids = fluid._ids
         link_ids = []
         for pair, links_of in zip(pairs, paths):
@@ -141,7 +141,7 @@ class NetworkRuntime:
         if len(names) != len(ids):
             names[:] = list(ids)
         arrays = fluid.arrays_of(used, weights)
-        return tuple(map(names.__getitem__, arrays[3])), tuple(weights.tolist()), arrays
+        return tuple(map(names.__getitem__, arrays.ids)), tuple(weights.tolist()), arrays
 
     def _path(self, src: int | str, dst: int | str):
         """Directed links from a rank or node name to another."""
