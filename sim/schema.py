@@ -304,12 +304,10 @@ def check_structure(value: Any, where: str, error: type[AccsimError] = ScenarioE
 # ---------------------------------------------------------------- YAML
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with a nesting-depth limit while composing."""
+class _DepthLimit:
+    """A composer with a nesting-depth limit (mixed in before PyYAML's Composer)."""
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent, index):
         self._depth += 1
@@ -319,6 +317,32 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _BoundedPyLoader(_DepthLimit, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader, depth-limited (when libyaml is missing)."""
+
+
+if yaml.__with_libyaml__:
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.cyaml import CParser
+    from yaml.resolver import Resolver
+
+    class _BoundedLoader(_DepthLimit, Composer, CParser, SafeConstructor, Resolver):
+        """libyaml's scanner and parser (C; the shipped spec files parse about 6x
+        faster than in pure Python) under PyYAML's own composer, so the depth
+        limit holds while composing; PyYAML's safe constructor and resolver, as
+        ``yaml.SafeLoader``. libyaml keeps its parser state on the heap (no
+        recursion), so deep nesting reaches the limit rather than the C stack."""
+
+        def __init__(self, stream):
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            Composer.__init__(self)
+else:
+    _BoundedLoader = _BoundedPyLoader
 
 
 class _YamlLimit(Exception):
@@ -363,12 +387,19 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def _loader(text: str):
+    try:
+        return _BoundedLoader(text)
+    except UnicodeEncodeError:      # a lone surrogate: libyaml reads UTF-8; PyYAML's reader names it
+        return _BoundedPyLoader(text)
+
+
 def parse_yaml_text(text: str, where: str, error: type[AccsimError] = ScenarioError) -> Any:
     """Parse YAML text within the size, depth and alias-expansion limits."""
     if len(text) > MAX_YAML_BYTES:
         raise error(f"{where}: larger than {MAX_YAML_BYTES // 2**20} MiB; not a hand-written file")
     try:
-        loader = _BoundedLoader(text)
+        loader = _loader(text)
     except yaml.YAMLError as exc:       # the reader refuses control characters up front
         raise error(one_line(f"{where}: invalid YAML ({exc})")) from None
     try:
@@ -380,9 +411,11 @@ def parse_yaml_text(text: str, where: str, error: type[AccsimError] = ScenarioEr
     except _YamlLimit as exc:
         raise error(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        if problem == "exceeded maximum nesting depth":     # libyaml's own limit (1,000 flow levels)
+            raise error(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels") from None
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
         raise error(one_line(f"{where}{line}: invalid YAML ({problem})")) from None
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise error(one_line(f"{where}: invalid YAML ({type(exc).__name__}: {exc})")) from None

@@ -80,6 +80,30 @@ def test_alias_bomb_recursive_alias_and_deep_nesting_are_refused():
             parse_yaml_text(text, "bomb.yaml")
 
 
+def test_nesting_past_libyamls_own_limit_reads_as_ours():
+    for text in ("[" * 1001 + "]" * 1001, "[" * 5000, "{a: " * 2000 + "}" * 2000):
+        with pytest.raises(ScenarioError, match="bomb.yaml: nested deeper than 64 levels$"):
+            parse_yaml_text(text, "bomb.yaml")
+
+
+def test_libyaml_and_pure_python_loaders_read_the_shipped_files_alike():
+    """load_yaml parses with libyaml where PyYAML has it: every shipped YAML file
+    gives the same data as PyYAML's pure-Python loader, and a lone surrogate
+    (which libyaml cannot take) is still one error line."""
+    import yaml
+
+    from sim import paths, schema
+    files = [f for folder in (paths.topologies_dir(), paths.scenarios_dir()) for f in sorted(folder.rglob("*.yaml"))]
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text()
+        assert parse_yaml_text(text, str(path)) == yaml.load(text, Loader=yaml.SafeLoader), path
+    for text in ("\ud800", "a: [\udcff]"):
+        with pytest.raises(ScenarioError, match=r"^s\.yaml: invalid YAML \(unacceptable character #xd"):
+            parse_yaml_text(text, "s.yaml")
+    assert yaml.__with_libyaml__ is False or schema._BoundedLoader is not schema._BoundedPyLoader
+
+
 def test_yaml_files_that_are_not_text_or_not_yaml(tmp_path):
     binary = tmp_path / "b.yaml"
     binary.write_bytes(b"\xff\xfe\x00name: x")
