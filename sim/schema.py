@@ -305,14 +305,21 @@ def check_structure(value: Any, where: str, error: type[AccsimError] = ScenarioE
 
 
 class _DepthLimit:
-    """A composer with a nesting-depth limit (mixed in before PyYAML's Composer)."""
+    """A composer with a nesting-depth limit (mixed in before PyYAML's Composer)
+    that counts the nodes it composes and notes any anchor or alias: without
+    one, the document's size after alias expansion is that count."""
 
     _depth = 0
+    _nodes = 0
+    _aliased = False
 
     def compose_node(self, parent, index):
         self._depth += 1
         if self._depth > MAX_YAML_DEPTH:
             raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        self._nodes += 1
+        if self.peek_event().anchor is not None:
+            self._aliased = True
         try:
             return super().compose_node(parent, index)
         finally:
@@ -406,7 +413,8 @@ def parse_yaml_text(text: str, where: str, error: type[AccsimError] = ScenarioEr
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_nodes(node)
+        if loader._aliased or loader._nodes > MAX_YAML_NODES:
+            _expanded_nodes(node)
         return loader.construct_document(node)
     except _YamlLimit as exc:
         raise error(f"{where}: {exc}") from None
