@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+from array import array
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,9 @@ class Simulation:
         self._templates: dict[tuple, BoundOp] = {}
         self.bound.extend(self._bind(op) for op in ops)
         start_on = {rank: device.start for rank, device in self.devices.items()}
+        start_collective = self._start_collective   # one bound method, not one per collective
         self._starters: list[Callable[[int, Any], None]] = [
-            start_on[op.rank] if isinstance(bound, BoundOp) else self._start_collective
+            start_on[op.rank] if isinstance(bound, BoundOp) else start_collective
             for op, bound in zip(ops, self.bound)]
         src, dst = trace.edge_indices()
         # an op's successors that are collectives first: their kernels launch first (_plan_comm_kernels);
@@ -137,14 +139,15 @@ class Simulation:
         compute = np.fromiter((isinstance(b, BoundOp) for b in self.bound), dtype=bool, count=len(ops))
         order = np.lexsort((np.arange(len(src)), compute[dst], src))
         bounds = np.searchsorted(src[order], np.arange(len(ops) + 1)).tolist()
-        following = dst[order].tolist()
+        # one int object per op shared by the lists (an edge's own int was 28 of its 36 bytes)
+        following = np.array(range(len(ops)), dtype=object)[dst[order]].tolist()
         self.successors: list[list[int]] = [following[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self._kernels_by_key: dict[tuple, tuple] = {}
         self._plan_comm_kernels(src, dst)
         self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
         self.end_s: Mapping[int, float] = {}
-        self.comm_rows: list[tuple] = []
+        self.comm_done = array("q")   # the collectives in the order they finished
         self._simulated_members: dict[tuple[int, ...], tuple[DeviceRuntime, ...]] = {}
         self.completed = 0
         self.progress = progress
@@ -332,20 +335,42 @@ class Simulation:
         op = self.scenario.trace.ops[index]
         self.times.start_s[index] = start
         self.times.end_s[index] = end
-        schedule = self.bound[index]
-        context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
-        group = op.group
+        self.comm_done.append(index)    # its timeline rows are made from it in _comm_rows
+        if op.frees:
+            for device in self._members(op.group):
+                for tensor in op.frees:
+                    device.ledger.release(tensor, end)
+        self._on_done(index)
+
+    def _members(self, group: tuple[int, ...]) -> tuple[DeviceRuntime, ...]:
+        """The members of ``group`` simulated here, in group order."""
         devices = self._simulated_members.get(group)
-        if devices is None:     # the group's members simulated here, in group order
+        if devices is None:
             devices = self._simulated_members[group] = tuple(
                 device for device in map(self.devices.get, group) if device is not None)
-        rows = self.comm_rows
-        for device in devices:
-            rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
-                         op.bytes_read, op.stream, len(group), context))
-            for tensor in op.frees:
-                device.ledger.release(tensor, end)
-        self._on_done(index)
+        return devices
+
+    def _comm_rows(self, recorder: TimelineRecorder) -> None:
+        """A ``comm`` row per simulated member of each finished collective, in
+        the order they finished, recorded a batch at a time (a Python tuple per
+        row for the whole run was about 300 bytes a row, held from the event
+        loop to the tables)."""
+        ops = self.scenario.trace.ops
+        start_s, end_s = self.times.start_s, self.times.end_s
+        rows: list[tuple] = []
+        for index in self.comm_done:
+            op = ops[index]
+            schedule = self.bound[index]
+            context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
+            group = op.group
+            start, end = start_s[index], end_s[index]
+            for device in self._members(group):
+                rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
+                             op.bytes_read, op.stream, len(group), context))
+            if len(rows) >= recorder.batch_rows:
+                recorder.record_rows(rows)
+                rows = []
+        recorder.record_rows(rows)
 
     def _on_done(self, index: int) -> None:
         self.completed += 1
@@ -377,6 +402,7 @@ class Simulation:
             self._starters[index](index, self.bound[index])
         self.env.run()
         wall_s = time.perf_counter() - wall_start
+        self._release_schedule()
         never_ran = sum(1 for end in self.times.end_s if end != end)
         if never_ran:
             raise RuntimeError(f"{never_ran} ops never ran: the run deadlocked")
@@ -387,6 +413,15 @@ class Simulation:
         stage = getattr(self.progress, "stage", None)
         with stage("building the timeline, bubble and utilization tables") if stage else nullcontext():
             return self._result(wall_s)
+
+    def _release_schedule(self) -> None:
+        """Drop what only the event loop needs (per-op successor lists, starters,
+        counts, kernel launches) before the result tables are built: on a
+        million-op run the successor lists alone are a few hundred MB."""
+        self.successors = []
+        self._starters = []
+        self.waiting = []
+        self._launches = []
 
     def _blockers(self) -> tuple[Mapping[int, float], Mapping[int, int | None]]:
         """When each op became ready, and the predecessor that finished last."""
@@ -411,7 +446,7 @@ class Simulation:
         recorder = TimelineRecorder()
         for device in self.devices.values():
             device.record_timeline(recorder)
-        recorder.record_rows(self.comm_rows)
+        self._comm_rows(recorder)
         if self.network is not None:
             recorder.record_rows(self.network.rows)
         timeline = recorder.table()
