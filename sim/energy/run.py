@@ -49,14 +49,11 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     specs = {name: e for name, e in specs.items() if e is not None}
     links = LinkFigures(scenario.cluster)
     timeline = result.timeline
-    devices = shared_strings(timeline["device"])
-    units = shared_strings(timeline["unit"])
-    if not specs and not any(d == "network" and links.byte_pj(u) is not None for d, u in zip(devices, units)):
+    network, priced = _priced_rows(timeline, specs, links)
+    if not specs and not priced.any():
         return
     dtype_of = _dtype_lookup(scenario, device_specs)
     energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj)
-    priced = np.array([(d in specs) or (d == "network" and links.byte_pj(u) is not None)
-                       for d, u in zip(devices, units)], dtype=bool)
     result.timeline = timeline.append_column(
         pa.field("energy_j", pa.float64()), pa.array(energy, type=pa.float64(), mask=~priced))
     makespan = float(result.summary.get("iteration_time_s", result.summary["makespan_s"]))
@@ -72,14 +69,31 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     section = report.summary(work)
     section["devices"] = round(len(device_specs) * represents)
     nbytes = timeline["bytes"].to_numpy()
-    unpriced = [i for i, d in enumerate(devices) if d == "network" and not priced[i]]
-    section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if unpriced else 0.0
+    unpriced = np.flatnonzero(network & ~priced)
+    section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if len(unpriced) else 0.0
     section["devices_unpriced"] = sorted(set(device_specs) - set(specs))
-    flops = timeline["flops"].to_numpy()
-    categories = shared_strings(timeline["category"])
-    section["compute_rows_without_work"] = sum(
-        1 for i, c in enumerate(categories) if c == "compute" and flops[i] == 0 and nbytes[i] == 0)
+    category_code, categories = string_codes(timeline["category"])
+    compute = category_code == (categories.index("compute") if "compute" in categories else -1)
+    section["compute_rows_without_work"] = int(np.count_nonzero(
+        compute & (timeline["flops"].to_numpy() == 0) & (nbytes == 0)))
     result.summary["energy"] = section
+
+
+def _priced_rows(timeline: pa.Table, specs, links: LinkFigures) -> tuple[np.ndarray, np.ndarray]:
+    """Per timeline row: is it a link row (device ``network``), and does it have
+    figures (its device has an EnergySpec, or its link's type a pJ per byte)?
+    Decided once per distinct (device, unit), not per row."""
+    device_code, devices = string_codes(timeline["device"])
+    unit_code, units = string_codes(timeline["unit"])
+    combos, inverse = np.unique(device_code * (len(units) + 1) + unit_code, return_inverse=True)
+    name = lambda names, code: names[code] if code < len(names) else None      # noqa: E731
+    network, priced = np.zeros(len(combos), dtype=bool), np.zeros(len(combos), dtype=bool)
+    for c, combo in enumerate(combos.tolist()):
+        d, u = divmod(combo, len(units) + 1)
+        device, unit = name(devices, d), name(units, u)
+        network[c] = device == "network"
+        priced[c] = device in specs or (device == "network" and links.byte_pj(unit) is not None)
+    return network[inverse], priced[inverse]
 
 
 def _represents(scenario, device_specs) -> float:
