@@ -107,17 +107,13 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     add = rows.append
     compute = timeline.filter(pc.equal(timeline["category"], "compute"))
     tolerance = 1e-12 * max(1.0, makespan_s)
-    devices = shared_strings(compute["device"])
-    names = shared_strings(compute["unit"])
     starts_all = compute["start_s"].to_numpy()
     ends_all = compute["end_s"].to_numpy()
     ops_all = compute["op_id"].to_numpy()
     op = trace.op
-    rows_of: dict[tuple[str, str], list[int]] = {}
-    for position, key in enumerate(zip(devices, names)):
-        rows_of.setdefault(key, []).append(position)
+    rows_of = _rows_by_unit(compute)
     for device, unit in compute_units:
-        picked = np.array(rows_of.get((device, unit), []), dtype=np.int64)
+        picked = rows_of(device, unit)
         starts, ends, ops = starts_all[picked], ends_all[picked], ops_all[picked].tolist()
         if len(starts):
             m_start, m_end, first = merge_intervals(starts, ends)
@@ -151,6 +147,27 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
                  None, None, None))
     columns = list(zip(*rows)) if rows else [()] * len(BUBBLES_SCHEMA)
     return pa.table(dict(zip(BUBBLES_SCHEMA.names, map(list, columns))), schema=BUBBLES_SCHEMA)
+
+
+def _rows_by_unit(table: pa.Table):
+    """A function (device, unit) -> the positions of ``table``'s rows of that
+    unit, ascending; grouped by one stable sort of the dictionary codes rather
+    than a Python tuple and list entry per row."""
+    device_code, device_names = string_codes(table["device"])
+    unit_code, unit_names = string_codes(table["unit"])
+    key = device_code * (len(unit_names) + 1) + unit_code
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    device_index = {name: i for i, name in enumerate(device_names)}
+    unit_index = {name: i for i, name in enumerate(unit_names)}
+
+    def rows(device: str, unit: str) -> np.ndarray:
+        d, u = device_index.get(device), unit_index.get(unit)
+        if d is None or u is None:
+            return np.empty(0, dtype=np.int64)
+        wanted = d * (len(unit_names) + 1) + u
+        return order[np.searchsorted(key, wanted, "left"):np.searchsorted(key, wanted, "right")]
+    return rows
 
 
 def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray:
