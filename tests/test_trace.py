@@ -212,3 +212,22 @@ def test_files_that_are_not_utf8_json_or_arrow_are_one_line(tmp_path):
             assert message.startswith(str(path)) and "\n" not in message and len(message) < 400, message
         else:
             assert name == "flipped.arrow", name    # a flip may land in padding only
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.one_of(st.permutations(list(range(6))),
+                     st.lists(st.integers(-3, 20), min_size=1, max_size=6, unique=True)))
+def test_ops_are_found_by_id_whatever_the_ids(ids):
+    """op(), find() and by_id() on dense ids in any order (the compact index of
+    generated traces) and on sparse or negative ids (a dictionary) agree."""
+    ops = [Op(id=i, name=f"op{i}", op="gemm", flops=1.0, bytes_read=0.0, bytes_written=0.0) for i in ids]
+    trace = validate_ops(ops, "t")
+    values = trace.by_id([f"v{position}" for position in range(len(ops))])
+    for position, op_id in enumerate(ids):
+        assert trace.op(op_id) is ops[position] and trace.find(op_id) is ops[position]
+        assert values[op_id] == f"v{position}"
+    assert list(values) == ids and len(values) == len(ids)
+    for missing in (-100, 100, max(ids) + 1, "x"):
+        assert trace.find(missing) is None and values.get(missing) is None and missing not in values
+        with pytest.raises(KeyError):
+            trace.op(missing)
