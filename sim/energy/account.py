@@ -186,7 +186,8 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
         entry["static_j"] = static_energy_j(static_w.get(device, 0.0), makespan_s)
         entry["total_j"] = sum(v for k, v in entry.items() if k != "total_j")
         total += entry["total_j"] * represents
-    weight = np.where(network_rows, 1.0, represents)
+    del key, inverse, row_bucket, device_code, unit_code, category_code   # a million rows each: not held
+    weight = np.where(network_rows, 1.0, represents)                    # through the power curve
     static = sum(static_w.values()) * represents
     times, power = power_curve(timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy(),
                                energy_j * weight, static, makespan_s)
@@ -200,13 +201,20 @@ def power_curve(starts: np.ndarray, ends: np.ndarray, energy_j: np.ndarray, stat
     energy spread evenly over its interval, plus ``static_w`` over [0, makespan]."""
     duration = ends - starts
     keep = duration > 1e-15 * max(makespan_s, 1e-9)     # shorter: an instant, energy without power
-    rate = np.zeros(len(starts))
-    rate[keep] = energy_j[keep] / duration[keep]
+    rate = energy_j[keep] / duration[keep]
     times = np.concatenate([starts[keep], ends[keep], [0.0, makespan_s]])
-    deltas = np.concatenate([rate[keep], -rate[keep], [0.0, 0.0]])
+    deltas = np.concatenate([rate, -rate, [0.0, 0.0]])
+    del duration, keep, rate
     order = np.argsort(times, kind="stable")
     times, deltas = times[order], deltas[order]
-    unique, first = np.unique(times, return_index=True)
-    summed = np.add.reduceat(deltas, first) if len(first) else deltas
+    del order
+    # the distinct times and where each first occurs (np.unique would sort the sorted times again)
+    new = np.empty(len(times), dtype=bool)
+    new[0] = True
+    np.not_equal(times[1:], times[:-1], out=new[1:])
+    first = np.flatnonzero(new)
+    unique = times[first]
+    del times, new
+    summed = np.add.reduceat(deltas, first)
     power = np.cumsum(summed) + np.where(unique < makespan_s, static_w, 0.0)
     return unique, np.maximum(power, 0.0)
