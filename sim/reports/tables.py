@@ -105,7 +105,9 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     """
     rows: list[tuple] = []
     add = rows.append
-    compute = timeline.filter(pc.equal(timeline["category"], "compute"))
+    # only the columns read below are filtered (not a copy of every column of a million rows)
+    compute = timeline.select(["device", "unit", "op_id", "start_s", "end_s"]).filter(
+        pc.equal(timeline["category"], "compute"))
     tolerance = 1e-12 * max(1.0, makespan_s)
     starts_all = compute["start_s"].to_numpy()
     ends_all = compute["end_s"].to_numpy()
