@@ -218,7 +218,7 @@ def test_files_that_are_not_utf8_json_or_arrow_are_one_line(tmp_path):
 @given(ids=st.one_of(st.permutations(list(range(6))),
                      st.lists(st.integers(-3, 20), min_size=1, max_size=6, unique=True)))
 def test_ops_are_found_by_id_whatever_the_ids(ids):
-    """op(), find() and by_id() on dense ids in any order (the compact index of
+    """op(), find(), by_id() and positions_of() on dense ids in any order (the compact index of
     generated traces) and on sparse or negative ids (a dictionary) agree."""
     ops = [Op(id=i, name=f"op{i}", op="gemm", flops=1.0, bytes_read=0.0, bytes_written=0.0) for i in ids]
     trace = validate_ops(ops, "t")
@@ -227,7 +227,11 @@ def test_ops_are_found_by_id_whatever_the_ids(ids):
         assert trace.op(op_id) is ops[position] and trace.find(op_id) is ops[position]
         assert values[op_id] == f"v{position}"
     assert list(values) == ids and len(values) == len(ids)
+    assert trace.positions_of(list(reversed(ids))).tolist() == list(reversed(range(len(ids))))
     for missing in (-100, 100, max(ids) + 1, "x"):
         assert trace.find(missing) is None and values.get(missing) is None and missing not in values
         with pytest.raises(KeyError):
             trace.op(missing)
+        if missing != "x":
+            with pytest.raises(KeyError):
+                trace.positions_of([ids[0], missing])

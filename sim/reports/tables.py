@@ -8,7 +8,7 @@ documented in docs/architecture.md.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -86,11 +86,15 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
     return s[first], running_end[last], order[first]
 
 
-def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int, float],
-                  op_blocker: Mapping[int, int], trace, op_start_s: Mapping[int, float],
+def bubbles_table(timeline: pa.Table, makespan_s: float, ready_s: Sequence[float],
+                  blocker: Sequence[int], trace, start_s: Sequence[float],
                   compute_units: Iterable[tuple[str, str]],
                   pipeline: bool = False) -> pa.Table:
     """Idle intervals of every compute unit within [0, makespan], with a cause.
+
+    Per op, by its position in ``trace.ops``: ``ready_s`` (when its last
+    predecessor finished), ``blocker`` (that predecessor's position, -1 for
+    none) and ``start_s``.
 
     For a gap that ends when op X starts on the unit:
     - X was ready before the gap began: ``resource_wait`` (it waited for units);
@@ -111,12 +115,12 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
     tolerance = 1e-12 * max(1.0, makespan_s)
     starts_all = compute["start_s"].to_numpy()
     ends_all = compute["end_s"].to_numpy()
-    ops_all = compute["op_id"].to_numpy()
-    op = trace.op
+    positions_all = trace.positions_of(compute["op_id"].to_numpy())
+    trace_ops = trace.ops
     rows_of = _rows_by_unit(compute)
     for device, unit in compute_units:
         picked = rows_of(device, unit)
-        starts, ends, ops = starts_all[picked], ends_all[picked], ops_all[picked].tolist()
+        starts, ends, positions = starts_all[picked], ends_all[picked], positions_all[picked].tolist()
         if len(starts):
             m_start, m_end, first = merge_intervals(starts, ends)
         else:
@@ -125,18 +129,18 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, op_ready_s: Mapping[int
         # Python floats and ints (exactly the arrays' values): numpy scalars are slow to compute with
         for number, (begin, finish, idx) in enumerate(zip(m_start.tolist(), m_end.tolist(), first.tolist())):
             if begin - cursor > tolerance:
-                op_id = ops[idx]
-                nxt = op(op_id)
-                context = (op_id, nxt.stage, nxt.microbatch)
+                position = positions[idx]
+                nxt = trace_ops[position]
+                context = (nxt.id, nxt.stage, nxt.microbatch)
                 if pipeline and number == 0:
                     add((device, unit, cursor, begin, begin - cursor, "pipeline_fill", *context))
-                elif op_ready_s.get(op_id, 0.0) <= cursor + tolerance:
+                elif ready_s[position] <= cursor + tolerance:
                     add((device, unit, cursor, begin, begin - cursor, "resource_wait", *context))
-                else:
-                    blocker = op(op_blocker[op_id])
-                    category = blocker.category
+                else:   # ready after the gap began, so it has predecessors
+                    last = blocker[position]
+                    category = trace_ops[last].category
                     if category == "comm":
-                        split = min(max(op_start_s[blocker.id], cursor), begin)
+                        split = min(max(start_s[last], cursor), begin)
                         if split - cursor > tolerance:
                             add((device, unit, cursor, split, split - cursor, "dependency_wait", *context))
                         if begin - split > tolerance:

@@ -96,23 +96,6 @@ def _combine(schedules: Sequence[Schedule]) -> Schedule:
     return dataclasses.replace(first, steps=tuple(steps))
 
 
-class _BlockerIds:
-    """Per op (trace position), the id of its blocker, None for an op without
-    predecessors; kept as the blockers' positions (8 bytes an op, not a list)."""
-
-    __slots__ = ("ops", "positions")
-
-    def __init__(self, ops: Sequence[Op], positions: Sequence[int]):
-        self.ops, self.positions = ops, positions
-
-    def __getitem__(self, position: int) -> int | None:
-        blocker = self.positions[position]
-        return None if blocker < 0 else self.ops[blocker].id
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
 class Simulation:
     """Replays a validated trace on one device, or on the ranks of a cluster."""
 
@@ -440,8 +423,10 @@ class Simulation:
         self.waiting = []
         self._launches = []
 
-    def _blockers(self) -> tuple[Mapping[int, float], Mapping[int, int | None]]:
-        """When each op became ready, and the predecessor that finished last."""
+    def _blockers(self) -> tuple[Sequence[float], Sequence[int]]:
+        """Per op (trace position): when it became ready, and the position of the
+        predecessor that finished last (-1 for none), as ``array('d')`` and
+        ``array('q')`` (8 bytes an op, not lists of Python objects)."""
         trace = self.scenario.trace
         ops = trace.ops
         src, dst = trace.edge_indices()
@@ -455,8 +440,7 @@ class Simulation:
         chosen = order[last]
         blocker = np.full(len(ops), -1, dtype=np.int64)   # an op without predecessors has none (None)
         blocker[dst[chosen]] = src[chosen]
-        # array('d') gives the same Python floats as a list, at 8 bytes an op
-        return trace.by_id(array("d", ready.tobytes())), trace.by_id(_BlockerIds(ops, array("q", blocker.tobytes())))
+        return array("d", ready.tobytes()), array("q", blocker.tobytes())
 
     def _result(self, wall_s: float) -> Result:
         recorder = TimelineRecorder()
@@ -470,7 +454,7 @@ class Simulation:
         ready, blocker = self._blockers()
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
         bubbles = bubbles_table(timeline, makespan, ready, blocker, self.scenario.trace,
-                                self.start_s, compute_units, self.scenario.pipeline)
+                                self.times.start_s, compute_units, self.scenario.pipeline)
         units = []
         for d in self.devices.values():
             units += [(d.name, UNIT_NAMES[k], "compute", d.spec.unit_peak_flops_per_s(k), None)

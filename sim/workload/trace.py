@@ -219,10 +219,10 @@ class Trace:
         object.__setattr__(self, "_edges", None)
         object.__setattr__(self, "_positions", None)
 
-    def _index(self) -> Mapping[int, int]:
-        """Op id -> position in ``ops``, made once (see ``_positions_of``)."""
+    def _index(self) -> _IdIndex:
+        """Op id -> position in ``ops``, made once."""
         if self._positions is None:  # type: ignore[attr-defined]
-            object.__setattr__(self, "_positions", _positions_of(self.ops))
+            object.__setattr__(self, "_positions", _IdIndex(self.ops))
         return self._positions  # type: ignore[attr-defined]
 
     def edge_indices(self):
@@ -234,7 +234,28 @@ class Trace:
         return self._edges  # type: ignore[attr-defined]
 
     def op(self, op_id: int) -> Op:
-        return self.ops[self._index()[op_id]]
+        index = self._index()
+        if index.dense:
+            try:
+                if op_id >= 0:
+                    return index.ops_by_id[op_id]
+            except (IndexError, TypeError):
+                pass
+            raise KeyError(op_id)
+        return self.ops[index.positions[op_id]]
+
+    def positions_of(self, op_ids):
+        """The positions in ``ops`` of the ops with ids ``op_ids`` (a numpy int
+        array); KeyError for an id the trace lacks."""
+        import numpy as np
+        index = self._index()
+        op_ids = np.asarray(op_ids, dtype=np.int64)
+        if not index.dense:
+            return np.fromiter((index.positions[i] for i in op_ids.tolist()), dtype=np.int64, count=len(op_ids))
+        bad = (op_ids < 0) | (op_ids >= len(index.positions))
+        if bad.any():
+            raise KeyError(int(op_ids[bad][0]))
+        return np.frombuffer(index.positions, dtype=np.int64)[op_ids]
 
     def by_id(self, values: Sequence) -> Mapping[int, Any]:
         """``values`` (one per op, in trace order) looked up by op id, without
@@ -243,8 +264,10 @@ class Trace:
 
     def find(self, op_id: int) -> Op | None:
         """The op with id ``op_id``, None if the trace has none."""
-        position = self._index().get(op_id)
-        return None if position is None else self.ops[position]
+        try:
+            return self.op(op_id)
+        except KeyError:
+            return None
 
     def streams(self) -> dict[tuple[int, int], list[Op]]:
         """Ops per (rank, stream), in ascending order, ops in trace order."""
@@ -259,58 +282,55 @@ class Trace:
         return sorted({op.rank for op in self.ops if op.op not in COMM_OPS})
 
 
+class _IdIndex:
+    """Op id -> position in the trace. Generated traces number their ops 0..n-1
+    in some order: then ``positions`` is an ``array('q')`` indexed by id and
+    ``ops_by_id`` a list of the ops by id (8 bytes an op each, no new objects;
+    dictionaries id -> op and id -> position took about 110 bytes an op);
+    otherwise ``positions`` is a dictionary. Lookups are inlined by its users
+    (``Trace.op``, ``_ByOpId``): they run once per bubble and op record."""
+
+    __slots__ = ("dense", "positions", "ops_by_id", "ops")
+
+    def __init__(self, ops: Sequence[Op], ids=None, by_id=None):
+        """``ids`` and their stable argsort ``by_id`` if already at hand."""
+        import numpy as np
+        ids = _ids(ops) if ids is None else ids
+        by_id = np.argsort(ids, kind="stable") if by_id is None else by_id
+        self.ops = ops
+        self.dense = bool(len(ids)) and np.array_equal(ids[by_id], np.arange(len(ids)))
+        if self.dense:
+            self.positions = array("q", by_id.astype(np.int64).tobytes())
+            self.ops_by_id = np.array(ops, dtype=object)[by_id].tolist() if len(ops) else []
+        else:
+            self.positions = {op.id: i for i, op in enumerate(ops)}
+            self.ops_by_id = None
+
+
 class _ByOpId(abc.Mapping):
     """A read-only mapping from op id to the value at that op's position."""
 
-    __slots__ = ("values", "positions")
+    __slots__ = ("values", "index")
 
-    def __init__(self, values: Sequence, positions: Mapping[int, int]):
-        self.values, self.positions = values, positions
+    def __init__(self, values: Sequence, index: _IdIndex):
+        self.values, self.index = values, index
 
     def __getitem__(self, op_id: int):
-        return self.values[self.positions[op_id]]
+        index = self.index
+        if index.dense:
+            try:
+                if op_id >= 0:
+                    return self.values[index.positions[op_id]]
+            except (IndexError, TypeError):
+                pass
+            raise KeyError(op_id)
+        return self.values[index.positions[op_id]]
 
     def __iter__(self):
-        return iter(self.positions)
+        return (op.id for op in self.index.ops) if self.index.dense else iter(self.index.positions)
 
     def __len__(self) -> int:
-        return len(self.positions)
-
-
-class _DensePositions(abc.Mapping):
-    """Op id -> position for a trace whose ids are 0..n-1 in any order (generated
-    traces): one ``array('q')`` of 8 bytes an op where a dictionary took about
-    70 (its entry and a new int per position). Iterates ids in trace order."""
-
-    __slots__ = ("positions", "ops")
-
-    def __init__(self, positions: Sequence[int], ops: Sequence[Op]):
-        self.positions, self.ops = positions, ops
-
-    def __getitem__(self, op_id: int) -> int:
-        try:
-            if 0 <= op_id < len(self.positions):
-                return self.positions[op_id]
-        except TypeError:
-            pass
-        raise KeyError(op_id)
-
-    def __iter__(self):
-        return (op.id for op in self.ops)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-def _positions_of(ops: Sequence[Op], ids=None, by_id=None) -> Mapping[int, int]:
-    """Op id -> position: a ``_DensePositions`` when the ids are 0..n-1, else a
-    dictionary. ``ids`` and their stable argsort ``by_id`` if already at hand."""
-    import numpy as np
-    ids = _ids(ops) if ids is None else ids
-    by_id = np.argsort(ids, kind="stable") if by_id is None else by_id
-    if len(ids) and np.array_equal(ids[by_id], np.arange(len(ids))):
-        return _DensePositions(array("q", by_id.astype(np.int64).tobytes()), ops)
-    return {op.id: i for i, op in enumerate(ops)}
+        return len(self.index.positions)
 
 
 def _fail(path: str, where: str, message: str) -> TraceError:
@@ -538,7 +558,7 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
             raise _fail(path, f"op {op.id}", f"depends on unknown op {dep}")
         raise _fail(path, f"op {op.id}", "depends on itself")
     trace = Trace(path=path, ops=tuple(ops))
-    object.__setattr__(trace, "_positions", _positions_of(trace.ops, ids, by_id))
+    object.__setattr__(trace, "_positions", _IdIndex(trace.ops, ids, by_id))
     src, dst = _edge_arrays(ops, dep_pos, owner)
     object.__setattr__(trace, "_edges", (src, dst))
     if not _acyclic(len(ops), src, dst):
