@@ -129,8 +129,9 @@ def training_summary(scenario, result) -> dict[str, Any]:
     comm_codes = unit_codes(comm, keys)
     comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
     code = {kind: index for index, kind in enumerate(comm_kinds)}
-    kinds = np.array([code.get(trace.op(op_id).phase, len(comm_kinds))
-                      for op_id in comm["op_id"].to_pylist()], dtype=np.int64)
+    ops = trace.ops
+    kinds = np.array([code.get(ops[position].phase, len(comm_kinds))
+                      for position in trace.positions_of(comm["op_id"].to_numpy()).tolist()], dtype=np.int64)
     c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
     m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
     per_stage: dict[int, list[float]] = {}

@@ -264,9 +264,13 @@ class Trace:
 
     def find(self, op_id: int) -> Op | None:
         """The op with id ``op_id``, None if the trace has none."""
+        index = self._index()
+        if not index.dense:
+            position = index.positions.get(op_id)
+            return None if position is None else self.ops[position]
         try:
-            return self.op(op_id)
-        except KeyError:
+            return index.ops_by_id[op_id] if op_id >= 0 else None
+        except (IndexError, TypeError):
             return None
 
     def streams(self) -> dict[tuple[int, int], list[Op]]:
