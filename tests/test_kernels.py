@@ -129,9 +129,43 @@ def test_weight_only_int4_reads_half_a_byte_per_weight():
 
 
 def test_a_tiny_gemm_is_bounded_by_the_launch_overhead():
+    """One tile: the launch and that tile's prologue and epilogue, nearly nothing else."""
     r = sim.kernel("h100_sxm5_80gb", "gemm", m=16, n=16, k=16)
-    launch = load_device_spec("h100_sxm5_80gb").sm_array.launch_overhead_s
-    assert r.bound == "latency" and r.seconds == pytest.approx(launch, rel=0.05)
+    sm = load_device_spec("h100_sxm5_80gb").sm_array
+    fixed = sm.launch_overhead_s + sm.gemm_tile_overhead_clocks / sm.run_clock_hz
+    assert r.bound == "latency" and r.seconds == pytest.approx(fixed, rel=0.05)
+
+
+def test_each_wave_pays_the_tiles_prologue_and_epilogue_by_hand():
+    """The 4-wave GEMM of the quantization test with 1,000 clocks per tile outside the main loop
+    (at the toy's clock): 4 x (main loop of a tile + 1,000 / clock)."""
+    spec = toy(gemm_tile_overhead_clocks=1000)
+    sm = spec.sm_array
+    plan = gemm.gemm_plan(256, 256, 512, sm, spec.tier("hbm").achievable_bandwidth_bytes_per_s)
+    assert (plan.tiles, plan.waves) == (16, 4)
+    assert plan.seconds == pytest.approx(4 * (2 * 64 * 64 * 512 / 1e12 + 1000 / sm.run_clock_hz))
+
+
+def test_short_k_gemms_lose_more_to_the_tiles_prologue_and_epilogue():
+    """A micro-batch's weight gradient (K = its 2,048 tokens) runs further below the large-GEMM rate
+    than the same output with a deep K, as measured inside a GPT-3 layer on an H200 (kernels_h200)."""
+    def tflops(k, overhead):
+        return sim.kernel("h200_sxm_141gb", "gemm", {"sm_array": {"gemm_tile_overhead_clocks": overhead}},
+                          m=6144, n=12288, k=k).flops_per_s
+    shipped = load_device_spec("h200_sxm_141gb").sm_array.gemm_tile_overhead_clocks
+    assert shipped > 0
+    short_loss, deep_loss = (1 - tflops(k, shipped) / tflops(k, 0) for k in (2048, 16384))
+    assert short_loss > 2 * deep_loss > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 16384), n=st.integers(1, 16384), k=st.integers(1, 16384), extra=st.floats(1.0, 10000.0))
+def test_a_longer_tile_prologue_and_epilogue_never_makes_a_gemm_faster(m, n, k, extra):
+    base = load_device_spec("a100_sxm4_80gb").sm_array.gemm_tile_overhead_clocks
+    before = sim.kernel("a100_sxm4_80gb", "gemm", m=m, n=n, k=k).seconds
+    after = sim.kernel("a100_sxm4_80gb", "gemm", {"sm_array": {"gemm_tile_overhead_clocks": base + extra}},
+                       m=m, n=n, k=k).seconds
+    assert after >= before
 
 
 @pytest.mark.parametrize("device", ["a100_sxm4_80gb", "h100_sxm5_80gb"])

@@ -28,7 +28,7 @@ def test_no_end_to_end_point_calibrates_anything():
 
 
 def test_every_calibration_point_names_the_spec_key_it_sets():
-    for group in load_groups(["gemm_a100", "gemm_h100", "gemm_others", "hbm_bandwidth"]):
+    for group in load_groups(["gemm_a100", "gemm_h100", "gemm_others", "hbm_bandwidth", "kernels_h200"]):
         for point in group.points:
             if point.role == "calibration":
                 assert point.note.startswith("sets "), (group.name, point.name)

@@ -16,6 +16,16 @@ candidate costs (all pure functions below, times in seconds):
   ``mainloop_efficiency``, with K_q the tile's K slice rounded up to the
   128-byte K step of the tensor-core loads (Ampere/Hopper ``ldmatrix``/TMA
   tiles; K step = 128 bytes / element bytes);
+- per tile, outside the main loop: the prologue, which waits for the first
+  operand stages of the software pipeline to arrive before the tensor cores
+  start, and the epilogue, which converts the accumulators and stores the
+  output tile (NVIDIA CUTLASS documentation, "Efficient GEMM in CUDA":
+  software pipelining and the epilogue; the kernels of cuBLAS and CUTLASS run
+  them once per tile, not overlapped with that tile's main loop):
+  ``gemm_tile_overhead_clocks`` SM clocks, once per wave. Short-K GEMMs (the
+  weight gradients of a micro-batch, whose K is its tokens) pay it over a
+  short main loop, so they run below the large-GEMM throughput, and small
+  tiles pay it more often than large ones;
 - operand traffic: the bytes the kernel moves through HBM at the achievable
   bandwidth (A and B once when both fit in L2, otherwise re-read once per band
   of the swizzled wave raster; C written once; split-K partial sums in fp32
@@ -24,21 +34,24 @@ candidate costs (all pure functions below, times in seconds):
 - fixed time: ``launch_overhead_s`` per kernel, two kernels with split-K (the
   GEMM and the reduction of the partial sums, as cuBLAS runs it).
 
-time = kernel launches x launch_overhead_s + max(waves x main loop of a tile,
+time = kernel launches x launch_overhead_s + max(waves x (main loop of a tile
++ tile overhead),
 HBM bytes / achievable HBM bandwidth, L2 bytes / L2 bandwidth)
 
 Split-K is a candidate only when the output tiles alone do not fill the SMs
 (skinny or small-output, deep GEMMs), and tiles of fewer than 64 rows only
 for GEMMs of at most that many rows (decode-style skinny kernels), as in
 cuBLAS's heuristics. What bounds
-the kernel (``bound``) is ``latency`` when the fixed time exceeds the rest,
-else ``compute`` or ``memory``, whichever term is the max. Every term is
+the kernel (``bound``) is ``latency`` when the fixed time and the tiles'
+prologues and epilogues exceed the main loop and the memory time, else
+``compute`` or ``memory``, whichever term is the max. Every term is
 non-increasing in SMs, clock and bandwidth, and the choice is a minimum, so
 more of any of them never makes a GEMM slower (property-tested).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -155,7 +168,9 @@ def _candidate(m, n, k, batch, p, sm: SmArraySpec, sms, hbm_bw, tile_m, tile_n, 
     tiles = batch * math.ceil(m / tile_m) * math.ceil(n / tile_n) * split_k
     waves = math.ceil(tiles / sms)
     rate = sm.matrix_per_sm(p.math) * sm.efficiency(p.math)
-    compute = waves * 2.0 * tile_m * tile_n * k_q / rate
+    mainloop = waves * 2.0 * tile_m * tile_n * k_q / rate
+    tile_overhead = waves * sm.gemm_tile_overhead_clocks / sm.run_clock_hz
+    compute = mainloop + tile_overhead
     hbm = hbm_traffic_bytes(m, n, k, batch, p, tile_m, tile_n, split_k, sms, sm.l2_bytes)
     memory = hbm / hbm_bw
     l2_bw = sm.l2_bandwidth_bytes_per_s
@@ -163,8 +178,11 @@ def _candidate(m, n, k, batch, p, sm: SmArraySpec, sms, hbm_bw, tile_m, tile_n, 
         memory = max(memory, tiles * (tile_m * p.a_bytes + tile_n * p.b_bytes) * k_q / l2_bw)
     fixed = (2 if split_k > 1 else 1) * sm.launch_overhead_s
     tile = f"{tile_m}x{tile_n}" + (f" split-k {split_k}" if split_k > 1 else "")
-    return timed(compute, memory, fixed, 2.0 * batch * m * n * k, hbm, tiles=tiles, waves=waves, sms=sms,
+    plan = timed(compute, memory, fixed, 2.0 * batch * m * n * k, hbm, tiles=tiles, waves=waves, sms=sms,
                  tile=tile, tile_m=tile_m, tile_n=tile_n, split_k=split_k)
+    if fixed + tile_overhead >= max(mainloop, memory):     # launch, prologues and epilogues dominate
+        plan = dataclasses.replace(plan, bound="latency")
+    return plan
 
 
 def gemm_plan(m: int, n: int, k: int, sm: SmArraySpec, hbm_bytes_per_s: float, dtype: str = "bf16",

@@ -88,6 +88,9 @@ class SmArraySpec:
     dtype (key ``default`` for the others) is the fraction of the tensor-core
     rate a large GEMM's main loop sustains; ``launch_overhead_s`` is the fixed
     time of any kernel (launch, block dispatch, first loads, tail);
+    ``gemm_tile_overhead_clocks`` the SM clocks each output tile spends
+    outside its main loop (the prologue's first operand loads and the
+    epilogue that converts and stores the tile), once per wave;
     ``l2_bandwidth_bytes_per_clock`` (optional) bounds the operand traffic of
     the tiles through L2; ``gemm_tiles`` are the output tiles the GEMM library
     offers, ``max_split_k`` its deepest split-K. ``sfu_ops_per_clock_per_sm``:
@@ -111,6 +114,7 @@ class SmArraySpec:
     sustained_clock_hz: float | None = None
     mainloop_efficiency: Mapping[str, float] = field(default_factory=dict)
     launch_overhead_s: float = 0.0
+    gemm_tile_overhead_clocks: float = 0.0
     l2_bytes: int | None = None
     l2_bandwidth_bytes_per_clock: float | None = None
     sfu_ops_per_clock_per_sm: float | None = None
@@ -312,6 +316,7 @@ class _SmArrayIn(_Cited):
     mainloop_efficiency: dict[Literal["default", "fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"],
                               Fraction] = {}
     launch_overhead_s: Seconds = 0.0
+    gemm_tile_overhead_clocks: NonNegativeFloat = 0.0
     l2_bytes: Optional[PositiveBytes] = None
     l2_bandwidth_bytes_per_clock: Optional[PositiveFloat] = None
     sfu_ops_per_clock_per_sm: Optional[PositiveFloat] = None
@@ -415,7 +420,7 @@ def _from_model(m: _DeviceIn) -> DeviceSpec:
             matrix_flops_per_clock_per_sm=dict(r.matrix_flops_per_clock_per_sm),
             vector_flops_per_clock_per_sm=dict(r.vector_flops_per_clock_per_sm),
             mainloop_efficiency=dict(r.mainloop_efficiency), launch_overhead_s=r.launch_overhead_s,
-            l2_bytes=r.l2_bytes, l2_bandwidth_bytes_per_clock=r.l2_bandwidth_bytes_per_clock,
+            gemm_tile_overhead_clocks=r.gemm_tile_overhead_clocks, l2_bytes=r.l2_bytes, l2_bandwidth_bytes_per_clock=r.l2_bandwidth_bytes_per_clock,
             sfu_ops_per_clock_per_sm=r.sfu_ops_per_clock_per_sm,
             issue_lanes_per_clock_per_sm=r.issue_lanes_per_clock_per_sm,
             instructions_per_element=dict(r.instructions_per_element),

@@ -13,7 +13,8 @@ import copy
 
 from sim.hardware.specs import load_device_spec
 
-BOUNDS = {"launch_overhead_s": (0.0, 50e-6), "mainloop_efficiency": (0.05, 1.0), "efficiency": (0.05, 1.0)}
+BOUNDS = {"launch_overhead_s": (0.0, 50e-6), "mainloop_efficiency": (0.05, 1.0), "efficiency": (0.05, 1.0),
+          "gemm_tile_overhead_clocks": (0.0, 20000.0)}
 
 
 def _set(tree: dict, key: str, value: float) -> dict:
@@ -52,10 +53,10 @@ def _solve(measure, key: str, target: float, overrides: dict) -> float:
 
 def targets() -> dict[str, list[tuple[str, object, float]]]:
     """device -> [(spec key, measure(overrides) -> value, published)]."""
-    from sim.validation.groups import gemm_a100, gemm_h100, gemm_others, hbm_bandwidth
+    from sim.validation.groups import gemm_a100, gemm_h100, gemm_others, hbm_bandwidth, kernels_h200
     table: dict[str, list] = {}
     gemm = [("a100_sxm4_80gb", gemm_a100.CALIBRATION), ("h100_sxm5_80gb", gemm_h100.CALIBRATION),
-            *gemm_others.CALIBRATION.items()]
+            (kernels_h200.DEVICE, kernels_h200.CALIBRATION), *gemm_others.CALIBRATION.items()]
     for device, rows in gemm:
         for key, shape, dtype, value, _ in rows:
             table.setdefault(device, []).append(

@@ -7,11 +7,12 @@ mean of 20 calls over inputs rotated so that they do not stay in L2, random norm
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
 from sim.validation import Group, Point
-from sim.validation.groups._kernel_points import gemm_point
+from sim.validation.groups._kernel_points import calibration_points, gemm_point
 
 DEVICE = "h200_sxm_141gb"
 MEASURED = ("accsim developers, benchmarks/device/measure_gpu.py on one H200 SXM (PyTorch 2.11 + CUDA 13.0; "
@@ -97,6 +98,59 @@ POINTWISE = (
     ("copy 8192x12288", ELEMENTS, 4 * ELEMENTS, "", 96.3e-6, "check"),
     ("fused AdamW, 256M fp32 parameters", 256 << 20, 28 * (256 << 20), "", 2127.7e-6, "check"),
 )
+
+# GEMMs inside a whole layer: one tensor-parallel rank (TP 8, sequence 2048, dropout 0.1) of a GPT
+# layer run forward and backward by PyTorch eager, profiled with CUPTI ('layers' in the raw JSON): the
+# summed durations of the layer's cuBLAS kernels (named nvjet_*: the linear layers' forward, input- and
+# weight-gradient GEMMs, and with materialized attention the six batched score and value GEMMs), in
+# the layouts a layer uses (weights transposed, bias epilogues) and at the clock the board held
+# through the mix of kernels (median 1800-1875 MHz against 1980 in bursts).
+# (model, hidden, heads, micro-batch, attention, GEMM kernels, seconds)
+LAYER_GEMMS = (
+    ("GPT-3 175B", 12288, 96, 1, "materialized", 18, 3814.2e-6),
+    ("GPT-3 175B", 12288, 96, 1, "flash", 12, 3733.0e-6),
+    ("GPT-3 175B", 12288, 96, 2, "flash", 12, 7442.2e-6),
+    ("GPT 22B", 6144, 64, 4, "materialized", 18, 3970.2e-6),
+    ("GPT 22B", 6144, 64, 4, "flash", 12, 3617.2e-6),
+    ("GPT 22B", 6144, 64, 1, "flash", 12, 925.8e-6),
+)
+
+
+# (spec key set, (batch, m, n, k), dtype, TFLOP/s, source): sim.validation.calibrate. The fc2
+# weight-gradient GEMM of the GPT-3 175B layer above (micro-batch 1: K = 2048 tokens; 416.1 us in
+# the layer's profile): a short main loop per tile, so the tiles' prologue and epilogue show.
+IN_LAYER = MEASURED + ", inside a whole GPT-3 175B layer ('layers' in the raw JSON)"
+CALIBRATION = (("sm_array.gemm_tile_overhead_clocks", (1, 6144, 12288, 2048), "bf16",
+                2.0 * 6144 * 12288 * 2048 / 416.1e-6 / 1e12, IN_LAYER),)
+
+
+def layer_gemm_kernels(hidden: int, heads: int, microbatch: int, attention: str) -> list:
+    """The GEMM kernels of one TP-8 rank's layer, forward and backward (no recomputation)."""
+    from sim.workload.layer_kernels import layer_kernels
+    from sim.workload.transformer import ModelConfig
+    cfg = ModelConfig(name="layer", layers=1, hidden=hidden, heads=heads, seq_len=2048, vocab=0, dtype="bf16",
+                      attention=attention, dropout=0.1)
+    phases = layer_kernels(cfg, microbatch, 8, False)
+    return [k for phase, kernels in phases.items() if phase.startswith(("fwd.", "bwd."))
+            for k in kernels if k.kind == "gemm"]
+
+
+def layer_gemm_us(hidden: int, heads: int, microbatch: int, attention: str) -> float:
+    """The model's summed time (us) of those GEMMs on the H200, each priced alone."""
+    from sim.hardware.kernels import sm_kernel_time
+    from sim.hardware.specs import load_device_spec
+    spec = load_device_spec(DEVICE)
+    return sum(sm_kernel_time(k, spec).seconds for k in layer_gemm_kernels(hidden, heads, microbatch, attention)) * 1e6
+
+
+def _layer_point(model, hidden, heads, microbatch, attention, count, seconds) -> Point:
+    command = ("python -c \"from sim.validation.groups import kernels_h200 as k; "
+               f"print(k.layer_gemm_us({hidden}, {heads}, {microbatch}, '{attention}'))\"")
+    return Point(f"H200 {model} layer, TP 8, micro-batch {microbatch}, {attention} attention: its {count} GEMMs",
+                 seconds * 1e6, "us", MEASURED, "check",
+                 lambda: layer_gemm_us(hidden, heads, microbatch, attention), command,
+                 "summed kernel times inside a whole layer, forward and backward")
+
 
 # sustained: 6 s of back-to-back calls, nvidia-smi power and clock (median of the last 4 s)
 SUSTAINED_BF16_TFLOPS, SUSTAINED_FP8_TFLOPS = 667.0, 1210.0
@@ -189,8 +243,11 @@ def _power_points() -> tuple[Point, ...]:
 
 
 def group() -> Group:
-    points = (*_gemm_points(),
+    points = (*(dataclasses.replace(p, name=p.name + " inside a layer (fc2 weight gradient)")
+                for p in calibration_points(DEVICE, CALIBRATION)),
+              *_gemm_points(),
               *(_pointwise_point(*row) for row in POINTWISE),
+              *(_layer_point(*row) for row in LAYER_GEMMS),
               *_power_points())
     return Group(
         name="kernels_h200",
@@ -198,7 +255,7 @@ def group() -> Group:
         description=(
             "Measured here (benchmarks/device/measure_gpu.py; the raw JSON is in benchmarks/device/): single "
             "GEMMs in bursts of 20 calls, memory-bound kernels of PyTorch, and 6 s of back-to-back work with "
-            "the board's power and clock sampled. GEMM points only check the model: the H200 spec's GEMM "
+            "the board's power and clock sampled, and the GEMMs of whole GPT layers (one tensor-parallel rank, forward and backward, profiled inside the layer). GEMM points only check the model: the H200 spec's GEMM "
             "figures are the H100's, calibrated from other sources (group gemm_h100). The memory-bound "
             "points calibrate the instructions per element of norms, softmax, dropout and GeLU "
             "(sm_array.instructions_per_element; priced at the SMs' issue rate, 128 thread instructions per "
