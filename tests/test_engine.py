@@ -221,3 +221,23 @@ def test_communication_kernels_take_sms_from_compute(tmp_path):
     held = next(row["units_held"] for row in shared.timeline.to_pylist()
                 if row["name"] == "gemm" and row["category"] == "compute")
     assert held == 100
+
+
+@pytest.mark.parametrize("scenario", ["pipeline_ideal", "quickstart", "long_context_cp"])
+def test_each_ops_blocker_is_the_predecessor_that_finished_last(scenario):
+    """Simulation._blockers (vectorised) against the definition, edge by edge:
+    ready = the latest end of an op's predecessors (0 without any), blocker =
+    the predecessor with that end, the last edge in trace order on ties."""
+    from sim.paths import scenarios_dir
+    from sim.runtime.simulate import Simulation
+    simulation = Simulation(sim.load_scenario(scenarios_dir() / f"{scenario}.yaml"))
+    simulation.run()
+    ready, blocker = simulation._blockers()
+    src, dst = simulation.scenario.trace.edge_indices()
+    ends = simulation.times.end_s
+    want_ready = [0.0] * len(ends)
+    want_blocker = [-1] * len(ends)
+    for a, b in zip(src.tolist(), dst.tolist()):
+        if want_blocker[b] < 0 or ends[a] >= want_ready[b]:
+            want_ready[b], want_blocker[b] = max(want_ready[b], ends[a]), a
+    assert list(ready) == want_ready and list(blocker) == want_blocker
