@@ -62,6 +62,25 @@ class TimelineRecorder:
             if len(self._rows) >= self.batch_rows:
                 self._flush()
 
+    def record_column_rows(self, columns: list[list]) -> None:
+        """Rows given as one list per TIMELINE_SCHEMA column (in schema order,
+        values as ``record_rows`` converts them), in the batches ``record_rows``
+        would make: whole batches straight from the columns, the rest through
+        the row buffer."""
+        count = len(columns[0]) if columns else 0
+        done = 0
+        while done < count:
+            if not self._rows and count - done >= self.batch_rows:
+                end = done + self.batch_rows
+                arrays = [pa.array(column[done:end], type=f.type) for column, f in zip(columns, TIMELINE_SCHEMA)]
+                self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+            else:
+                end = min(count, done + self.batch_rows - len(self._rows))
+                self._rows.extend(zip(*(column[done:end] for column in columns)))
+                if len(self._rows) >= self.batch_rows:
+                    self._flush()
+            done = end
+
     def record_columns(self, columns: dict[str, list]) -> None:
         """Many rows at once, given as one list per column of TIMELINE_SCHEMA."""
         self._flush()

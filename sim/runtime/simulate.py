@@ -352,25 +352,32 @@ class Simulation:
 
     def _comm_rows(self, recorder: TimelineRecorder) -> None:
         """A ``comm`` row per simulated member of each finished collective, in
-        the order they finished, recorded a batch at a time (a Python tuple per
-        row for the whole run was about 300 bytes a row, held from the event
-        loop to the tables)."""
-        ops = self.scenario.trace.ops
+        the order they finished, built column by column a batch at a time (a
+        Python tuple per row for the whole run was about 300 bytes a row, held
+        from the event loop to the tables)."""
+        ops, bound = self.scenario.trace.ops, self.bound
         start_s, end_s = self.times.start_s, self.times.end_s
-        rows: list[tuple] = []
+        picked: list[int] = []
+        devices: list[str] = []
         for index in self.comm_done:
-            op = ops[index]
-            schedule = self.bound[index]
-            context = (op.layer, op.stage, op.microbatch, op.phase, f"{schedule.op}/{schedule.algorithm}")
-            group = op.group
-            start, end = start_s[index], end_s[index]
-            for device in self._members(group):
-                rows.append((device.name, "comm", op.id, op.name, "comm", start, end, 0.0,
-                             op.bytes_read, op.stream, len(group), context))
-            if len(rows) >= recorder.batch_rows:
-                recorder.record_rows(rows)
-                rows = []
-        recorder.record_rows(rows)
+            for device in self._members(ops[index].group):
+                picked.append(index)
+                devices.append(device.name)
+        details: dict[int, str] = {}     # "op/algorithm" per schedule, one string each
+        for index in dict.fromkeys(picked):
+            schedule = bound[index]
+            if id(schedule) not in details:
+                details[id(schedule)] = f"{schedule.op}/{schedule.algorithm}"
+        for first in range(0, len(picked), recorder.batch_rows):
+            chunk = picked[first:first + recorder.batch_rows]
+            rows = [ops[i] for i in chunk]
+            count = len(chunk)
+            recorder.record_column_rows([
+                devices[first:first + count], ["comm"] * count, [o.id for o in rows], [o.name for o in rows],
+                ["comm"] * count, [start_s[i] for i in chunk], [end_s[i] for i in chunk], [0.0] * count,
+                [float(o.bytes_read) for o in rows], [o.stream for o in rows], [len(o.group) for o in rows],
+                [o.layer for o in rows], [o.stage for o in rows], [o.microbatch for o in rows],
+                [o.phase for o in rows], [details[id(bound[i])] for i in chunk]])
 
     def _on_done(self, index: int) -> None:
         self.completed += 1
