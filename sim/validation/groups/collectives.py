@@ -101,9 +101,8 @@ def _a100_points() -> list[Point]:
         sample(A100_MPI, 4 * MIB, cal, "NVLink3 LL128 hop latency"),
         sample(A100_MPI, 8 * MIB),
         sample(A100_MPI, 16 * MIB, cal, "NVLink3 LL128 bandwidth factor"),
-        *(sample(A100_MPI, size) for size in (32 * MIB, 64 * MIB, 256 * MIB)),
-        sample(A100_MPI, GIB, cal, "NVLink3 Simple hop latency"),
-        sample(A100_MPI, 4 * GIB),
+        sample(A100_MPI, 32 * MIB, cal, "NVLink3 Simple hop latency"),
+        *(sample(A100_MPI, size) for size in (64 * MIB, 256 * MIB, GIB, 4 * GIB)),
         # one process driving 8 GPUs: the host floor (dgx_a100.yaml host_call_overhead)
         sample(A100_G8, 8, cal, "host_call_overhead"),
         *(sample(A100_G8, size) for size in (64 * KIB, MIB, 16 * MIB, 256 * MIB)),
@@ -111,7 +110,7 @@ def _a100_points() -> list[Point]:
         *(sample(A100_AZURE, size) for size in (64 * KIB, MIB, 16 * MIB, 128 * MIB, GIB)),
         busbw_point("8x A100 all-reduce plateau, 4 GiB", 230.0,
                     "NCCL maintainers: 8 x A100 'should reach 230 GB/s' (NVIDIA/nccl-tests#149, #175)", "check",
-                    "dgx_a100", 4 * GIB, note="follows from NCCL's 240 GB/s and the Simple hop fitted at 1 GiB"),
+                    "dgx_a100", 4 * GIB, note="follows from NCCL's 240 GB/s and the Simple hop fitted at 32 MiB"),
         time_point("2x A100 all-reduce, -g 2, 32 B", 10.14, "NVIDIA/nccl#583 (A100-SXM4-40GB, -g 2)", "check",
                    "dgx_a100", 32, gpus=2, group=[0, 1]),
     ]
