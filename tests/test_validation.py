@@ -12,13 +12,13 @@ from sim.validation import load_groups
 def test_gpt3_175b_on_1024_a100_against_megatron_lm():
     """Megatron-LM (Narayanan et al., SC'21, Sec. 5.1): GPT-3 175B on 1,024 A100-80GB at global
     batch 1536 sustains about 140 TFLOP/s per GPU, counted with their Eq. 3. A check point of the
-    end_to_end group (no spec parameter is fitted to it): within that group's tolerance, and the
-    structure stays Megatron's (1F1B bubble of at least (p-1)/(m+p-1))."""
-    (group,) = load_groups(["end_to_end"])
+    end_to_end group (no spec parameter is fitted to it): within 5% (issue 10's criterion; the
+    group's own tolerance is wider), and the structure stays Megatron's (1F1B bubble of at least
+    (p-1)/(m+p-1))."""
     result = sim.run(ROOT / "scenarios" / "gpt3_175b_1024_a100.yaml")
     summary = result.summary
     assert summary["gpus"] == 1024
-    assert summary["model_flops_per_gpu_per_s"] == pytest.approx(140e12, rel=group.max_tolerance)
+    assert summary["model_flops_per_gpu_per_s"] == pytest.approx(140e12, rel=0.05)
     assert summary["bubble_fraction"] >= (16 - 1) / (16 - 1 + 192)
 
 
