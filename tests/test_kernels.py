@@ -360,10 +360,14 @@ def test_kernel_command_prints_time_throughput_bound_and_tile():
     proc = accsim("kernel", "--device", "h100_sxm5_80gb", "--m", "4096", "--n", "4096", "--k", "4096")
     assert proc.returncode == 0, proc.stderr
     assert "TFLOP/s" in proc.stdout and "compute" in proc.stdout and "256x128" in proc.stdout
+    sm = load_device_spec("h100_sxm5_80gb").sm_array      # 512 tiles of 256x128 on 132 SMs: 4 waves
+    overhead = 4 * sm.gemm_tile_overhead_clocks / sm.run_clock_hz
+    assert f"tile prologues and epilogues {overhead * 1e6:.4g} us over 4 waves" in proc.stdout
     proc = accsim("kernel", "--device", "a100_sxm4_80gb", "--n", "12288", "--k", "12288", "--sweep", "--json")
     import json
     rows = json.loads(proc.stdout)
     assert len(rows) > 5 and [r["shape"].split("x")[0] for r in rows][:2] == ["128", "256"]
+    assert all(0 < r["tile_overhead_s"] < r["seconds"] for r in rows)
 
 
 @pytest.mark.parametrize("args,expect", [

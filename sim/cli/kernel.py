@@ -60,6 +60,9 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         print(_row(r))
     if not args.sweep and first.op != "pointwise":
         print(f"HBM traffic {format_bytes(first.hbm_bytes)}, {first.tiles} thread blocks on {first.sms} SMs")
+    if not args.sweep and first.op == "gemm" and first.tile_overhead_s > 0:
+        print(f"tile prologues and epilogues {format_seconds(first.tile_overhead_s)} over {first.waves} "
+              f"wave{'s' if first.waves > 1 else ''} ({100 * first.tile_overhead_s / first.seconds:.1f}% of the time)")
     return 0
 
 

@@ -110,7 +110,8 @@ class KernelTime:
     """A priced kernel: its time on ``sms`` SMs, the terms it is the max of
     (``compute_s``, ``memory_s``) plus ``fixed_s``, what bounds it, and for a
     GEMM the configuration the library picks (``tile_m`` x ``tile_n`` tiles,
-    ``split_k``) and its ``tiles`` and ``waves``."""
+    ``split_k``), its ``tiles`` and ``waves``, and the part of ``compute_s``
+    its tiles spend outside the main loop (``tile_overhead_s``)."""
 
     seconds: float
     bound: str
@@ -126,6 +127,7 @@ class KernelTime:
     tile_m: int = 0
     tile_n: int = 0
     split_k: int = 1
+    tile_overhead_s: float = 0.0
 
     @property
     def flops_per_s(self) -> float:
@@ -179,7 +181,7 @@ def _candidate(m, n, k, batch, p, sm: SmArraySpec, sms, hbm_bw, tile_m, tile_n, 
     fixed = (2 if split_k > 1 else 1) * sm.launch_overhead_s
     tile = f"{tile_m}x{tile_n}" + (f" split-k {split_k}" if split_k > 1 else "")
     plan = timed(compute, memory, fixed, 2.0 * batch * m * n * k, hbm, tiles=tiles, waves=waves, sms=sms,
-                 tile=tile, tile_m=tile_m, tile_n=tile_n, split_k=split_k)
+                 tile=tile, tile_m=tile_m, tile_n=tile_n, split_k=split_k, tile_overhead_s=tile_overhead)
     if fixed + tile_overhead >= max(mainloop, memory):     # launch, prologues and epilogues dominate
         plan = dataclasses.replace(plan, bound="latency")
     return plan

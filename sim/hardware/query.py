@@ -70,9 +70,11 @@ class KernelArgs(StrictModel):
 @dataclass(frozen=True)
 class KernelResult:
     """A priced kernel. ``bound``: compute, memory or latency (the fixed
-    launch overhead dominates). ``peak_fraction``: achieved over the dense
-    tensor-core peak of the dtype (GEMM, attention) or the bandwidth over the
-    datasheet bandwidth (pointwise)."""
+    launch overhead dominates, with a GEMM's tile prologues and epilogues).
+    ``peak_fraction``: achieved over the dense tensor-core peak of the dtype
+    (GEMM, attention) or the bandwidth over the datasheet bandwidth
+    (pointwise). ``tile_overhead_s``: the time a GEMM's tiles spend outside
+    their main loop, all waves (``sm_array.gemm_tile_overhead_clocks``)."""
 
     device: str
     op: str
@@ -89,6 +91,7 @@ class KernelResult:
     tiles: int
     waves: int
     sms: int
+    tile_overhead_s: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +139,7 @@ def kernel(device: str, op: str = "gemm", overrides: Mapping[str, Any] | None = 
     bytes_per_s = t.hbm_bytes / t.seconds if t.seconds > 0 else 0.0
     fraction = (t.flops_per_s / peak) if peak else bytes_per_s / bandwidth
     return KernelResult(spec.name, a.op, _shape_text(a), dtype, t.seconds, t.flops, t.hbm_bytes, t.flops_per_s,
-                        bytes_per_s, fraction, t.bound, t.tile, t.tiles, t.waves, t.sms)
+                        bytes_per_s, fraction, t.bound, t.tile, t.tiles, t.waves, t.sms, t.tile_overhead_s)
 
 
 SWEEP_SIZES = (128, 256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
