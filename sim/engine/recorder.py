@@ -40,6 +40,12 @@ def _array(values, type: pa.DataType) -> pa.Array:
     return pa.array(values, type=type, memory_pool=pa.system_memory_pool())
 
 
+def _batch(columns) -> pa.RecordBatch:
+    """A timeline record batch from one sequence per TIMELINE_SCHEMA column, in schema order."""
+    return pa.RecordBatch.from_arrays([_array(column, f.type) for column, f in zip(columns, TIMELINE_SCHEMA)],
+                                      schema=TIMELINE_SCHEMA)
+
+
 class TimelineRecorder:
     """Collects timeline rows (see TIMELINE_SCHEMA) in columnar batches."""
 
@@ -82,8 +88,7 @@ class TimelineRecorder:
         while done < count:
             if not self._rows and count - done >= self.batch_rows:
                 end = done + self.batch_rows
-                arrays = [_array(column[done:end], f.type) for column, f in zip(columns, TIMELINE_SCHEMA)]
-                self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+                self._batches.append(_batch([column[done:end] for column in columns]))
             else:
                 end = min(count, done + self.batch_rows - len(self._rows))
                 self._rows.extend(zip(*(column[done:end] for column in columns)))
@@ -95,15 +100,12 @@ class TimelineRecorder:
         """Many rows at once, given as one list per column of TIMELINE_SCHEMA."""
         self._flush()
         if columns and len(next(iter(columns.values()))):
-            arrays = [_array(columns[f.name], f.type) for f in TIMELINE_SCHEMA]
-            self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+            self._batches.append(_batch([columns[f.name] for f in TIMELINE_SCHEMA]))
 
     def _flush(self) -> None:
         if not self._rows:
             return
-        columns = list(zip(*self._rows))
-        arrays = [_array(col, f.type) for col, f in zip(columns, TIMELINE_SCHEMA)]
-        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA))
+        self._batches.append(_batch(list(zip(*self._rows))))
         self._rows = []
 
     def table(self) -> pa.Table:
