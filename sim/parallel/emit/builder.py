@@ -16,8 +16,9 @@ from typing import Callable
 
 from sim.hardware.specs import DeviceSpec
 from sim.parallel.expand import Segment, layer_segments
+from sim.parallel.emit.sequence import tp_collectives
 from sim.parallel.plan import ParallelPlan
-from sim.workload.trace import Op
+from sim.workload.trace import Op, make_op
 from sim.workload.transformer import ModelConfig
 
 
@@ -37,6 +38,7 @@ class TraceBuilder:
 
     def __init__(self, cfg: ModelConfig, plan: ParallelPlan, folded: bool):
         self.cfg, self.plan, self.folded = cfg, plan, folded
+        self.dtype = cfg.dtype
         self.next_id = 0
         self.reserved: dict[tuple, int] = {}
         self.ops: list[Op] = []
@@ -54,14 +56,20 @@ class TraceBuilder:
             self.reserved[key] = self.new_id()
         return self.reserved[key]
 
-    def compute(self, rank: int, seg: Segment, name: str, deps, **extra) -> int:
+    def compute(self, rank: int, seg: Segment, name: str, deps, phase: str | None = None,
+                stage: int | None = None, microbatch: int | None = None, chunk: int | None = None,
+                layer: int | None = None, tensor: str | None = None, alloc_bytes: float | None = None,
+                frees: tuple[str, ...] = ()) -> int:
+        """The segment ``seg`` on ``rank``'s compute stream after ``deps``.
+        The op is built by ``make_op`` (positional arguments), most of a
+        million ops."""
         op_id = self.next_id
-        self.next_id += 1
-        self.hardware_flops += seg.matrix_flops
-        self.ops.append(Op(id=op_id, name=name, op="gemm" if seg.matrix_flops else "elementwise",
-                           flops=seg.flops, bytes_read=seg.bytes_read, bytes_written=seg.bytes_written,
-                           duration_s=seg.duration_s, rank=rank, stream=0, deps=tuple(deps),
-                           dtype=self.cfg.dtype, **extra))
+        self.next_id = op_id + 1
+        matrix = seg.matrix_flops
+        self.hardware_flops += matrix
+        self.ops.append(make_op(op_id, name, "gemm" if matrix else "elementwise", seg.flops, seg.bytes_read,
+                                seg.bytes_written, tuple(deps), 0, self.dtype, tensor, frees, layer, rank,
+                                seg.duration_s, (), (), None, stage, microbatch, chunk, phase, alloc_bytes))
         self.last_compute[rank] = op_id
         return op_id
 
@@ -85,12 +93,16 @@ class TraceBuilder:
         return op_id
 
     def collective(self, kind: str, name: str, nbytes: float, group, mirror_groups, deps, stream: int,
-                   phase: str, algorithm: str = "nccl", op_id: int | None = None, **extra) -> int:
-        op_id = self.new_id() if op_id is None else op_id
-        self.ops.append(Op(id=op_id, name=name, op=kind, flops=0.0, bytes_read=nbytes, bytes_written=nbytes,
-                           group=group if type(group) is tuple else tuple(group), mirror_groups=mirror_groups,
-                           deps=tuple(dict.fromkeys(deps)), rank=group[0], stream=stream, phase=phase,
-                           algorithm=algorithm, **extra))
+                   phase: str, algorithm: str = "nccl", op_id: int | None = None, stage: int | None = None,
+                   microbatch: int | None = None, chunk: int | None = None, tensor: str | None = None,
+                   alloc_bytes: float | None = None, frees: tuple[str, ...] = ()) -> int:
+        if op_id is None:
+            op_id = self.next_id
+            self.next_id = op_id + 1
+        self.ops.append(make_op(op_id, name, kind, 0.0, nbytes, nbytes, tuple(dict.fromkeys(deps)), stream,
+                                None, tensor, frees, None, group[0], None,
+                                group if type(group) is tuple else tuple(group), mirror_groups, algorithm,
+                                stage, microbatch, chunk, phase, alloc_bytes))
         return op_id
 
     def shared_collective(self, key: tuple, members: int, deps, kind: str, name: str, nbytes: float, group,
@@ -192,26 +204,32 @@ class Stage:
         self.tp_mirrors = it.bld.mirrors(lambda dd, jj: [plan.rank(dd, s, x) for x in range(plan.tp)], "d")
         self.waits: dict[int, list[int]] = {j: [] for j in it.tps}
         self.tag: dict = {}
+        self.unit: tuple = (s, None, None)     # (stage, microbatch, chunk) of the unit, as ``tag``
         self.prefix = ""
+        # the TP collectives around a tensor-parallel region and their bytes (sim.parallel.emit.tensor)
+        self.tp_before, self.tp_after = tp_collectives(plan)
+        self.tp_bytes: float | None = None
         # per use of a layer's gathered parameters (ZeRO-3), each TP rank's last op of the use
         self.param_uses: list[dict[int, int]] = []
 
     def begin_unit(self, kind: str, m: int, c: int) -> None:
         self.tag = {"stage": self.s, "microbatch": m, "chunk": c}
+        self.unit = (self.s, m, c)
         self.prefix = f"s{self.s}.{kind}{m}.c{c}"
 
     def compute(self, seg_name: str, label: str, phase: str, **extra) -> None:
         """The segment on every simulated TP rank, each after its waits."""
         seg, name, waits, compute = self.seg[seg_name], f"{self.prefix}.{label}", self.waits, self.bld.compute
+        s, m, c = self.unit
         for j, rank in self.ranks.items():
-            compute(rank, seg, name, waits[j], phase=phase, **self.tag, **extra)
+            compute(rank, seg, name, waits[j], phase, s, m, c, **extra)
             waits[j] = []
 
     def compute_each(self, segments: dict[int, Segment], label: str, phase: str, **extra) -> None:
         """A segment per simulated TP rank (they differ, e.g. by expert load), each after its waits."""
+        s, m, c = self.unit
         for j, rank in self.ranks.items():
-            self.bld.compute(rank, segments[j], f"{self.prefix}.{label}", self.waits[j],
-                             phase=phase, **self.tag, **extra)
+            self.bld.compute(rank, segments[j], f"{self.prefix}.{label}", self.waits[j], phase, s, m, c, **extra)
             self.waits[j] = []
 
     def last_ops(self) -> list[int]:

@@ -35,22 +35,24 @@ def activation_bytes(stage: Stage) -> float:
 def collective(stage: Stage, kind: str, label: str) -> None:
     """A TP collective of the unit's activations after every simulated rank's
     pending work; the ranks' next compute waits for it."""
-    plan = stage.it.plan
-    op_id = stage.bld.collective(kind, f"{stage.prefix}.{label}.{kind}", activation_bytes(stage),
-                                 stage.tp_group, stage.tp_mirrors, stage.last_ops(), TP_STREAM, "tp",
-                                 plan.tp_algorithm, **stage.tag)
+    nbytes = stage.tp_bytes
+    if nbytes is None:
+        nbytes = stage.tp_bytes = activation_bytes(stage)
+    s, m, c = stage.unit
+    op_id = stage.bld.collective(kind, f"{stage.prefix}.{label}.{kind}", nbytes, stage.tp_group, stage.tp_mirrors,
+                                 stage.last_ops(), TP_STREAM, "tp", stage.it.plan.tp_algorithm, None, s, m, c)
     stage.set_waits(op_id)
 
 
 def run(stage: Stage, seg_name: str, label: str, phase: str, sync: bool = False, **extra) -> None:
-    """A segment; with ``sync`` a tensor-parallel region, wrapped in its collectives."""
-    before, after = tp_collectives(stage.it.plan)
+    """A segment; with ``sync`` a tensor-parallel region, wrapped in its collectives
+    (``stage.tp_before`` / ``tp_after``: sim.parallel.emit.sequence.tp_collectives)."""
     parallel = sync and stage.it.plan.tp > 1
-    if parallel and before:
-        collective(stage, before, label)
+    if parallel and stage.tp_before:
+        collective(stage, stage.tp_before, label)
     stage.compute(seg_name, label, phase, **extra)
     if parallel:
-        collective(stage, after, label)
+        collective(stage, stage.tp_after, label)
 
 
 def backward(stage: Stage, block: str, layer: int, dgrad: Callable[..., None] | None = None,
