@@ -235,3 +235,38 @@ def test_ops_are_found_by_id_whatever_the_ids(ids):
         if missing != "x":
             with pytest.raises(KeyError):
                 trace.positions_of([ids[0], missing])
+
+
+@st.composite
+def _graph_traces(draw):
+    """Ops with ids in any order, deps on any ops (cycles included), collectives on
+    groups, sendrecvs, and ranks and streams small (one 16-bit sort key) or large."""
+    count = draw(st.integers(1, 30))
+    ids = draw(st.permutations(range(count))) if draw(st.booleans()) else \
+        draw(st.lists(st.integers(0, 10**6), min_size=count, max_size=count, unique=True))
+    big = draw(st.booleans())
+    ranks = st.integers(0, 2**20 if big else 3)
+    streams = st.integers(0, 2**40 if big else 3)
+    ops = []
+    for i in ids:
+        kind = draw(st.sampled_from(("gemm", "allreduce", "sendrecv", "copy")))
+        group = tuple(draw(st.lists(ranks, min_size=2, max_size=4, unique=True))) if kind in COMM_OPS else ()
+        deps = tuple(draw(st.lists(st.sampled_from(ids), max_size=3, unique=True)))
+        ops.append(Op(id=i, name=f"op{i}", op=kind, flops=0.0, bytes_read=1.0, bytes_written=1.0,
+                      deps=tuple(d for d in deps if d != i), stream=draw(streams),
+                      rank=group[0] if group else draw(ranks), group=group,
+                      dst_tier="hbm" if kind == "copy" else None))
+    return ops
+
+
+@settings(max_examples=150, deadline=None)
+@given(_graph_traces())
+def test_edge_arrays_and_acyclicity_match_the_reference_generator(ops):
+    """The numpy edge arrays are ``_edges`` (the plain reference) in its order, and
+    the acyclicity check (with its shortcuts) agrees with Kahn's algorithm on ids."""
+    from sim.workload.trace import _acyclic, _dep_positions, _edge_arrays, _edges, topological_order
+    position = {op.id: i for i, op in enumerate(ops)}
+    owner, dep_pos = _dep_positions(ops)
+    src, dst = _edge_arrays(ops, dep_pos, owner)
+    assert list(zip(src.tolist(), dst.tolist())) == [(position[a], position[b]) for a, b in _edges(ops)]
+    assert _acyclic(len(ops), src, dst) == (topological_order(ops) is not None)
