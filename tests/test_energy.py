@@ -39,7 +39,7 @@ def test_op_energy_is_flops_times_e_flop_plus_bytes_times_e_byte(flops, on_chip,
                           ("npu0", "scratchpad", 1, "memory", 0.0, 1.0, 0.0, on_chip),
                           ("npu0", "hbm", 2, "memory", 0.0, 2.0, 0.0, off_chip),
                           ("npu0", "scratchpad", 2, "memory", 0.0, 2.0, 0.0, off_chip)])
-    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda device, op: dtype)
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda device, ops: [dtype] * len(ops))
     e_flop = SPEC.e_flop_pj("systolic_array", dtype)
     assert energy[0] + energy[1] == pytest.approx(
         op_energy_j(flops, e_flop, {"scratchpad": on_chip}, SPEC.byte_pj), rel=1e-14, abs=0)
@@ -58,7 +58,7 @@ def test_breakdown_static_links_and_power():
                           ("npu0", "hbm", 2, "memory", 1.0, 2.0, 0.0, 1e10),       # 0.3 J over 1 s
                           ("network", "a->b", 3, "comm", 0.0, 1.0, 0.0, 1e9)])     # 0.01 J over 1 s
     links = LinkEnergySpec(byte_pj=10.0)
-    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: links.byte_pj)
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, ops: ["bf16"] * len(ops), lambda unit: links.byte_pj)
     assert energy.tolist() == pytest.approx([2.0, 0.3, 0.01])
     report = energy_report(timeline, energy, 4.0, {"npu0": 50.0}, lambda unit: "nvlink4")
     device = report.by_device["npu0"]
@@ -78,7 +78,7 @@ def test_a_simulated_device_standing_for_several_counts_that_many_times():
     the totals and the power curve; link rows (already every rank's traffic) once."""
     timeline = _timeline([("npu0", "mxu", 1, "compute", 0.0, 2.0, 4e12, 0.0),       # 2 J over 2 s
                           ("network", "a->b", 3, "comm", 0.0, 1.0, 0.0, 1e9)])     # 0.01 J over 1 s
-    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, o: "bf16", lambda unit: 10.0)
+    energy = row_energy_j(timeline, {"npu0": SPEC}, lambda d, ops: ["bf16"] * len(ops), lambda unit: 10.0)
     report = energy_report(timeline, energy, 4.0, {"npu0": 50.0}, represents=8)
     assert report.total_j == pytest.approx(8 * (2.0 + 200.0) + 0.01)
     assert report.breakdown() == pytest.approx({"compute": 16.0, "links": 0.01, "static": 1600.0})

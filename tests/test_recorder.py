@@ -1,33 +1,62 @@
-"""Timeline recording: rows given as tuples or as columns make the same record batches."""
+"""Timeline recording: the arrays TimelineBuilder takes make the record batches
+TimelineRecorder makes from the same rows (a batch per device, then rows
+streamed in batches of ``batch_rows``)."""
 
+import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from sim.engine.recorder import TimelineRecorder
+from sim.engine.recorder import OpRows, TimelineBuilder, TimelineRecorder
+from sim.workload.trace import Op
+
+OPS = [Op(id=100 + i, name=f"op{i}", op="gemm", flops=2.0 * i, bytes_read=8.0, bytes_written=4.0, stream=i % 3,
+          layer=i % 4 or None, stage=i % 2, microbatch=None if i % 5 == 0 else i % 7, phase=("fwd", None)[i % 2])
+       for i in range(12)]
+UNITS, DETAILS = ["sm", "hbm", "comm"], ["allreduce/ring", "sendrecv/direct"]
 
 
-def row(i):
-    return ("d0", "comm", i, f"op{i}", "comm", i * 0.5, i * 0.5 + 1.0, 0.0, float(i), 3, 2,
-            (i % 4 or None, 1, i % 7, "tp", "allreduce/ring"))
-
-
-def converted(r):
-    return r[:11] + r[11]
+def rows_of(seed: int, count: int, device_names: list[str], detail: bool):
+    """Random rows as OpRows and as the tuples TimelineRecorder takes."""
+    rng = np.random.default_rng(seed)
+    position = rng.integers(0, len(OPS), count)
+    device, unit = rng.integers(0, len(device_names), count), rng.integers(0, len(UNITS), count)
+    details = rng.integers(-1, len(DETAILS), count)
+    start = rng.random(count)
+    end, flops, nbytes = start + rng.random(count), rng.random(count) * 1e9, rng.random(count) * 1e6
+    held = rng.integers(0, 9, count)
+    rows = OpRows(position=position, device=(device.astype(np.int32), device_names),
+                  unit=(unit.astype(np.int32), UNITS), category=(unit.astype(np.int32), ["compute", "memory", "comm"]),
+                  start_s=start, end_s=end, flops=flops, bytes=nbytes, units_held=held,
+                  detail=(details.astype(np.int32), DETAILS) if detail else None)
+    tuples = []
+    for k, p in enumerate(position.tolist()):
+        op = OPS[p]
+        tuples.append((device_names[device[k]], UNITS[unit[k]], op.id, op.name, ["compute", "memory", "comm"][unit[k]],
+                       float(start[k]), float(end[k]), float(flops[k]), float(nbytes[k]), op.stream, int(held[k]),
+                       (op.layer, op.stage, op.microbatch, op.phase,
+                        DETAILS[details[k]] if detail and details[k] >= 0 else None)))
+    return rows, tuples
 
 
 @settings(max_examples=60, deadline=None)
-@given(before=st.integers(0, 9), count=st.integers(0, 40), after=st.integers(0, 9), batch=st.integers(1, 8))
-def test_columns_give_the_batches_rows_give(before, count, after, batch):
-    """Rows before and after (a partial batch continues across calls) and any batch size."""
-    by_rows, by_columns = TimelineRecorder(batch), TimelineRecorder(batch)
-    first = [row(i) for i in range(before)]
-    middle = [row(before + i) for i in range(count)]
-    last = [row(before + count + i) for i in range(after)]
-    for recorder in (by_rows, by_columns):
-        recorder.record_rows(first)
-    by_rows.record_rows(middle)
-    by_columns.record_column_rows([list(c) for c in zip(*map(converted, middle))] if middle else [])
-    for recorder in (by_rows, by_columns):
-        recorder.record_rows(last)
-    a, b = by_rows.table(), by_columns.table()
+@given(devices=st.lists(st.integers(0, 9), max_size=4), streamed=st.integers(0, 30), links=st.integers(0, 9),
+       batch=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_builder_gives_the_batches_the_recorder_gives(devices, streamed, links, batch, seed):
+    """Device batches of any size (empty ones make none), then streamed rows and row tuples
+    continuing the open batch, for any batch size."""
+    builder, recorder = TimelineBuilder(OPS, batch), TimelineRecorder(batch)
+    for k, count in enumerate(devices):
+        rows, tuples = rows_of(seed + k, count, [f"dev{k}"], detail=False)
+        builder.add_batch(rows)
+        recorder.record_columns({f: list(c) for f, c in zip(
+            ["device", "unit", "op_id", "name", "category", "start_s", "end_s", "flops", "bytes", "stream",
+             "units_held", "layer", "stage", "microbatch", "phase", "detail"],
+            zip(*[t[:11] + t[11] for t in tuples]))} if tuples else {})
+    rows, tuples = rows_of(seed + 99, streamed, ["dev0", "dev1"], detail=True)
+    builder.add_stream(rows)
+    recorder.record_rows(tuples)
+    _, link_rows = rows_of(seed + 7, links, ["network"], detail=True)
+    builder.add_row_tuples(link_rows)
+    recorder.record_rows(link_rows)
+    a, b = builder.table(), recorder.table()
     assert [len(x) for x in a.to_batches()] == [len(x) for x in b.to_batches()]
-    assert a.equals(b) and a.num_rows == before + count + after
+    assert a.equals(b) and a.num_rows == sum(devices) + streamed + links

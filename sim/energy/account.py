@@ -17,7 +17,7 @@ piecewise-constant total power; average power is total energy / makespan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +29,10 @@ UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "p
 
 
 def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
-                 dtype_of: Callable[[str, int], str],
+                 dtypes_of: Callable[[str, np.ndarray], Sequence[str]],
                  link_byte_pj: Callable[[str], float | None] | None = None) -> np.ndarray:
-    """Joules of each timeline row. ``specs`` by device name; ``dtype_of(device,
-    op_id)`` the op's dtype; ``link_byte_pj(unit)`` the pJ per byte of the
+    """Joules of each timeline row. ``specs`` by device name; ``dtypes_of(device,
+    op_ids)`` the dtypes of those ops (an int64 array) on that device; ``link_byte_pj(unit)`` the pJ per byte of the
     network link ``unit`` (``a->b``), None where its type has no figure.
 
     Each row is ``flops x pJ`` or ``bytes x pJ`` times 1e-12 with the pJ of its
@@ -71,14 +71,9 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
         flop_pj = np.zeros(timeline.num_rows)
         for c, device, unit, spec in compute_combos:
             rows = np.flatnonzero(inverse == c)
-            by_dtype: dict[str, float] = {}
-            values = []
-            for op in ops[rows].tolist():
-                dtype = dtype_of(device, op)
-                if dtype not in by_dtype:
-                    by_dtype[dtype] = spec.e_flop_pj(unit, dtype)
-                values.append(by_dtype[dtype])
-            flop_pj[rows] = values
+            dtypes = dtypes_of(device, ops[rows])
+            by_dtype = {dtype: spec.e_flop_pj(unit, dtype) for dtype in dict.fromkeys(dtypes)}
+            flop_pj[rows] = [by_dtype[dtype] for dtype in dtypes]
         compute = np.isin(inverse, [c for c, *_ in compute_combos])
         energy[compute] = flops[compute] * flop_pj[compute] * PJ
     return energy

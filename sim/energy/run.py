@@ -26,6 +26,7 @@ left as it is (no column, no section).
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Callable
 
 import numpy as np
@@ -33,7 +34,7 @@ import pyarrow as pa
 
 from sim.energy.account import energy_report, row_energy_j
 from sim.energy.model import EnergySpec
-from sim.reports.tables import shared_strings, string_codes
+from sim.reports.tables import op_values, shared_strings, string_codes
 
 
 def energy_of(spec: Any) -> EnergySpec | None:
@@ -131,20 +132,37 @@ class LinkFigures:
         return kind.name if getattr(kind, "energy", None) is not None else None
 
 
-def _dtype_lookup(scenario, device_specs) -> Callable[[str, int], str]:
-    """(device name, op id) -> the dtype of that op when it runs on that
-    device (the device's default when unset), else bf16. Looked up per
-    compute row rather than tabulated for every op (a million-op trace)."""
+def _dtype_lookup(scenario, device_specs) -> Callable[[str, np.ndarray], list[str]]:
+    """(device name, op ids) -> the dtype of each op when it runs on that
+    device (the device's default when unset), else bf16 (an id the trace
+    lacks, or an op of another device). Each op is read once for its rank and
+    dtype (sim.reports.tables.op_values): a look-up per compute row was most of
+    attach_energy's time on GPT-3 175B."""
     cluster = scenario.cluster
     trace = scenario.trace
 
-    def dtype_of(device: str, op_id: int) -> str:
-        op = trace.find(op_id)
-        if op is None or (cluster.ranks[op.rank] if cluster is not None else scenario.device_name) != device:
-            return "bf16"
+    def dtypes_of(device: str, op_ids: np.ndarray) -> list[str]:
+        op_ids = np.asarray(op_ids, dtype=np.int64)
+        try:
+            positions = trace.positions_of(op_ids)
+        except KeyError:      # some ids name no op: each looked up alone
+            return [_dtype_of(trace.find(op_id), device, cluster, scenario, device_specs)
+                    for op_id in op_ids.tolist()]
+        pairs = op_values(trace.ops, positions, attrgetter("rank", "dtype"))
         spec = device_specs.get(device)
-        return op.dtype or (spec.default_dtype if spec is not None else "bf16")
-    return dtype_of
+        default = spec.default_dtype if spec is not None else "bf16"
+        mine = {rank: (cluster.ranks[rank] if cluster is not None else scenario.device_name) == device
+                for rank in {rank for rank, _ in pairs}}
+        return [(dtype or default) if mine[rank] else "bf16" for rank, dtype in pairs]
+    return dtypes_of
+
+
+def _dtype_of(op, device: str, cluster, scenario, device_specs) -> str:
+    """The dtype of ``op`` (None: not in the trace) on ``device``, as ``_dtype_lookup`` gives it."""
+    if op is None or (cluster.ranks[op.rank] if cluster is not None else scenario.device_name) != device:
+        return "bf16"
+    spec = device_specs.get(device)
+    return op.dtype or (spec.default_dtype if spec is not None else "bf16")
 
 
 def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:

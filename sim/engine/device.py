@@ -20,11 +20,13 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from sim.engine.calendar import Environment, cancel
 from sim.engine.fluid import Flow, FluidNetwork
 from sim.engine.memory import MemoryLedger
 from sim.engine.pools import UnitPool
-from sim.engine.recorder import TimelineRecorder
+from sim.engine.recorder import OpRows, TimelineBuilder
 from sim.errors import TraceError
 from sim.hardware.gemm import PRECISIONS, precision
 from sim.hardware.kernels import AttentionShape, Kernel, price
@@ -341,36 +343,67 @@ class DeviceRuntime:
                 self.ledger.release(tensor, now)
         self.on_done(index)
 
-    def record_timeline(self, recorder: TimelineRecorder) -> None:
-        """Append one row per (op, unit) interval of the finished ops, built
-        column by column: the compute rows, the memory-traffic rows of compute
-        ops, then the rows of copies (one per tier they touch)."""
-        rows = []  # (op, unit name, category, start, end, flops, bytes, units held)
+    def record_timeline(self, builder: TimelineBuilder) -> list[str]:
+        """Add this device's rows to ``builder`` as one record batch, and return
+        the units they name. Per finished op, in the order they finished: a
+        host op's row; a compute op's row and, when its memory traffic was
+        timed, a memory row on its tier; a copy's row per tier it touches.
+
+        An op's rows follow a recipe fixed by its unit, tiers and whether its
+        memory traffic was timed (a few recipes per device), so the rows are
+        laid out with numpy from per-op arrays rather than a tuple per row."""
+        finished = self.finished
         times = self.times
-        for index in self.finished:
-            bound = self.bound[index]
-            op = bound.op
-            start, end = times.start_s[index], times.end_s[index]
-            mem_end, granted = times.mem_end_s[index], times.granted[index]
-            if bound.unit == HOST_UNIT:
-                rows.append((op, HOST_UNIT, "host", start, end, 0.0, 0.0, 0))
-            elif bound.unit is not None:
-                nbytes = op.bytes_read + op.bytes_written
-                rows.append((op, UNIT_NAMES[bound.unit], "compute", start, end, op.flops, nbytes, granted))
-                if mem_end is not None:
-                    rows.append((op, bound.tier, "memory", start, mem_end, 0.0,
-                                 0.0 if bound.unit == "pim" else nbytes, 1))
-            else:
-                for tier in dict.fromkeys((bound.tier, bound.dst_tier)):
-                    rows.append((op, tier, "memory", start, end, 0.0, op.bytes_read, 1))
-        ops = [r[0] for r in rows]
-        recorder.record_columns({
-            "device": [self.name] * len(rows), "unit": [r[1] for r in rows],
-            "op_id": [o.id for o in ops], "name": [o.name for o in ops],
-            "category": [r[2] for r in rows], "start_s": [r[3] for r in rows],
-            "end_s": [r[4] for r in rows], "flops": [float(r[5]) for r in rows],
-            "bytes": [float(r[6]) for r in rows], "stream": [o.stream for o in ops],
-            "units_held": [r[7] for r in rows], "layer": [o.layer for o in ops],
-            "stage": [o.stage for o in ops], "microbatch": [o.microbatch for o in ops],
-            "phase": [o.phase for o in ops], "detail": [None] * len(rows),
-        })
+        bound = [self.bound[i] for i in finished]
+        ops = [b.op for b in bound]
+        mem_end = [times.mem_end_s[i] for i in finished]
+        recipes: dict[tuple, int] = {}
+        recipe = np.array([recipes.setdefault((b.unit, b.tier, b.dst_tier, m is not None), len(recipes))
+                           for b, m in zip(bound, mem_end)], dtype=np.intp)
+        units: dict[str, int] = {}
+        cells = np.zeros((len(recipes), 2, 6), dtype=np.int32)   # recipe, row k: the row's fields
+        counts = np.zeros(len(recipes), dtype=np.int64)
+        for (unit, tier, dst_tier, timed), code in recipes.items():
+            rows = _recipe(unit, tier, dst_tier, timed)
+            counts[code] = len(rows)
+            for k, (name, *fields) in enumerate(rows):
+                cells[code, k] = (units.setdefault(name, len(units)), *fields)
+        per_op = counts[recipe]
+        row_op = np.repeat(np.arange(len(finished)), per_op)
+        first_row = np.cumsum(per_op) - per_op
+        row = cells[recipe[row_op], np.arange(len(row_op)) - first_row[row_op]].T   # ROW_FIELDS x rows
+        position = np.array(finished, dtype=np.int64)
+        start = np.frombuffer(times.start_s, dtype=np.float64)[position][row_op]
+        ends = np.stack([np.frombuffer(times.end_s, dtype=np.float64)[position],
+                         np.array(mem_end, dtype=np.float64)])       # None (never used) -> NaN
+        zeros = np.zeros(len(finished))
+        flops = np.stack([zeros, np.array([o.flops for o in ops], dtype=np.float64)])
+        nbytes = np.stack([zeros, np.array([o.bytes_read + o.bytes_written for o in ops], dtype=np.float64),
+                           np.array([o.bytes_read for o in ops], dtype=np.float64)])
+        held = np.stack([np.zeros(len(finished), dtype=np.int64), np.ones(len(finished), dtype=np.int64),
+                         np.array([times.granted[i] for i in finished], dtype=np.int64)])
+        builder.add_batch(OpRows(
+            position=position[row_op], device=(np.zeros(len(row_op), dtype=np.int32), [self.name]),
+            unit=(row[0], list(units)), category=(row[1], CATEGORIES), start_s=start,
+            end_s=ends[row[2], row_op], flops=flops[row[3], row_op], bytes=nbytes[row[4], row_op],
+            units_held=held[row[5], row_op]))
+        return list(units)
+
+
+CATEGORIES = ("compute", "memory", "host")
+# a row of a recipe: (unit name, category, end: 0 the op's end / 1 its memory end, flops: 0 none / 1 the op's,
+# bytes: 0 none / 1 read + written / 2 read, units held: 0 none / 1 one / 2 those granted)
+COMPUTE, MEMORY, HOST = range(3)
+
+
+def _recipe(unit: str | None, tier: str, dst_tier: str, timed: bool) -> list[tuple]:
+    """The timeline rows of an op on ``unit`` (None: a copy) with these tiers;
+    ``timed``: its memory traffic was timed."""
+    if unit == HOST_UNIT:
+        return [(HOST_UNIT, HOST, 0, 0, 0, 0)]
+    if unit is not None:
+        rows = [(UNIT_NAMES[unit], COMPUTE, 0, 1, 1, 2)]
+        if timed:
+            rows.append((tier, MEMORY, 1, 0, 0 if unit == "pim" else 1, 1))
+        return rows
+    return [(name, MEMORY, 0, 0, 2, 1) for name in dict.fromkeys((tier, dst_tier))]

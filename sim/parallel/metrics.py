@@ -33,10 +33,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from sim.reports.tables import merge_intervals, unit_codes
+from sim.reports.tables import merge_intervals, op_values, string_codes
 from sim.workload.transformer import ModelConfig
 
 # Kinds of collective a training iteration issues (the ``phase`` of its ops).
@@ -106,6 +105,13 @@ def _uncovered(outer: tuple[np.ndarray, np.ndarray], inner: tuple[np.ndarray, np
     return total - float(np.sum(covered_before(a1) - covered_before(a0)))
 
 
+def _device_numbers(column, devices: list[str]) -> np.ndarray:
+    """Per row of a device column: the index of its device in ``devices``, -1 for others."""
+    codes, names = string_codes(column)
+    index = {name: i for i, name in enumerate(devices)}
+    return np.array([index.get(name, -1) for name in names] + [-1], dtype=np.int64)[codes]
+
+
 def training_summary(scenario, result) -> dict[str, Any]:
     training = scenario.training
     cfg, plan = training.model, training.plan
@@ -119,19 +125,17 @@ def training_summary(scenario, result) -> dict[str, Any]:
     stage_of = training.expansion.stage_of_rank
     simulated_ranks = sorted(stage_of)
     simulated = [names[rank] for rank in simulated_ranks]
-    keys = [(device, "compute") for device in simulated] + [(device, "comm") for device in simulated]
     category = timeline["category"]
     # only the columns read below are filtered (a copy of every column of a million rows was 100 MB)
-    needed = timeline.select(["device", "unit", "op_id", "start_s", "end_s"])
+    needed = timeline.select(["device", "op_id", "start_s", "end_s"])
     compute = needed.filter(pc.equal(category, "compute"))
     comm = needed.filter(pc.and_(pc.equal(category, "comm"), pc.equal(timeline["unit"], "comm")))
-    compute_codes = unit_codes(compute.set_column(1, "unit", pa.array(["compute"] * compute.num_rows)), keys)
-    comm_codes = unit_codes(comm, keys)
+    compute_codes = _device_numbers(compute["device"], simulated)
+    comm_codes = _device_numbers(comm["device"], simulated)
     comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
     code = {kind: index for index, kind in enumerate(comm_kinds)}
-    ops = trace.ops
-    kinds = np.array([code.get(ops[position].phase, len(comm_kinds))
-                      for position in trace.positions_of(comm["op_id"].to_numpy()).tolist()], dtype=np.int64)
+    phases = op_values(trace.ops, trace.positions_of(comm["op_id"].to_numpy()), "phase")
+    kinds = np.array([code.get(phase, len(comm_kinds)) for phase in phases], dtype=np.int64)
     c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
     m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
     per_stage: dict[int, list[float]] = {}
@@ -142,7 +146,7 @@ def training_summary(scenario, result) -> dict[str, Any]:
         idle = T - float(np.sum(busy[1] - busy[0]))
         stage = stage_of[simulated_ranks[index]]
         per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
-        mine = comm_codes == len(simulated) + index
+        mine = comm_codes == index
         for index, kind in enumerate(comm_kinds):
             sel = mine & (kinds == index)
             exposed[kind] += max(0.0, _uncovered(_union(m_start[sel], m_end[sel]), busy))  # no -1e-16

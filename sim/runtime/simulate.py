@@ -22,6 +22,8 @@ import json
 import os
 import time
 from array import array
+from itertools import compress
+from operator import attrgetter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ import pyarrow as pa
 from sim.engine.calendar import Environment
 from sim.engine.device import HOST_UNIT, UNIT_NAMES, BoundOp, DeviceRuntime, OpTimes, bind_op
 from sim.engine.fluid import FluidNetwork, VectorFluidNetwork
-from sim.engine.recorder import TimelineRecorder
+from sim.engine.recorder import OpRows, TimelineBuilder
 from sim.errors import ScenarioError, TraceError
 from sim.network.collectives import CollectiveError, Schedule
 from sim.reports.network import link_units
@@ -350,34 +352,49 @@ class Simulation:
                 device for device in map(self.devices.get, group) if device is not None)
         return devices
 
-    def _comm_rows(self, recorder: TimelineRecorder) -> None:
+    def _comm_rows(self, builder: TimelineBuilder) -> None:
         """A ``comm`` row per simulated member of each finished collective, in
-        the order they finished, built column by column a batch at a time (a
-        Python tuple per row for the whole run was about 300 bytes a row, held
-        from the event loop to the tables)."""
+        the order they finished (detail: the schedule's ``op/algorithm``),
+        given to ``builder`` as arrays (a Python tuple per row for the whole run
+        was about 300 bytes a row, held from the event loop to the tables).
+
+        The collectives are read in trace order (the order they lie in memory;
+        in the order they finished, scattered, each read took four times
+        longer), and each distinct group and schedule is looked at once."""
         ops, bound = self.scenario.trace.ops, self.bound
-        start_s, end_s = self.times.start_s, self.times.end_s
-        picked: list[int] = []
-        devices: list[str] = []
-        for index in self.comm_done:
-            for device in self._members(ops[index].group):
-                picked.append(index)
-                devices.append(device.name)
-        details: dict[int, str] = {}     # "op/algorithm" per schedule, one string each
-        for index in dict.fromkeys(picked):
-            schedule = bound[index]
-            if id(schedule) not in details:
-                details[id(schedule)] = f"{schedule.op}/{schedule.algorithm}"
-        for first in range(0, len(picked), recorder.batch_rows):
-            chunk = picked[first:first + recorder.batch_rows]
-            rows = [ops[i] for i in chunk]
-            count = len(chunk)
-            recorder.record_column_rows([
-                devices[first:first + count], ["comm"] * count, [o.id for o in rows], [o.name for o in rows],
-                ["comm"] * count, [start_s[i] for i in chunk], [end_s[i] for i in chunk], [0.0] * count,
-                [float(o.bytes_read) for o in rows], [o.stream for o in rows], [len(o.group) for o in rows],
-                [o.layer for o in rows], [o.stage for o in rows], [o.microbatch for o in rows],
-                [o.phase for o in rows], [details[id(bound[i])] for i in chunk]])
+        done = np.frombuffer(self.comm_done, dtype=np.int64)
+        order = np.argsort(done, kind="stable")
+        in_trace_order = done[order].tolist()
+        collectives = [ops[i] for i in in_trace_order]
+        group_of, group_at = _distinct(collectives, attrgetter("group"), order)
+        schedule_of, schedule_at = _distinct([bound[i] for i in in_trace_order], None, order)
+        bytes_read = np.empty(len(done))
+        bytes_read[order] = [op.bytes_read for op in collectives]
+        device_code = {device: code for code, device in enumerate(self.devices.values())}
+        members = [[device_code[d] for d in self._members(group)] for group in group_of]
+        per_group = np.array([len(m) for m in members], dtype=np.int64)
+        table = np.zeros((len(members), max(map(len, members), default=0)), dtype=np.int32)
+        for code, devices in enumerate(members):
+            table[code, :len(devices)] = devices
+        per_op = per_group[group_at]
+        row_op = np.repeat(np.arange(len(done)), per_op)
+        first_row = np.cumsum(per_op) - per_op
+        details = {f"{schedule.op}/{schedule.algorithm}": None for schedule in schedule_of}
+        detail_code = {name: code for code, name in enumerate(details)}
+        detail_of = np.array([detail_code[f"{s.op}/{s.algorithm}"] for s in schedule_of], dtype=np.int32)
+        position = done[row_op]
+        builder.add_stream(OpRows(
+            position=position,
+            device=(table[group_at[row_op], np.arange(len(row_op)) - first_row[row_op]],
+                    [d.name for d in self.devices.values()]),
+            unit=(np.zeros(len(row_op), dtype=np.int32), ["comm"]),
+            category=(np.zeros(len(row_op), dtype=np.int32), ["comm"]),
+            start_s=np.frombuffer(self.times.start_s, dtype=np.float64)[position],
+            end_s=np.frombuffer(self.times.end_s, dtype=np.float64)[position],
+            flops=np.zeros(len(row_op)),
+            bytes=bytes_read[row_op],
+            units_held=np.array([len(g) for g in group_of], dtype=np.int64)[group_at[row_op]],
+            detail=(detail_of[schedule_at[row_op]], list(details))))
 
     def _on_done(self, index: int) -> None:
         self.completed += 1
@@ -452,13 +469,13 @@ class Simulation:
         return array("d", ready.tobytes()), array("q", blocker.tobytes())
 
     def _result(self, wall_s: float) -> Result:
-        recorder = TimelineRecorder()
-        for device in self.devices.values():
-            device.record_timeline(recorder)
-        self._comm_rows(recorder)
+        builder = TimelineBuilder(self.scenario.trace.ops)
+        units_of = {device.name: device.record_timeline(builder) for device in self.devices.values()}
+        self._comm_rows(builder)
         if self.network is not None:
-            recorder.record_rows(self.network.rows)
-        timeline = recorder.table()
+            builder.add_row_tuples(self.network.rows)
+        timeline = builder.table()
+        del builder
         makespan = max(self.times.end_s, default=0.0)
         ready, blocker = self._blockers()
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
@@ -469,7 +486,7 @@ class Simulation:
             units += [(d.name, UNIT_NAMES[k], "compute", d.spec.unit_peak_flops_per_s(k), None)
                       for k in d.spec.unit_kinds]
             units += [(d.name, t.name, "memory", None, t.bandwidth_bytes_per_s) for t in d.spec.memory]
-            if any(self.bound[i].unit == HOST_UNIT for i in d.finished):
+            if HOST_UNIT in units_of[d.name]:
                 units.append((d.name, HOST_UNIT, "host", None, None))
             if self.network is not None:
                 units.append((d.name, "comm", "comm", None, None))
@@ -483,8 +500,10 @@ class Simulation:
     def _summary(self, makespan: float, wall_s: float, bubbles: pa.Table) -> dict[str, Any]:
         scenario = self.scenario
         ops = scenario.trace.ops
-        total_flops = sum(op.flops for op in ops)
-        matrix_flops = sum(op.flops for op in ops if op.op in MATRIX_OPS)
+        # the same sums in the same order as generator expressions over the ops, without one
+        flops = list(map(attrgetter("flops"), ops))
+        total_flops = sum(flops)
+        matrix_flops = sum(compress(flops, map(frozenset(MATRIX_OPS).__contains__, map(attrgetter("op"), ops))))
         peak = sum(d.spec.matrix_peak_flops_per_s() for d in self.devices.values())
         bubble_s: dict[str, float] = {}
         for cause, duration in zip(bubbles["cause"].to_pylist(), bubbles["duration_s"].to_pylist()):
@@ -516,6 +535,18 @@ class Simulation:
             summary["scratchpad"] = scenario.memory_plan.summary()
         return summary
 
+
+
+def _distinct(items: Sequence, key: Callable | None, order: np.ndarray) -> tuple[list, np.ndarray]:
+    """(distinct objects, index of each item's object among them), by identity,
+    of ``key(item)`` (the item itself if None) for ``items`` given in the
+    permuted order ``order``: index ``[order[j]]`` is that of ``items[j]``."""
+    objects = list(items) if key is None else list(map(key, items))
+    ids = np.fromiter(map(id, objects), dtype=np.int64, count=len(objects))
+    _, first, codes = np.unique(ids, return_index=True, return_inverse=True)
+    at = np.empty(len(codes), dtype=np.int64)
+    at[order] = codes
+    return [objects[i] for i in first.tolist()], at
 
 
 def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
