@@ -21,7 +21,6 @@ Regenerate (only when a trace is meant to change, saying why in the commit):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import sys
@@ -111,7 +110,7 @@ def fingerprint(raw: dict) -> str:
             keys.setdefault((seg.flops, seg.bytes_read, seg.bytes_written, seg.duration_s), f"{spec.name}:{key}")
     digest = hashlib.sha256()
     for op in training.expansion.ops:
-        record = dataclasses.asdict(op)
+        record = op.fields()
         for name in CONV_FIELDS:  # optional fields added after the fingerprints were taken
             if record[name] is None:
                 del record[name]

@@ -119,7 +119,7 @@ op_strategy = st.builds(
 @settings(max_examples=40, deadline=None)
 @given(st.lists(op_strategy, min_size=1, max_size=20), st.data())
 def test_jsonl_and_arrow_round_trip_to_the_same_ops(tmp_path_factory, ops, data):
-    ops = [Op(**{**{f: getattr(op, f) for f in Op.__slots__}, "id": i,
+    ops = [Op(**{**op.fields(), "id": i,
                  "deps": tuple(sorted(set(data.draw(st.lists(st.integers(0, i - 1), max_size=3)))))
                  if i else ()})
            for i, op in enumerate(ops)]
@@ -270,3 +270,26 @@ def test_edge_arrays_and_acyclicity_match_the_reference_generator(ops):
     src, dst = _edge_arrays(ops, dep_pos, owner)
     assert list(zip(src.tolist(), dst.tolist())) == [(position[a], position[b]) for a, b in _edges(ops)]
     assert _acyclic(len(ops), src, dst) == (topological_order(ops) is not None)
+
+
+def test_op_fields_positions_equality_pickling_and_replace():
+    """An op takes OP_FIELDS by position; it compares, hashes, pickles and
+    replaces by value whether or not it sets a rare field (its slim layout)."""
+    import inspect
+    import pickle
+
+    from sim.workload.trace import OP_FIELDS, make_op
+    assert tuple(inspect.signature(Op).parameters) == OP_FIELDS
+    plain = make_op(7, "a", "gemm", 1.0, 2.0, 3.0, (1, 2), 0, "bf16", None, (), 3, 1, 1e-3, (), (), None, 0, 1, 0,
+                    "fwd", None)
+    assert plain == Op(id=7, name="a", op="gemm", flops=1.0, bytes_read=2.0, bytes_written=3.0, deps=(1, 2),
+                       dtype="bf16", layer=3, rank=1, duration_s=1e-3, stage=0, microbatch=1, chunk=0, phase="fwd")
+    rare = plain.replace(tensor="act", alloc_bytes=8.0, m=2, n=2, k=2, batch=3)
+    assert (rare.tensor, rare.alloc_bytes, rare.batch, plain.tensor, plain.batch, plain.frees) == \
+        ("act", 8.0, 3, None, 1, ())
+    for op in (plain, rare):
+        assert Op(*op.fields().values()) == op and hash(Op(**op.fields())) == hash(op)
+        assert pickle.loads(pickle.dumps(op)) == op and repr(op).startswith("Op(id=7, name='a'")
+    assert plain != rare and rare.replace(tensor=None, alloc_bytes=None, m=None, n=None, k=None, batch=1) == plain
+    with pytest.raises(AttributeError):
+        plain.tensor = "x"

@@ -247,8 +247,8 @@ class _Rewriter:
             frees = tuple(f for f in original.frees if f not in self.names) + tuple(plan.drops[pos])
             output = step.output
             size = problem.size(output) if output else None
-            new_ops[pos] = dma + [dataclasses.replace(
-                original, deps=tuple(sorted(deps)), tier=self.tier, dst_tier=None,
+            new_ops[pos] = dma + [original.replace(
+                deps=tuple(sorted(deps)), tier=self.tier, dst_tier=None,
                 tensor=output, alloc_bytes=float(size) if output else None, frees=frees)]
             for name in step.needs:
                 self.last_user[name] = step.op_id

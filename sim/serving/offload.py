@@ -35,7 +35,6 @@ context) and interpolated linearly between.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from sim.hardware.specs import DeviceSpec
@@ -107,8 +106,8 @@ class InterleavedDecode:
         out_bytes = n * model.hidden // stage.tp * p.act_bytes
         sent = add(Op(id=0, name=f"{tag}.send_qkv", op="sendrecv", flops=0.0, bytes_read=float(qkv_bytes),
                       bytes_written=0.0, group=(c, a), rank=c, stream=SEND_STREAM, deps=deps, algorithm="ring"))
-        attended = add(dataclasses.replace(stage.decode_attention_op(n, context, rank=a, deps=(sent,)),
-                                           dtype=_attention_dtype(remote.spec, p.act_dtype)))
+        attended = add(stage.decode_attention_op(n, context, rank=a, deps=(sent,))
+                       .replace(dtype=_attention_dtype(remote.spec, p.act_dtype)))
         return add(Op(id=0, name=f"{tag}.send_out", op="sendrecv", flops=0.0, bytes_read=float(out_bytes),
                       bytes_written=0.0, group=(a, c), rank=a, stream=SEND_STREAM, deps=(attended,),
                       algorithm="ring"))
@@ -128,7 +127,7 @@ class InterleavedDecode:
         ops: list[Op] = []
 
         def add(op: Op) -> int:
-            ops.append(dataclasses.replace(op, id=len(ops)))
+            ops.append(op.replace(id=len(ops)))
             return len(ops) - 1
 
         for layer in range(SIMULATED_LAYERS):

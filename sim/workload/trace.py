@@ -100,54 +100,101 @@ UNIT_KINDS = ("sm_array", "systolic_array", "vector", "pim")
 _GROUP_STREAM_OPS = frozenset(COMM_OPS) - {"sendrecv"}
 
 
-@dataclass(slots=True, unsafe_hash=True)
+# Every field of an op, in order (the positional order of ``Op``'s arguments).
+OP_FIELDS = ("id", "name", "op", "flops", "bytes_read", "bytes_written", "deps", "stream", "m", "n", "k", "batch",
+             "dtype", "unit", "tier", "src_tier", "dst_tier", "tensor", "frees", "layer", "rank", "duration_s",
+             "group", "mirror_groups", "algorithm", "stage", "microbatch", "chunk", "phase", "alloc_bytes",
+             *CONV_FIELDS)
+# The fields most ops leave at their defaults (a generated training op all of them but a few).
+_RARE_FIELDS = ("m", "n", "k", "batch", "unit", "tier", "src_tier", "dst_tier", "tensor", "frees", "alloc_bytes",
+                *CONV_FIELDS)
+_values = attrgetter(*OP_FIELDS)
+_new = object.__new__
+
+
 class Op:
     """One operator of a trace (see the module docstring for each field).
 
-    Treat it as immutable (it hashes by value). It is not a frozen dataclass
-    because a frozen one sets each of its 41 fields through
-    ``object.__setattr__``, which made constructing an op about six times
-    slower: generated traces build a million of them."""
+    Treat it as immutable: it compares and hashes by value, field by field.
+    ``Op(id, name, op, flops, bytes_read, bytes_written, deps=(), stream=0,
+    ...)`` takes the fields of ``OP_FIELDS`` by position or keyword.
 
-    id: int
-    name: str
-    op: str
-    flops: float
-    bytes_read: float
-    bytes_written: float
-    deps: tuple[int, ...] = ()
-    stream: int = 0
-    m: int | None = None
-    n: int | None = None
-    k: int | None = None
-    batch: int = 1
-    dtype: str | None = None
-    unit: str | None = None
-    tier: str | None = None
-    src_tier: str | None = None
-    dst_tier: str | None = None
-    tensor: str | None = None
+    An op is 19 slots (184 bytes) unless it sets one of the rare fields
+    (``_RARE_FIELDS``: GEMM shape, tiers, tensors, conv2d...): those read
+    their defaults from the class, and an op that sets one is an ``_OpWithRare``,
+    which has slots for them too. A dataclass of all 41 fields was 344 bytes
+    an op: 160 MB of a folded GPT 1T trace (a million ops), whose ops set
+    none of them but for a few allocations and frees. Not a frozen class,
+    whose ``object.__setattr__`` per field made construction six times slower."""
+
+    __slots__ = tuple(f for f in OP_FIELDS if f not in _RARE_FIELDS)
+    m = n = k = unit = tier = src_tier = dst_tier = tensor = alloc_bytes = None
+    ifmap_h = ifmap_w = filter_h = filter_w = channels = filters = stride_h = stride_w = groups = None
+    batch = 1
     frees: tuple[str, ...] = ()
-    layer: int | None = None
-    rank: int = 0
-    duration_s: float | None = None
-    group: tuple[int, ...] = ()
-    mirror_groups: tuple[tuple[int, ...], ...] = ()
-    algorithm: str | None = None
-    stage: int | None = None
-    microbatch: int | None = None
-    chunk: int | None = None
-    phase: str | None = None
-    alloc_bytes: float | None = None
-    ifmap_h: int | None = None
-    ifmap_w: int | None = None
-    filter_h: int | None = None
-    filter_w: int | None = None
-    channels: int | None = None
-    filters: int | None = None
-    stride_h: int | None = None
-    stride_w: int | None = None
-    groups: int | None = None
+
+    def __new__(cls, id: int, name: str, op: str, flops: float, bytes_read: float, bytes_written: float,
+                deps: tuple[int, ...] = (), stream: int = 0, m: int | None = None, n: int | None = None,
+                k: int | None = None, batch: int = 1, dtype: str | None = None, unit: str | None = None,
+                tier: str | None = None, src_tier: str | None = None, dst_tier: str | None = None,
+                tensor: str | None = None, frees: tuple[str, ...] = (), layer: int | None = None, rank: int = 0,
+                duration_s: float | None = None, group: tuple[int, ...] = (),
+                mirror_groups: tuple[tuple[int, ...], ...] = (), algorithm: str | None = None,
+                stage: int | None = None, microbatch: int | None = None, chunk: int | None = None,
+                phase: str | None = None, alloc_bytes: float | None = None, ifmap_h: int | None = None,
+                ifmap_w: int | None = None, filter_h: int | None = None, filter_w: int | None = None,
+                channels: int | None = None, filters: int | None = None, stride_h: int | None = None,
+                stride_w: int | None = None, groups: int | None = None) -> Op:
+        if m is n is k is unit is tier is src_tier is dst_tier is tensor is alloc_bytes is ifmap_h is ifmap_w \
+                is filter_h is filter_w is channels is filters is stride_h is stride_w is groups is None \
+                and batch == 1 and frees == ():
+            self = _new(Op)
+        else:
+            self = _new(_OpWithRare)
+            self.m = m
+            self.n = n
+            self.k = k
+            self.batch = batch
+            self.unit = unit
+            self.tier = tier
+            self.src_tier = src_tier
+            self.dst_tier = dst_tier
+            self.tensor = tensor
+            self.frees = frees
+            self.alloc_bytes = alloc_bytes
+            self.ifmap_h = ifmap_h
+            self.ifmap_w = ifmap_w
+            self.filter_h = filter_h
+            self.filter_w = filter_w
+            self.channels = channels
+            self.filters = filters
+            self.stride_h = stride_h
+            self.stride_w = stride_w
+            self.groups = groups
+        return _fill(self, id, name, op, flops, bytes_read, bytes_written, deps, stream, dtype, layer, rank,
+                     duration_s, group, mirror_groups, algorithm, stage, microbatch, chunk, phase)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Op):
+            return _values(self) == _values(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_values(self))
+
+    def __repr__(self) -> str:
+        return "Op(" + ", ".join(f"{name}={value!r}" for name, value in zip(OP_FIELDS, _values(self))) + ")"
+
+    def __reduce__(self):
+        return Op, _values(self)
+
+    def fields(self) -> dict[str, Any]:
+        """Every field by name, in ``OP_FIELDS`` order."""
+        return dict(zip(OP_FIELDS, _values(self)))
+
+    def replace(self, **changes: Any) -> Op:
+        """A copy with ``changes`` (as ``dataclasses.replace``)."""
+        return Op(**{**self.fields(), **changes})
 
     @property
     def category(self) -> str:
@@ -180,18 +227,52 @@ class Op:
         return record
 
 
+class _OpWithRare(Op):
+    """An op that sets a rare field (``Op``): slots for those too."""
+
+    __slots__ = _RARE_FIELDS
+
+
+def _fill(self: Op, id, name, op, flops, bytes_read, bytes_written, deps, stream, dtype, layer, rank, duration_s,
+          group, mirror_groups, algorithm, stage, microbatch, chunk, phase) -> Op:
+    """Set an op's common fields (``Op.__slots__``); returns it."""
+    self.id = id
+    self.name = name
+    self.op = op
+    self.flops = flops
+    self.bytes_read = bytes_read
+    self.bytes_written = bytes_written
+    self.deps = deps
+    self.stream = stream
+    self.dtype = dtype
+    self.layer = layer
+    self.rank = rank
+    self.duration_s = duration_s
+    self.group = group
+    self.mirror_groups = mirror_groups
+    self.algorithm = algorithm
+    self.stage = stage
+    self.microbatch = microbatch
+    self.chunk = chunk
+    self.phase = phase
+    return self
+
+
 def make_op(id: int, name: str, op: str, flops: float, bytes_read: float, bytes_written: float,
             deps: tuple[int, ...], stream: int, dtype: str | None, tensor: str | None, frees: tuple[str, ...],
             layer: int | None, rank: int, duration_s: float | None, group: tuple[int, ...],
             mirror_groups: tuple[tuple[int, ...], ...], algorithm: str | None, stage: int | None,
             microbatch: int | None, chunk: int | None, phase: str | None, alloc_bytes: float | None) -> Op:
     """``Op(id=id, name=name, ...)`` for the fields generated training traces
-    set, the others at their defaults. Positional arguments in field order:
-    about half the time of keywords (0.5 against 1 us an op; a folded
-    GPT 1T trace is a million ops)."""
-    return Op(id, name, op, flops, bytes_read, bytes_written, deps, stream, None, None, None, 1, dtype, None, None,
-              None, None, tensor, frees, layer, rank, duration_s, group, mirror_groups, algorithm, stage,
-              microbatch, chunk, phase, alloc_bytes)
+    set, the others at their defaults: most of a million ops without the
+    checks of ``Op()``'s 41 arguments (0.4 against 1 us an op with keywords)."""
+    if tensor is None and alloc_bytes is None and frees == ():
+        return _fill(_new(Op), id, name, op, flops, bytes_read, bytes_written, deps, stream, dtype, layer, rank,
+                     duration_s, group, mirror_groups, algorithm, stage, microbatch, chunk, phase)
+    return Op(id, name, op, flops, bytes_read, bytes_written, deps, stream, dtype=dtype, tensor=tensor, frees=frees,
+              layer=layer, rank=rank, duration_s=duration_s, group=group, mirror_groups=mirror_groups,
+              algorithm=algorithm, stage=stage, microbatch=microbatch, chunk=chunk, phase=phase,
+              alloc_bytes=alloc_bytes)
 
 
 TRACE_SCHEMA = pa.schema([
