@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sim.hardware.specs import DeviceSpec
-from sim.parallel.emit import data, expert, fsdp, layers, pipeline, zero
+from sim.parallel.emit import data, expert, fsdp, layers, pipeline, replay, zero
 from sim.parallel.emit.builder import Expansion, Iteration, Stage, TraceBuilder
 from sim.parallel.expand import FIDELITIES
 from sim.parallel.memory import stage_memory
@@ -40,6 +40,10 @@ from sim.parallel.schedules import stage_order
 from sim.workload.transformer import ModelConfig
 
 __all__ = ["Expansion", "expand_training"]
+
+# Copy a unit's ops from an earlier microbatch's where they are the same up to the microbatch
+# (sim.parallel.emit.replay); tests turn it off to compare with every unit emitted.
+TEMPLATES = True
 
 
 def _resident(it: Iteration, stage: Stage) -> None:
@@ -66,8 +70,17 @@ def _stage(it: Iteration, d: int, s: int) -> None:
     last_backward = last_of["W" if split else "B"]
     first = {k: next((i for i, (kind, _, _) in enumerate(order) if kind == k), None) for k in "BW"}
     fsdp.gather_root(stage)
+    templates: dict[tuple[str, int], replay.Template | None] = {}
+    copies = TEMPLATES and replay.usable(stage)
     for index, (kind, m, c) in enumerate(order):
         stage.begin_unit(kind, m, c)
+        recording = None
+        if copies and m != last_backward.get(c) and m != last_of["B"].get(c) and index not in first.values():
+            template = templates.get((kind, c), False)
+            if template and template.replay(stage, m):
+                continue
+            if template is not None:        # None: a unit of this kind is not of the form replayed
+                recording = replay.Recording(stage, m, c)
         pipeline.receive(stage, kind, m, c)
         if kind == "F":
             layers.forward(stage, m, c)
@@ -78,6 +91,8 @@ def _stage(it: Iteration, d: int, s: int) -> None:
         else:
             layers.backward(stage, m, c, m == last_backward.get(c), index == first["B"])
         pipeline.send(stage, kind, m, c)
+        if recording is not None:
+            templates[(kind, c)] = recording.finish()
     fsdp.finish_stage(stage)
 
 

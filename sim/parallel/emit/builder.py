@@ -46,15 +46,21 @@ class TraceBuilder:
         self.hardware_flops = 0.0
         self._mirror_cache: dict[tuple, tuple] = {}
         self._pending: dict[tuple, tuple[int, list[int], list[int]]] = {}
+        # while a unit is recorded as a template (sim.parallel.emit.replay): reservations and FLOPs, in order
+        self.log: list | None = None
 
     def new_id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
 
     def reserve(self, key: tuple) -> int:
-        if key not in self.reserved:
-            self.reserved[key] = self.new_id()
-        return self.reserved[key]
+        op_id = self.reserved.get(key)
+        new = op_id is None
+        if new:
+            op_id = self.reserved[key] = self.new_id()
+        if self.log is not None:
+            self.log.append(("reserve", key, op_id, new))
+        return op_id
 
     def compute(self, rank: int, seg: Segment, name: str, deps, phase: str | None = None,
                 stage: int | None = None, microbatch: int | None = None, chunk: int | None = None,
@@ -67,6 +73,8 @@ class TraceBuilder:
         self.next_id = op_id + 1
         matrix = seg.matrix_flops
         self.hardware_flops += matrix
+        if self.log is not None:
+            self.log.append(("flops", matrix))
         self.ops.append(make_op(op_id, name, "gemm" if matrix else "elementwise", seg.flops, seg.bytes_read,
                                 seg.bytes_written, tuple(deps), 0, self.dtype, tensor, frees, layer, rank,
                                 seg.duration_s, (), (), None, stage, microbatch, chunk, phase, alloc_bytes))
@@ -111,6 +119,8 @@ class TraceBuilder:
         (in full fidelity, the replicas of a data-parallel group): each member
         calls this with its deps under the same ``key``; the id is reserved by
         the first call and the op appended by the ``members``-th."""
+        if self.log is not None:
+            self.log.append(("shared", key))
         op_id, collected, calls = self._pending.setdefault(key, (self.new_id(), [], []))
         collected.extend(deps)
         calls.append(1)

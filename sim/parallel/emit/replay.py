@@ -1,0 +1,193 @@
+"""Unit templates: a schedule unit's ops copied from an earlier microbatch's.
+
+A stage runs hundreds of units (a microbatch's forward or backward of one
+model chunk) whose ops differ only by microbatch: the same segments,
+collectives and op order; ids, deps, names, the ``microbatch`` field and the
+activation tensors (``act.m<m>.c<c>``, ``actw.m<m>.c<c>``) shifted. Emitting
+each through the emitters took about 4 us an op (a folded GPT 1T trace is a
+million ops); copying the first such unit's ops with new ids takes about one.
+
+A template records one unit as it is emitted: its ops, the ids it allocated
+(a contiguous range), the ids it found (``inputs``: each TP rank's pending
+waits and last compute op, the sends its receive found reserved) and what it
+left (waits, last compute ops, reservations, the FLOPs it added). It replays
+a later unit of the same kind only when that unit starts the same way: as
+many waits per rank, the same reservations made or found, distinct inputs.
+Anything else, or a unit whose ops are not all of this form (a name without
+the unit's prefix, a tensor other than its activations, an op of another
+microbatch), is emitted by the emitters. The plan restrictions (``usable``)
+exclude the techniques whose ops depend on the microbatch in other ways: MoE
+routing, context parallelism, sharded data parallelism.
+"""
+
+from __future__ import annotations
+
+from sim.parallel.emit.builder import Stage
+from sim.workload.trace import Op, make_op
+
+
+def usable(stage: Stage) -> bool:
+    """Whether the plan's units are copies of each other up to the microbatch."""
+    plan = stage.it.plan
+    return stage.it.cfg.moe is None and plan.cp == 1 and plan.zero < 2
+
+
+def _tensors(m: int, c: int) -> tuple[str, str]:
+    return f"act.m{m}.c{c}", f"actw.m{m}.c{c}"
+
+
+def _inputs(stage: Stage) -> list[int | None]:
+    """The ids a unit starts from: per simulated TP rank its waits, then its last compute op."""
+    last = stage.bld.last_compute
+    out: list[int | None] = []
+    for j, rank in stage.ranks.items():
+        out.extend(stage.waits[j])
+        out.append(last.get(rank))
+    return out
+
+
+def _shape(stage: Stage) -> tuple:
+    return tuple((len(stage.waits[j]), stage.bld.last_compute.get(rank) is None) for j, rank in stage.ranks.items())
+
+
+class Recording:
+    """A unit being emitted by the emitters, to make a template of."""
+
+    def __init__(self, stage: Stage, m: int, c: int):
+        bld = stage.bld
+        self.stage, self.m, self.c = stage, m, c
+        self.shape = _shape(stage)
+        self.inputs = _inputs(stage)
+        self.first_id, self.first_op, self.prefix = bld.next_id, len(bld.ops), stage.prefix
+        bld.log = []
+
+    def finish(self) -> Template | None:
+        """The template, or None if the unit is not of the form replayed."""
+        stage, bld = self.stage, self.stage.bld
+        log, bld.log = bld.log, None
+        try:
+            return Template(self, bld.ops[self.first_op:], log)
+        except _NotTemplate:
+            return None
+
+
+class _NotTemplate(Exception):
+    pass
+
+
+class Template:
+    """One recorded unit (see the module docstring)."""
+
+    def __init__(self, rec: Recording, ops: list[Op], log: list):
+        stage, m = rec.stage, rec.m
+        self.shape, self.m, self.c, self.prefix = rec.shape, m, rec.c, rec.prefix
+        self.first_id, self.count = rec.first_id, stage.bld.next_id - rec.first_id
+        # the ids the unit found, by slot: its inputs, then the reservations it found made
+        found = list(rec.inputs)
+        self.reserves: list[tuple[tuple, int | None, int | None]] = []   # (key, found slot, or offset if new)
+        self.flops: list[float] = []
+        for entry in log:
+            if entry[0] == "flops":
+                self.flops.append(entry[1])
+            elif entry[0] == "reserve" and isinstance(entry[1], tuple) and len(entry[1]) > 1 and entry[1][1] == m:
+                _, key, op_id, new = entry
+                if new:
+                    self.reserves.append((key, None, self._offset(op_id)))
+                else:
+                    found.append(op_id)
+                    self.reserves.append((key, len(found) - 1, None))
+            else:
+                raise _NotTemplate
+        known = [x for x in found if x is not None]
+        if len(set(known)) != len(known) or any(self._inside(x) for x in known):
+            raise _NotTemplate
+        slot_of = {x: i for i, x in enumerate(found) if x is not None}
+        self.ops = [self._pattern(op, slot_of) for op in ops]
+        self.end_shape = _shape(stage)
+        self.ends = [None if x is None else self._ref(x, slot_of) for x in _inputs(stage)]
+        self.final = [self._ref(stage.it.final_op[(stage.d, stage.s, j)], slot_of) for j in stage.ranks]
+
+    def _inside(self, op_id: int) -> bool:
+        return self.first_id <= op_id < self.first_id + self.count
+
+    def _offset(self, op_id: int) -> int:
+        if not self._inside(op_id):
+            raise _NotTemplate
+        return op_id - self.first_id
+
+    def _ref(self, op_id: int, slot_of: dict[int, int]) -> tuple[bool, int]:
+        """(True, offset in the unit's ids) or (False, slot of a found id)."""
+        if self._inside(op_id):
+            return True, op_id - self.first_id
+        if op_id not in slot_of:
+            raise _NotTemplate
+        return False, slot_of[op_id]
+
+    def _pattern(self, op: Op, slot_of: dict[int, int]) -> tuple:
+        """(id ref, dep refs, name after the unit's prefix, the op)."""
+        if not op.name.startswith(self.prefix) or op.microbatch != self.m:
+            raise _NotTemplate
+        act = _tensors(self.m, self.c)
+        if any(t not in act for t in op.frees) or (op.tensor is not None and op.tensor not in act):
+            raise _NotTemplate
+        return self._ref(op.id, slot_of), [self._ref(d, slot_of) for d in op.deps], op.name[len(self.prefix):], op
+
+    def _found(self, stage: Stage, m: int) -> tuple[list, list] | None:
+        """Unit ``m``'s found ids by slot and its reservation keys, None if it
+        does not start as the recorded unit did."""
+        reserved = stage.bld.reserved
+        found, keys = _inputs(stage), []
+        for key, slot, _ in self.reserves:
+            key = (key[0], m) + key[2:]
+            if (key in reserved) != (slot is not None):
+                return None
+            keys.append(key)
+            if slot is not None:
+                found.append(reserved[key])
+        known = [x for x in found if x is not None]
+        if len(set(known)) != len(known) or any(x >= stage.bld.next_id for x in known):
+            return None
+        return found, keys
+
+    def replay(self, stage: Stage, m: int) -> bool:
+        """Append unit ``m``'s ops and leave the builder and stage as the
+        emitters would; False (nothing done) if it does not start as this one."""
+        bld = stage.bld
+        if _shape(stage) != self.shape:
+            return False
+        started = self._found(stage, m)
+        if started is None:
+            return False
+        found, keys = started
+        base = bld.next_id
+        prefix, rename = stage.prefix, dict(zip(_tensors(self.m, self.c), _tensors(m, self.c)))
+        append = bld.ops.append
+        for (inside, at), deps, suffix, op in self.ops:
+            op_id = base + at if inside else found[at]
+            op_deps = tuple([base + d if own else found[d] for own, d in deps])
+            if type(op) is Op:      # no tensor, frees or other rare field
+                append(make_op(op_id, prefix + suffix, op.op, op.flops, op.bytes_read, op.bytes_written, op_deps,
+                               op.stream, op.dtype, None, (), op.layer, op.rank, op.duration_s, op.group,
+                               op.mirror_groups, op.algorithm, op.stage, m, op.chunk, op.phase, None))
+            else:
+                append(op.replace(id=op_id, name=prefix + suffix, deps=op_deps, microbatch=m,
+                                  tensor=rename.get(op.tensor), frees=tuple(rename[t] for t in op.frees)))
+        bld.next_id = base + self.count
+        for key, (_, slot, offset) in zip(keys, self.reserves):
+            if slot is None:
+                bld.reserved[key] = base + offset
+        for value in self.flops:
+            bld.hardware_flops += value
+        self._leave(stage, lambda ref: base + ref[1] if ref[0] else found[ref[1]])
+        return True
+
+    def _leave(self, stage: Stage, resolve) -> None:
+        """Each rank's waits and last compute op as the unit left them, and its final op."""
+        ends = iter(self.ends)
+        for (j, rank), (waits, no_last) in zip(stage.ranks.items(), self.end_shape):
+            stage.waits[j] = [resolve(next(ends)) for _ in range(waits)]
+            last = next(ends)
+            if not no_last:
+                stage.bld.last_compute[rank] = resolve(last)
+        for j, ref in zip(stage.ranks, self.final):
+            stage.it.final_op[(stage.d, stage.s, j)] = resolve(ref)
