@@ -22,8 +22,10 @@ routing, context parallelism, sharded data parallelism.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from sim.parallel.emit.builder import Stage
-from sim.workload.trace import Op, make_op
+from sim.workload.trace import Op, plain_op
 
 
 def usable(stage: Stage) -> bool:
@@ -115,22 +117,34 @@ class Template:
             raise _NotTemplate
         return op_id - self.first_id
 
-    def _ref(self, op_id: int, slot_of: dict[int, int]) -> tuple[bool, int]:
-        """(True, offset in the unit's ids) or (False, slot of a found id)."""
+    def _ref(self, op_id: int, slot_of: dict[int, int]) -> int:
+        """An id of the unit as an index into its ids: first those it
+        allocates (by offset), then those it found (by slot)."""
         if self._inside(op_id):
-            return True, op_id - self.first_id
+            return op_id - self.first_id
         if op_id not in slot_of:
             raise _NotTemplate
-        return False, slot_of[op_id]
+        return self.count + slot_of[op_id]
 
     def _pattern(self, op: Op, slot_of: dict[int, int]) -> tuple:
-        """(id ref, dep refs, name after the unit's prefix, the op)."""
+        """(id ref, deps as refs, name after the unit's prefix, then for an op
+        without rare fields its fields that stay (``plain_op``'s order) and
+        None, else None and its fields by name)."""
         if not op.name.startswith(self.prefix) or op.microbatch != self.m:
             raise _NotTemplate
         act = _tensors(self.m, self.c)
         if any(t not in act for t in op.frees) or (op.tensor is not None and op.tensor not in act):
             raise _NotTemplate
-        return self._ref(op.id, slot_of), [self._ref(d, slot_of) for d in op.deps], op.name[len(self.prefix):], op
+        deps = [self._ref(d, slot_of) for d in op.deps]
+        # the deps from the unit's ids: a tuple of two or more by one itemgetter (a fifth of a list comprehension's
+        # time), else one index or none
+        refs = (self._ref(op.id, slot_of), itemgetter(*deps) if len(deps) > 1 else None, deps[0] if deps else None,
+                op.name[len(self.prefix):])
+        if type(op) is Op:
+            return refs + ((op.op, op.flops, op.bytes_read, op.bytes_written, op.stream, op.dtype, op.layer, op.rank,
+                            op.duration_s, op.group, op.mirror_groups, op.algorithm, op.stage, op.chunk, op.phase),
+                           None)
+        return refs + (None, op.fields())
 
     def _found(self, stage: Stage, m: int) -> tuple[list, list] | None:
         """Unit ``m``'s found ids by slot and its reservation keys, None if it
@@ -160,34 +174,34 @@ class Template:
             return False
         found, keys = started
         base = bld.next_id
+        # the unit's ids by ``_ref`` index; one int object per id, shared by its op and the deps on it
+        ids = list(range(base, base + self.count)) + found
         prefix, rename = stage.prefix, dict(zip(_tensors(self.m, self.c), _tensors(m, self.c)))
         append = bld.ops.append
-        for (inside, at), deps, suffix, op in self.ops:
-            op_id = base + at if inside else found[at]
-            op_deps = tuple([base + d if own else found[d] for own, d in deps])
-            if type(op) is Op:      # no tensor, frees or other rare field
-                append(make_op(op_id, prefix + suffix, op.op, op.flops, op.bytes_read, op.bytes_written, op_deps,
-                               op.stream, op.dtype, None, (), op.layer, op.rank, op.duration_s, op.group,
-                               op.mirror_groups, op.algorithm, op.stage, m, op.chunk, op.phase, None))
+        for at, many, one, suffix, same, fields in self.ops:
+            op_deps = many(ids) if many is not None else () if one is None else (ids[one],)
+            if same is not None:
+                append(plain_op(ids[at], prefix + suffix, op_deps, m, *same))
             else:
-                append(op.replace(id=op_id, name=prefix + suffix, deps=op_deps, microbatch=m,
-                                  tensor=rename.get(op.tensor), frees=tuple(rename[t] for t in op.frees)))
+                append(Op(**{**fields, "id": ids[at], "name": prefix + suffix, "deps": op_deps, "microbatch": m,
+                             "tensor": rename.get(fields["tensor"]),
+                             "frees": tuple(rename[t] for t in fields["frees"])}))
         bld.next_id = base + self.count
         for key, (_, slot, offset) in zip(keys, self.reserves):
             if slot is None:
-                bld.reserved[key] = base + offset
+                bld.reserved[key] = ids[offset]
         for value in self.flops:
             bld.hardware_flops += value
-        self._leave(stage, lambda ref: base + ref[1] if ref[0] else found[ref[1]])
+        self._leave(stage, ids)
         return True
 
-    def _leave(self, stage: Stage, resolve) -> None:
+    def _leave(self, stage: Stage, ids: list[int]) -> None:
         """Each rank's waits and last compute op as the unit left them, and its final op."""
         ends = iter(self.ends)
         for (j, rank), (waits, no_last) in zip(stage.ranks.items(), self.end_shape):
-            stage.waits[j] = [resolve(next(ends)) for _ in range(waits)]
+            stage.waits[j] = [ids[next(ends)] for _ in range(waits)]
             last = next(ends)
             if not no_last:
-                stage.bld.last_compute[rank] = resolve(last)
+                stage.bld.last_compute[rank] = ids[last]
         for j, ref in zip(stage.ranks, self.final):
-            stage.it.final_op[(stage.d, stage.s, j)] = resolve(ref)
+            stage.it.final_op[(stage.d, stage.s, j)] = ids[ref]
