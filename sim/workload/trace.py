@@ -75,8 +75,8 @@ import os
 from array import array
 from collections import abc, deque
 from functools import partial
-from itertools import chain, compress
-from operator import attrgetter
+from itertools import chain, compress, repeat
+from operator import attrgetter, is_not
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -689,8 +689,10 @@ def _check_tensors(trace: Trace) -> None:
     ops = trace.ops
     producers: dict[tuple[int, str], list[int]] = {}
     frees: dict[tuple[int, str], list[int]] = {}
-    simulated = {op.rank for op in ops}
-    for index, op in enumerate(ops):
+    simulated = set(map(attrgetter("rank"), ops))
+    # only an op with a rare field set (_OpWithRare) can have a tensor or frees: found by C-level maps
+    for index in compress(range(len(ops)), map(is_not, map(type, ops), repeat(Op))):
+        op = ops[index]
         if not op.tensor and not op.frees:
             continue
         # a collective allocates and frees on every member of its group that runs ops here
