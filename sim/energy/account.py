@@ -28,10 +28,55 @@ from sim.reports.tables import string_codes
 UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "pim": "pim"}
 
 
+@dataclass(frozen=True)
+class RowKeys:
+    """Per timeline row, its device, unit and category as codes into lists of
+    names (a null: the list's length), and its (device, unit, category)
+    combination: ``combos`` the distinct ones (sorted), ``first`` the row each
+    first appears in, ``inverse`` each row's. Made once per timeline
+    (``of``) and shared by the energy functions (each encoding the string
+    columns and sorting the rows again was half of attach_energy on GPT 1T)."""
+
+    device: np.ndarray
+    devices: list
+    unit: np.ndarray
+    units: list
+    category: np.ndarray
+    categories: list
+    combos: np.ndarray
+    first: np.ndarray
+    inverse: np.ndarray
+
+    @classmethod
+    def of(cls, timeline: pa.Table) -> "RowKeys":
+        device, devices = string_codes(timeline["device"])
+        unit, units = string_codes(timeline["unit"])
+        category, categories = string_codes(timeline["category"])
+        key = (device * (len(units) + 1) + unit) * (len(categories) + 1) + category
+        combos, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        small = lambda codes: codes.astype(np.int32)       # noqa: E731  (half the bytes of int64)
+        return cls(small(device), devices, small(unit), units, small(category), categories, combos, first,
+                   small(inverse.reshape(-1)))
+
+    def names(self, row: int) -> tuple:
+        """(device, unit, category) of a row, None for a null."""
+        pick = lambda names, code: names[code] if code < len(names) else None      # noqa: E731
+        return (pick(self.devices, self.device[row]), pick(self.units, self.unit[row]),
+                pick(self.categories, self.category[row]))
+
+    def device_units(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each row's (device, unit) pair as a code 0..n-1, the (device code, unit code)
+        of each code's pair as an n x 2 array), pairs in ascending (device, unit) codes."""
+        pair = self.combos // (len(self.categories) + 1)
+        pairs, code = np.unique(pair, return_inverse=True)
+        return code.reshape(-1)[self.inverse], np.stack(np.divmod(pairs, len(self.units) + 1), axis=1)
+
+
 def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
                  dtypes_of: Callable[[str, np.ndarray], Sequence[str]],
-                 link_byte_pj: Callable[[str], float | None] | None = None) -> np.ndarray:
-    """Joules of each timeline row. ``specs`` by device name; ``dtypes_of(device,
+                 link_byte_pj: Callable[[str], float | None] | None = None,
+                 keys: RowKeys | None = None) -> np.ndarray:
+    """Joules of each timeline row (``keys``: the timeline's RowKeys, made here if not given). ``specs`` by device name; ``dtypes_of(device,
     op_ids)`` the dtypes of those ops (an int64 array) on that device; ``link_byte_pj(unit)`` the pJ per byte of the
     network link ``unit`` (``a->b``), None where its type has no figure.
 
@@ -40,20 +85,15 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
     dtype for compute rows), the products computed as numpy arrays: the same
     IEEE operations per row as a loop over rows, on a million-row timeline
     about ten times faster."""
-    device_code, devices = string_codes(timeline["device"])
-    unit_code, units = string_codes(timeline["unit"])
-    category_code, categories = string_codes(timeline["category"])
+    keys = keys if keys is not None else RowKeys.of(timeline)
     flops = timeline["flops"].to_numpy()
     nbytes = timeline["bytes"].to_numpy()
-    key = (device_code * (len(units) + 1) + unit_code) * (len(categories) + 1) + category_code
-    combos, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    combos, first, inverse = keys.combos, keys.first, keys.inverse
     per_flop = np.zeros(len(combos))     # pJ per FLOP of the combination (compute rows)
     per_byte = np.zeros(len(combos))     # pJ per byte (memory and link rows)
     compute_combos = []
     for c, row in enumerate(first.tolist()):
-        device = devices[device_code[row]] if device_code[row] < len(devices) else None
-        unit = units[unit_code[row]] if unit_code[row] < len(units) else None
-        category = categories[category_code[row]] if category_code[row] < len(categories) else None
+        device, unit, category = keys.names(row)
         if device == "network":
             e_byte = link_byte_pj(unit) if link_byte_pj is not None else None
             per_byte[c] = e_byte if e_byte is not None else 0.0
@@ -127,26 +167,18 @@ class EnergyReport:
 
 def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
                   static_w: Mapping[str, float], link_type_of: Callable[[str], str | None] | None = None,
-                  represents: float = 1.0) -> EnergyReport:
+                  represents: float = 1.0, keys: RowKeys | None = None) -> EnergyReport:
     """Breakdown by device (``compute_j``, ``<tier>_j`` per memory tier,
     ``static_j``, ``total_j``), link energy by link type (``link_type_of(unit)``)
     and the peak of the whole cluster's power curve; device figures count
-    ``represents`` times in the totals (see EnergyReport)."""
-    device_code, device_names = string_codes(timeline["device"])
-    unit_code, unit_names = string_codes(timeline["unit"])
-    category_code, category_names = string_codes(timeline["category"])
-    name = lambda names, code: names[code] if code < len(names) else None      # noqa: E731
-    key = (device_code * (len(unit_names) + 1) + unit_code) * (len(category_names) + 1) + category_code
-    combos, inverse = np.unique(key, return_inverse=True)
-    first_row = np.full(len(combos), len(key), dtype=np.int64)
-    np.minimum.at(first_row, inverse, np.arange(len(key), dtype=np.int64))
+    ``represents`` times in the totals (see EnergyReport). ``keys``: the
+    timeline's RowKeys, made here if not given."""
+    keys = keys if keys is not None else RowKeys.of(timeline)
+    combos, inverse, first_row = keys.combos, keys.inverse, keys.first
     # each combination's bucket: ("device", name, key) or ("link", type) or None (not summed)
     buckets: list = []
     for c in range(len(combos)):
-        row = int(first_row[c])
-        device = name(device_names, device_code[row])
-        unit = name(unit_names, unit_code[row])
-        category = name(category_names, category_code[row])
+        device, unit, category = keys.names(int(first_row[c]))
         if device == "network":
             kind = link_type_of(unit) if link_type_of is not None else "link"
             buckets.append(("link", kind) if kind is not None else ("link", None))
@@ -161,8 +193,8 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
     network_rows = np.array([b[0] == "link" for b in buckets], dtype=bool)[inverse]
     links = float(np.bincount(np.zeros(int(network_rows.sum()), dtype=np.int64),
                               weights=energy_j[network_rows], minlength=1)[0])
-    bucket_first = np.full(len(bucket_ids), len(key), dtype=np.int64)
-    np.minimum.at(bucket_first, row_bucket, np.arange(len(key), dtype=np.int64))
+    bucket_first = np.full(len(bucket_ids), len(inverse), dtype=np.int64)     # the first row of each bucket
+    np.minimum.at(bucket_first, combo_bucket, first_row)
     by_device: dict[str, dict[str, float]] = {}
     by_type: dict[str, float] = {}
     for device in static_w:
@@ -181,7 +213,7 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
         entry["static_j"] = static_energy_j(static_w.get(device, 0.0), makespan_s)
         entry["total_j"] = sum(v for k, v in entry.items() if k != "total_j")
         total += entry["total_j"] * represents
-    del key, inverse, row_bucket, device_code, unit_code, category_code   # a million rows each: not held
+    del row_bucket   # a million rows: not held through the power curve
     weight = np.where(network_rows, 1.0, represents)                    # through the power curve
     static = sum(static_w.values()) * represents
     times, power = power_curve(timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy(),

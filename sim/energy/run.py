@@ -32,9 +32,9 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from sim.energy.account import energy_report, row_energy_j
+from sim.energy.account import RowKeys, energy_report, row_energy_j
 from sim.energy.model import EnergySpec
-from sim.reports.tables import op_values, shared_strings, string_codes
+from sim.reports.tables import shared_strings
 
 
 def energy_of(spec: Any) -> EnergySpec | None:
@@ -50,18 +50,19 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     specs = {name: e for name, e in specs.items() if e is not None}
     links = LinkFigures(scenario.cluster)
     timeline = result.timeline
-    network, priced = _priced_rows(timeline, specs, links)
+    keys = RowKeys.of(timeline)
+    network, priced = _priced_rows(keys, specs, links)
     if not specs and not priced.any():
         return
     dtype_of = _dtype_lookup(scenario, device_specs)
-    energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj)
+    energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj, keys)
     result.timeline = timeline.append_column(
         pa.field("energy_j", pa.float64()), pa.array(energy, type=pa.float64(), mask=~priced))
     makespan = float(result.summary.get("iteration_time_s", result.summary["makespan_s"]))
     represents = _represents(scenario, device_specs)
     report = energy_report(result.timeline, np.where(priced, energy, 0.0), makespan,
-                           {name: e.static_w for name, e in specs.items()}, links.type_name, represents)
-    result.utilization = utilization_energy(result.utilization, result.timeline, specs)
+                           {name: e.static_w for name, e in specs.items()}, links.type_name, represents, keys)
+    result.utilization = utilization_energy(result.utilization, result.timeline, specs, keys)
     work = {}
     if scenario.training is not None and "tokens_per_s" in result.summary:
         work["token"] = result.summary["tokens_per_s"] * makespan
@@ -73,28 +74,22 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     unpriced = np.flatnonzero(network & ~priced)
     section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if len(unpriced) else 0.0
     section["devices_unpriced"] = sorted(set(device_specs) - set(specs))
-    category_code, categories = string_codes(timeline["category"])
-    compute = category_code == (categories.index("compute") if "compute" in categories else -1)
+    compute = keys.category == (keys.categories.index("compute") if "compute" in keys.categories else -1)
     section["compute_rows_without_work"] = int(np.count_nonzero(
         compute & (timeline["flops"].to_numpy() == 0) & (nbytes == 0)))
     result.summary["energy"] = section
 
 
-def _priced_rows(timeline: pa.Table, specs, links: LinkFigures) -> tuple[np.ndarray, np.ndarray]:
+def _priced_rows(keys: RowKeys, specs, links: LinkFigures) -> tuple[np.ndarray, np.ndarray]:
     """Per timeline row: is it a link row (device ``network``), and does it have
     figures (its device has an EnergySpec, or its link's type a pJ per byte)?
-    Decided once per distinct (device, unit), not per row."""
-    device_code, devices = string_codes(timeline["device"])
-    unit_code, units = string_codes(timeline["unit"])
-    combos, inverse = np.unique(device_code * (len(units) + 1) + unit_code, return_inverse=True)
-    name = lambda names, code: names[code] if code < len(names) else None      # noqa: E731
-    network, priced = np.zeros(len(combos), dtype=bool), np.zeros(len(combos), dtype=bool)
-    for c, combo in enumerate(combos.tolist()):
-        d, u = divmod(combo, len(units) + 1)
-        device, unit = name(devices, d), name(units, u)
+    Decided once per distinct (device, unit, category), not per row."""
+    network, priced = np.zeros(len(keys.combos), dtype=bool), np.zeros(len(keys.combos), dtype=bool)
+    for c, row in enumerate(keys.first.tolist()):
+        device, unit, _ = keys.names(row)
         network[c] = device == "network"
         priced[c] = device in specs or (device == "network" and links.byte_pj(unit) is not None)
-    return network[inverse], priced[inverse]
+    return network[keys.inverse], priced[keys.inverse]
 
 
 def _represents(scenario, device_specs) -> float:
@@ -135,11 +130,13 @@ class LinkFigures:
 def _dtype_lookup(scenario, device_specs) -> Callable[[str, np.ndarray], list[str]]:
     """(device name, op ids) -> the dtype of each op when it runs on that
     device (the device's default when unset), else bf16 (an id the trace
-    lacks, or an op of another device). Each op is read once for its rank and
-    dtype (sim.reports.tables.op_values): a look-up per compute row was most of
-    attach_energy's time on GPT-3 175B."""
+    lacks, or an op of another device). Every op's rank and dtype are read
+    once, in trace order, at the first call (a look-up per compute row was
+    most of attach_energy's time on GPT-3 175B; reading each device's ops
+    apart, scattered in memory, was slower on GPT 1T)."""
     cluster = scenario.cluster
     trace = scenario.trace
+    ranks_and_dtypes: list[tuple] = []
 
     def dtypes_of(device: str, op_ids: np.ndarray) -> list[str]:
         op_ids = np.asarray(op_ids, dtype=np.int64)
@@ -148,7 +145,9 @@ def _dtype_lookup(scenario, device_specs) -> Callable[[str, np.ndarray], list[st
         except KeyError:      # some ids name no op: each looked up alone
             return [_dtype_of(trace.find(op_id), device, cluster, scenario, device_specs)
                     for op_id in op_ids.tolist()]
-        pairs = op_values(trace.ops, positions, attrgetter("rank", "dtype"))
+        if not ranks_and_dtypes:
+            ranks_and_dtypes.extend(map(attrgetter("rank", "dtype"), trace.ops))
+        pairs = list(map(ranks_and_dtypes.__getitem__, positions.tolist()))
         spec = device_specs.get(device)
         default = spec.default_dtype if spec is not None else "bf16"
         mine = {rank: (cluster.ranks[rank] if cluster is not None else scenario.device_name) == device
@@ -165,22 +164,23 @@ def _dtype_of(op, device: str, cluster, scenario, device_specs) -> str:
     return op.dtype or (spec.default_dtype if spec is not None else "bf16")
 
 
-def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs) -> pa.Table:
+def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs, keys: RowKeys | None = None) -> pa.Table:
     """``energy_j`` per (device, unit): the sum of the unit's rows in row order
-    (np.bincount adds one row after another), null when unpriced."""
-    device_code, device_names = string_codes(timeline["device"])
-    unit_code, unit_names = string_codes(timeline["unit"])
+    (np.bincount adds one row after another), null when unpriced. ``keys``:
+    the timeline's RowKeys, made here if not given."""
+    keys = keys if keys is not None else RowKeys.of(timeline)
     energy = timeline["energy_j"].combine_chunks() if isinstance(timeline["energy_j"], pa.ChunkedArray) \
         else timeline["energy_j"]
     valid = np.asarray(energy.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     values = energy.fill_null(0.0).to_numpy(zero_copy_only=False)
-    key = device_code * (len(unit_names) + 1) + unit_code
-    combos, inverse = np.unique(key[valid], return_inverse=True)
-    sums = np.bincount(inverse, weights=values[valid], minlength=len(combos)).tolist()
+    pair, pairs = keys.device_units()
+    sums = np.bincount(pair[valid], weights=values[valid], minlength=len(pairs)).tolist()
+    present = np.bincount(pair[valid], minlength=len(pairs)).tolist()
     totals = {}
-    for c, k in enumerate(combos.tolist()):
-        d, u = divmod(k, len(unit_names) + 1)
-        totals[(device_names[d] if d < len(device_names) else None, unit_names[u] if u < len(unit_names) else None)] = sums[c]
+    for c, (d, u) in enumerate(pairs.tolist()):
+        if present[c]:
+            totals[(keys.devices[d] if d < len(keys.devices) else None,
+                    keys.units[u] if u < len(keys.units) else None)] = sums[c]
     out = []
     for device, unit in zip(shared_strings(utilization["device"]), shared_strings(utilization["unit"])):
         priced = device in specs or (device == "network" and (device, unit) in totals)

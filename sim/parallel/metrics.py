@@ -30,6 +30,7 @@ Definitions:
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,15 @@ def _device_numbers(column, devices: list[str]) -> np.ndarray:
     return np.array([index.get(name, -1) for name in names] + [-1], dtype=np.int64)[codes]
 
 
+def _groups(codes: np.ndarray, count: int):
+    """A function: group number (0..count-1) -> the ascending positions of the
+    rows whose code is that number (one stable sort rather than a mask over
+    every row per group)."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(count + 1)).tolist()
+    return lambda number: order[bounds[number]:bounds[number + 1]]
+
+
 def training_summary(scenario, result) -> dict[str, Any]:
     training = scenario.training
     cfg, plan = training.model, training.plan
@@ -135,21 +145,24 @@ def training_summary(scenario, result) -> dict[str, Any]:
     comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
     code = {kind: index for index, kind in enumerate(comm_kinds)}
     phases = op_values(trace.ops, trace.positions_of(comm["op_id"].to_numpy()), "phase")
-    kinds = np.array([code.get(phase, len(comm_kinds)) for phase in phases], dtype=np.int64)
+    kinds = np.fromiter(map(code.get, phases, repeat(len(comm_kinds))), dtype=np.int64, count=len(phases))
     c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
     m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
+    # each device's rows (and each device's and kind's) in row order, by one stable sort
+    compute_rows = _groups(compute_codes, len(simulated))
+    comm_rows = _groups(np.where(comm_codes >= 0, comm_codes * (len(comm_kinds) + 1) + kinds, -1),
+                        len(simulated) * (len(comm_kinds) + 1))
     per_stage: dict[int, list[float]] = {}
     exposed = {kind: 0.0 for kind in comm_kinds}
     for index, device in enumerate(simulated):
-        mask = compute_codes == index
-        busy = _union(c_start[mask], c_end[mask])
+        rows = compute_rows(index)
+        busy = _union(c_start[rows], c_end[rows])
         idle = T - float(np.sum(busy[1] - busy[0]))
         stage = stage_of[simulated_ranks[index]]
         per_stage.setdefault(stage, []).append(idle / T if T > 0 else 0.0)
-        mine = comm_codes == index
-        for index, kind in enumerate(comm_kinds):
-            sel = mine & (kinds == index)
-            exposed[kind] += max(0.0, _uncovered(_union(m_start[sel], m_end[sel]), busy))  # no -1e-16
+        for number, kind in enumerate(comm_kinds):
+            rows = comm_rows(index * (len(comm_kinds) + 1) + number)
+            exposed[kind] += max(0.0, _uncovered(_union(m_start[rows], m_end[rows]), busy))  # no -1e-16
     for kind in exposed:
         exposed[kind] /= max(len(simulated), 1)
     stage_bubbles = [float(np.mean(per_stage[s])) for s in sorted(per_stage)]

@@ -333,10 +333,12 @@ def memory_table(ledgers: Sequence) -> pa.Table:
     """Occupancy of every tier after each allocation or release."""
     rows: dict[str, list] = {f.name: [] for f in MEMORY_SCHEMA}
     for ledger in ledgers:
-        for time_s, tier, used in ledger.history:
-            rows["device"].append(ledger.device)
-            rows["tier"].append(tier)
-            rows["time_s"].append(time_s)
-            rows["used_bytes"].append(used)
-            rows["capacity_bytes"].append(ledger.capacity[tier])
+        if not ledger.history:
+            continue
+        time_s, tiers, used = zip(*ledger.history)
+        rows["device"] += [ledger.device] * len(tiers)
+        rows["tier"] += tiers
+        rows["time_s"] += time_s
+        rows["used_bytes"] += used
+        rows["capacity_bytes"] += map(ledger.capacity.__getitem__, tiers)
     return pa.table(rows, schema=MEMORY_SCHEMA)

@@ -39,7 +39,7 @@ from sim.engine.recorder import OpRows, TimelineBuilder
 from sim.errors import ScenarioError, TraceError
 from sim.network.collectives import CollectiveError, Schedule
 from sim.reports.network import link_units
-from sim.reports.tables import bubbles_table, memory_table, utilization_table
+from sim.reports.tables import bubbles_table, memory_table, string_codes, utilization_table
 from sim.reports.writer import write_run
 from sim.runtime.heap import collector_paused, heap_frozen
 from sim.runtime.scenario import Scenario, load_scenario, load_scenario_dict
@@ -365,11 +365,12 @@ class Simulation:
         done = np.frombuffer(self.comm_done, dtype=np.int64)
         order = np.argsort(done, kind="stable")
         in_trace_order = done[order].tolist()
-        collectives = [ops[i] for i in in_trace_order]
+        collectives = list(map(ops.__getitem__, in_trace_order))
         group_of, group_at = _distinct(collectives, attrgetter("group"), order)
-        schedule_of, schedule_at = _distinct([bound[i] for i in in_trace_order], None, order)
+        schedule_of, schedule_at = _distinct(list(map(bound.__getitem__, in_trace_order)), None, order)
         bytes_read = np.empty(len(done))
-        bytes_read[order] = [op.bytes_read for op in collectives]
+        bytes_read[order] = np.fromiter(map(attrgetter("bytes_read"), collectives), dtype=np.float64,
+                                        count=len(collectives))
         device_code = {device: code for code, device in enumerate(self.devices.values())}
         members = [[device_code[d] for d in self._members(group)] for group in group_of]
         per_group = np.array([len(m) for m in members], dtype=np.int64)
@@ -505,9 +506,11 @@ class Simulation:
         total_flops = sum(flops)
         matrix_flops = sum(compress(flops, map(frozenset(MATRIX_OPS).__contains__, map(attrgetter("op"), ops))))
         peak = sum(d.spec.matrix_peak_flops_per_s() for d in self.devices.values())
-        bubble_s: dict[str, float] = {}
-        for cause, duration in zip(bubbles["cause"].to_pylist(), bubbles["duration_s"].to_pylist()):
-            bubble_s[cause] = bubble_s.get(cause, 0.0) + duration
+        # per cause, the durations added in row order (np.bincount adds its weights one after another)
+        codes, causes = string_codes(bubbles["cause"])
+        sums = np.bincount(codes, weights=bubbles["duration_s"].to_numpy(), minlength=len(causes)).tolist()
+        counts = np.bincount(codes, minlength=len(causes)).tolist()
+        bubble_s = {cause: sums[i] for i, cause in enumerate(causes) if counts[i]}
         events = self.env.scheduled()
         first = next(iter(self.devices.values()))
         summary = {
