@@ -335,9 +335,11 @@ class FlowPath:
     (``weights``, a tuple of floats), the rate alone on it (``alone``), the ids
     as a bit mask (``mask``) and whether every weight is 1 on distinct
     resources (``unit``). ``idx`` and ``w`` are the ids and weights as numpy
-    arrays, filled in by the network once it has imported numpy (None before)."""
+    arrays, filled in by the network once it has imported numpy (None before).
+    ``overlaps`` remembers, per other path, whether the two share a resource
+    (``VectorFluidNetwork._overlaps``); None for a path made for one flow."""
 
-    __slots__ = ("ids", "weights", "alone", "mask", "unit", "idx", "w")
+    __slots__ = ("ids", "weights", "alone", "mask", "unit", "idx", "w", "overlaps")
 
     def __init__(self, ids: tuple, weights: tuple, capacity: list):
         self.ids = ids
@@ -352,6 +354,7 @@ class FlowPath:
         self.unit = all(x == 1.0 for x in weights) and len(set(ids)) == len(ids)
         self.idx = None
         self.w = None
+        self.overlaps: dict[FlowPath, bool] | None = {}
 
 
 class VectorFluidNetwork(FluidNetwork):
@@ -471,14 +474,18 @@ class VectorFluidNetwork(FluidNetwork):
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        path = arrays if arrays is not None else self.arrays(resources, weights)
+        if arrays is not None:
+            path = arrays
+        else:
+            path = self.arrays(resources, weights)
+            path.overlaps = None     # made for this flow: not remembered by the others
         active = self._active
         if not self._counting and len(active) >= self.COUNT_FROM:
             self._start_counting()
         if path.idx is None and self._np is not None:
             self._fill(path)
         flow.path = path
-        mask = flow.mask = path.mask
+        flow.mask = path.mask
         flow.ids = path.ids
         if not path.unit:
             self._weighted += 1
@@ -486,17 +493,37 @@ class VectorFluidNetwork(FluidNetwork):
         if self._counting:
             shared = self._take(path, 1)
         else:
-            shared = False
-            for other in active:
-                if other.mask & mask:
-                    shared = True
-                    break
+            shared = self._overlaps(path)
         active[flow] = None
         if not shared:
             self._set_rate(flow, min(path.alone, max_rate), now)
         else:
             self._rebalance_soon()
         return flow
+
+    def _overlaps(self, path: FlowPath) -> bool:
+        """Whether an active flow shares a resource with ``path`` (while few flows
+        are active): their bit masks meet. On a large cluster a mask has tens of
+        thousands of bits and an AND costs a few tenths of a microsecond, so the
+        answer is remembered per pair of paths reused from flow to flow (a
+        collective's steps keep theirs: ``NetworkRuntime.pattern``)."""
+        overlaps = path.overlaps
+        if overlaps is None:
+            mask = path.mask
+            for other in self._active:
+                if other.mask & mask:
+                    return True
+            return False
+        for other in self._active:
+            other_path = other.path
+            hit = overlaps.get(other_path)
+            if hit is None:
+                hit = other_path.mask & path.mask != 0
+                if other_path.overlaps is not None:
+                    overlaps[other_path] = hit
+            if hit:
+                return True
+        return False
 
     def _start_counting(self) -> None:
         """Count flows per resource from now on (numpy's views need it imported)."""
@@ -611,12 +638,7 @@ class VectorFluidNetwork(FluidNetwork):
                 if not active:      # every count is back to zero
                     self._counting = False
             else:
-                mask = flow.mask
-                shared = False
-                for other in active:
-                    if other.mask & mask:
-                        shared = True
-                        break
+                shared = self._overlaps(flow.path)
             if shared:
                 self._rebalance_soon()
         flow.entry = None

@@ -26,6 +26,7 @@ from itertools import compress
 from operator import attrgetter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -106,7 +107,7 @@ class Simulation:
         self.scenario = scenario
         self.env = Environment()
         trace = scenario.trace
-        ops = trace.ops
+        ops = self._ops = trace.ops     # (the hot paths look ops up by position)
         cluster = scenario.cluster
         self.network = None
         if cluster is not None:
@@ -129,17 +130,12 @@ class Simulation:
         self._schedules: dict[tuple, Schedule] = {}
         self._schedules_by_identity: dict[tuple, tuple[tuple, Schedule]] = {}
         self._templates: dict[tuple, BoundOp] = {}
-        self.bound.extend(self._bind(op) for op in ops)
-        start_on = {rank: device.start for rank, device in self.devices.items()}
-        start_collective = self._start_collective   # one bound method, not one per collective
-        self._starters: list[Callable[[int, Any], None]] = [
-            start_on[op.rank] if isinstance(bound, BoundOp) else start_collective
-            for op, bound in zip(ops, self.bound)]
+        self._starters: list[Callable[[int, Any], None]] = []
+        compute = self._bind_all(ops)
         src, dst = trace.edge_indices()
         # an op's successors that are collectives first: their kernels launch first (_plan_comm_kernels);
-        # otherwise in the order of the edges
-        compute = np.fromiter((isinstance(b, BoundOp) for b in self.bound), dtype=bool, count=len(ops))
-        order = np.lexsort((np.arange(len(src)), compute[dst], src))
+        # otherwise in the order of the edges (a stable sort keeps it among equal keys)
+        order = np.argsort(src * 2 + compute[dst], kind="stable")
         bounds = np.searchsorted(src[order], np.arange(len(ops) + 1)).tolist()
         # one int object per op shared by the lists (an edge's own int was 28 of its 36 bytes)
         following = np.array(range(len(ops)), dtype=object)[dst[order]].tolist()
@@ -155,18 +151,39 @@ class Simulation:
         self.progress = progress
         self.progress_every = max(1, progress_every)
 
-    def _bind(self, op: Op):
-        if op.op not in COMM_OPS:
-            spec = self.devices[op.rank].spec
+    def _bind_all(self, ops: Sequence[Op]) -> np.ndarray:
+        """Bind every op (``self.bound``) and pick what starts it (``self._starters``:
+        its device's ``start``, or ``_start_collective``); returns whether each op
+        is a compute op (a bool array). One loop with its look-ups in locals: it
+        is most of the set-up of a generated trace, whose ops repeat a few shapes
+        (each shape is bound once per device spec, then copied per op)."""
+        bound, starters = self.bound, self._starters
+        is_compute = bytearray(len(ops))
+        specs = {rank: device.spec for rank, device in self.devices.items()}
+        start_on = {rank: device.start for rank, device in self.devices.items()}
+        start_collective = self._start_collective   # one bound method, not one per collective
+        templates = self._templates
+        path = self.scenario.trace.path
+        for index, op in enumerate(ops):
+            if op.op in COMM_OPS:
+                bound.append(self._bind_collective(op))
+                starters.append(start_collective)
+                continue
+            spec = specs[op.rank]
             if op.duration_s is None or op.tensor or op.frees:
-                return bind_op(op, spec, self.scenario.trace.path)
-            # generated traces repeat a few shapes many times: bind each shape once
-            key = (spec.name, op.op, op.unit, op.tier, op.dtype, op.duration_s)
-            template = self._templates.get(key)
-            if template is None:
-                template = self._templates[key] = bind_op(op, spec, self.scenario.trace.path)
-            return BoundOp(op, template.unit, template.tier, template.dst_tier, template.dtype,
-                           template.wanted, template.compute_s, template.seconds)
+                bound.append(bind_op(op, spec, path))
+            else:
+                key = (spec.name, op.op, op.unit, op.tier, op.dtype, op.duration_s)
+                template = templates.get(key)
+                if template is None:
+                    template = templates[key] = bind_op(op, spec, path)
+                bound.append(BoundOp(op, template.unit, template.tier, template.dst_tier, template.dtype,
+                                     template.wanted, template.compute_s, template.seconds))
+            starters.append(start_on[op.rank])
+            is_compute[index] = 1
+        return np.frombuffer(is_compute, dtype=bool)
+
+    def _bind_collective(self, op: Op) -> Schedule:
         if self.network is None:
             raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}) is a {op.op}; "
                              f"collectives need a cluster in the scenario")
@@ -285,7 +302,7 @@ class Simulation:
         one SM per channel (the schedule's channels, else the device's ``comm_sms``);
         none for a collective that takes no time."""
         schedule = self.bound[index]
-        group = self.scenario.trace.ops[index].group
+        group = self._ops[index].group
         key = (id(schedule), group)   # generated traces repeat a few (schedule, group) pairs
         kernels = self._kernels_by_key.get(key)
         if kernels is None:
@@ -314,7 +331,7 @@ class Simulation:
                 self._held.setdefault(index, []).append(device)
 
     def _start_collective(self, index: int, bound: Schedule) -> None:
-        op = self.scenario.trace.ops[index]
+        op = self._ops[index]
         if op.tensor:  # the output buffer, on every simulated member (e.g. gathered parameters)
             for rank in op.group:
                 device = self.devices.get(rank)
@@ -328,13 +345,12 @@ class Simulation:
             if at_start is None or rank in at_start:
                 device.launch_comm_kernel(index, sms)
                 held.append(device)
-        self.network.start(bound, lambda start, end, i=index, h=held: self._comm_done(i, start, end, h),
-                           op.id, op.name)
+        self.network.start(bound, partial(self._comm_done, index, held), op.id, op.name)
 
-    def _comm_done(self, index: int, start: float, end: float, held=()) -> None:
+    def _comm_done(self, index: int, held: list, start: float, end: float) -> None:
         for device in held:
             device.end_comm_kernel(index)
-        op = self.scenario.trace.ops[index]
+        op = self._ops[index]
         self.times.start_s[index] = start
         self.times.end_s[index] = end
         self.comm_done.append(index)    # its timeline rows are made from it in _comm_rows
