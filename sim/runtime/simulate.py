@@ -142,7 +142,7 @@ class Simulation:
         self.successors: list[list[int]] = [following[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self._kernels_by_key: dict[tuple, tuple] = {}
-        self._plan_comm_kernels(src, dst)
+        self._plan_comm_kernels(src, dst, compute)
         self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
         self.end_s: Mapping[int, float] = {}
         self.comm_done = array("q")   # the collectives in the order they finished
@@ -170,10 +170,10 @@ class Simulation:
                 starters.append(start_collective)
                 continue
             spec = specs[op.rank]
-            if op.duration_s is None or op.tensor or op.frees:
+            if op.duration_s is None:   # priced from its shape
                 bound.append(bind_op(op, spec, path))
-            else:
-                key = (spec.name, op.op, op.unit, op.tier, op.dtype, op.duration_s)
+            else:   # bind_op reads no other field of such an op
+                key = (spec.name, op.op, op.unit, op.tier, op.src_tier, op.dst_tier, op.dtype, op.duration_s)
                 template = templates.get(key)
                 if template is None:
                     template = templates[key] = bind_op(op, spec, path)
@@ -210,7 +210,7 @@ class Simulation:
         self._schedules_by_identity[quick] = (op.mirror_groups, schedule)
         return schedule
 
-    def _plan_comm_kernels(self, src: np.ndarray, dst: np.ndarray) -> None:
+    def _plan_comm_kernels(self, src: np.ndarray, dst: np.ndarray, compute: np.ndarray) -> None:
         """Where and when each collective's communication kernel takes SMs.
 
         NCCL runs one thread block per channel, and its blocks do not share an
@@ -244,15 +244,23 @@ class Simulation:
         ``_at_start[op]``; every other collective launches on all its members
         when it starts. The device (``DeviceRuntime.launch_comm_kernel``)
         grants what is free and the rest as SMs free up; ``_held[op]`` lists the
-        devices where a kernel runs."""
+        devices where a kernel runs. ``src``/``dst``: the precedence edges;
+        ``compute``: whether each op is a compute op (from ``_bind_all``)."""
         ops = self.scenario.trace.ops
         self._kernels: dict[int, dict[int, list]] = {}
         self._launches: list[dict[int, tuple[int, ...]] | None] = [None] * len(ops)
         self._at_start: dict[int, tuple[int, ...]] = {}
         self._held: dict[int, list] = {}
         members: dict[int, tuple[tuple[int, DeviceRuntime, int], ...]] = {}
-        for index, op in enumerate(ops):
-            if len(op.group) > 1 and not isinstance(self.bound[index], BoundOp):
+        # a kernel runs on a simulated member only: a group with one (folded runs) needs no tracking
+        simulated: dict[tuple[int, ...], int] = {}     # members simulated, per group
+        devices = self.devices
+        for index in np.flatnonzero(~compute).tolist():
+            group = ops[index].group
+            count = simulated.get(group)
+            if count is None:
+                count = simulated[group] = sum(rank in devices for rank in group)
+            if count > 1:
                 kernels = self._comm_kernels(index)
                 if len(kernels) > 1:
                     members[index] = kernels
@@ -261,34 +269,32 @@ class Simulation:
         edges: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
         into = np.isin(dst, np.fromiter(members, dtype=np.int64))
         # the members a predecessor readies: those of its group (collectives) or its own rank,
-        # else all; generated traces repeat a few (group, members) pairs, so each is worked out once
+        # else all; generated traces repeat a few (group or rank, members) pairs: each is worked out once
         readied: dict[tuple, tuple[int, ...]] = {}
-        member_ranks: dict[int, tuple[tuple[int, ...], set[int]]] = {}
         for a, b in zip(src[into].tolist(), dst[into].tolist()):
             pred = ops[a]
             kernels = members[b]
-            found = member_ranks.get(id(kernels))
-            if found is None:
+            # (a send is on its sender's stream only; its arrival readies the receiver)
+            by_group = pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in ops[b].deps)
+            key = (pred.group if by_group else pred.rank, id(kernels))
+            ranks = readied.get(key)
+            if ranks is None:
                 every = tuple(r for r, _, _ in kernels)
-                found = member_ranks[id(kernels)] = (every, set(every))
-            every, member_set = found
-            if pred.op in COMM_OPS and pred.group and (pred.op != "sendrecv" or pred.id in ops[b].deps):
-                # (a send is on its sender's stream only; its arrival readies the receiver)
-                key = (pred.group, id(kernels))
-                ranks = readied.get(key)
-                if ranks is None:
+                if by_group:
                     own = set(pred.group)
-                    ranks = readied[key] = tuple(r for r in every if r in own) or every
-            else:
-                ranks = (pred.rank,) if pred.rank in member_set else every
+                    ranks = tuple(r for r in every if r in own) or every
+                else:
+                    ranks = (pred.rank,) if pred.rank in every else every
+                readied[key] = ranks
             edges.setdefault(b, []).append((a, ranks))
         for b, incoming in edges.items():
+            first = incoming[0][1]
+            if all(ranks == first for _, ranks in incoming):
+                continue  # every member is ready when the collective starts (each is readied by all or none)
             counts = {rank: 0 for rank, _, _ in members[b]}
             for _, ranks in incoming:
                 for rank in ranks:
                     counts[rank] += 1
-            if all(count in (0, len(incoming)) for count in counts.values()):
-                continue  # every member is ready when the collective starts
             self._kernels[b] = {rank: [counts[rank], device, sms] for rank, device, sms in members[b]}
             self._at_start[b] = tuple(rank for rank, count in counts.items() if not count)
             for a, ranks in incoming:  # an edge twice (a dep and the stream order) counts twice
