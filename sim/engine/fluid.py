@@ -82,13 +82,13 @@ class Flow:
 
     ``bytes_end_s`` is when its last byte crossed; ``end_s`` when it completed,
     which is never before ``not_before`` (an op whose compute outlasts its
-    memory traffic completes with its compute). ``path``, ``ids``, ``mask``
-    and ``unit`` are set by VectorFluidNetwork only.
+    memory traffic completes with its compute). ``path`` (a ``FlowPath``) is
+    set by VectorFluidNetwork only.
     """
 
     __slots__ = ("resources", "weights", "remaining", "rate", "mark_s", "entry", "on_done",
                  "end_s", "bytes_end_s", "not_before", "lazy", "drained", "tag",
-                 "path", "ids", "max_rate", "mask", "unit")
+                 "path", "max_rate")
 
     def __init__(self, size: float, resources: tuple, on_done: Callable, start_s: float,
                  not_before: float, tag, weights: tuple | None = None):
@@ -485,11 +485,8 @@ class VectorFluidNetwork(FluidNetwork):
         if path.idx is None and self._np is not None:
             self._fill(path)
         flow.path = path
-        flow.mask = path.mask
-        flow.ids = path.ids
         if not path.unit:
             self._weighted += 1
-        flow.unit = path.unit
         if self._counting:
             shared = self._take(path, 1)
         else:
@@ -511,7 +508,7 @@ class VectorFluidNetwork(FluidNetwork):
         if overlaps is None:
             mask = path.mask
             for other in self._active:
-                if other.mask & mask:
+                if other.path.mask & mask:
                     return True
             return False
         for other in self._active:
@@ -585,7 +582,7 @@ class VectorFluidNetwork(FluidNetwork):
                         self._set_rate(flow, level, now)
                 return
         np = self.numpy()
-        lengths = np.fromiter((len(f.ids) for f in flows), dtype=np.int64, count=len(flows))
+        lengths = np.fromiter((len(f.path.ids) for f in flows), dtype=np.int64, count=len(flows))
         flow_of_entry = np.repeat(np.arange(len(flows)), lengths)
         idx = np.concatenate([f.path.idx for f in flows])
         w = np.concatenate([f.path.w for f in flows])
@@ -619,7 +616,7 @@ class VectorFluidNetwork(FluidNetwork):
         saturated = share <= limit
         mask = int.from_bytes(np.packbits(saturated, bitorder="little").tobytes(), "little")
         for flow in flows:
-            if not flow.mask & mask and not flow.max_rate <= limit:
+            if not flow.path.mask & mask and not flow.max_rate <= limit:
                 return None
         return float(level)
 
@@ -631,7 +628,7 @@ class VectorFluidNetwork(FluidNetwork):
             flow.remaining = 0.0
             active = self._active
             del active[flow]
-            if not flow.unit:
+            if not flow.path.unit:
                 self._weighted -= 1
             if self._counting:
                 shared = self._take(flow.path, -1)

@@ -330,7 +330,9 @@ class _CollectiveRun:
             if step.reduce_s is not None:
                 env.at(now + step.reduce_s, self._step_done)
                 return
-            self._record(step)      # a step that takes no time
+            if self.net.record:     # a step that takes no time
+                self._record(step)
+            self.index += 1
         self.on_done(self.start_s, env._now)
 
     def _start_flow(self, step: StepPlan) -> None:
@@ -347,11 +349,8 @@ class _CollectiveRun:
         step = self.plan[self.index]
         if step.size is not None:
             self._start_flow(step)
-        elif step.reduce_s is not None:
-            env = self.net.env
-            env.at(env._now + step.reduce_s, self._step_done)
         else:
-            self._step_done()
+            self._reduce()
 
     def _reduce(self, _arg=None) -> None:
         """The step's bytes have arrived: its reduction, else it is over."""
@@ -359,29 +358,31 @@ class _CollectiveRun:
         if step.reduce_s is not None:
             env = self.net.env
             env.at(env._now + step.reduce_s, self._step_done)
-        else:
-            self._step_done()
+            return
+        if self.net.record:
+            self._record(step)
+        self.index += 1
+        self.next_step()
 
     def _step_done(self, _arg=None) -> None:
-        self._record(self.plan[self.index])
+        if self.net.record:
+            self._record(self.plan[self.index])
+        self.index += 1
         self.next_step()
 
     def _record(self, step: StepPlan) -> None:
-        """``step`` is over: a row per link it loaded (when the network records); on to the next."""
+        """A row per link ``step`` loaded, now that it is over (when the network records)."""
         net = self.net
-        if net.record:
-            pattern = step.pattern
-            per_link = pattern.bytes_per_transfer * step.step.repeat
-            end = net.env._now
-            context = (None, None, None, f"step {self.index}",
-                       f"{self.schedule.op}/{self.schedule.algorithm}")
-            label = f"{self.label}: {step.step.label}"
-            for link, weight in zip(pattern.links, pattern.weights):
-                net.rows.append(("network", f"{link[0]}->{link[1]}", self.op_id, label,
-                                 "comm", self.step_start_s, end, 0.0, per_link * weight, 0,
-                                 max(1, round(weight)),
-                                 context))
-        self.index += 1
+        pattern = step.pattern
+        per_link = pattern.bytes_per_transfer * step.step.repeat
+        end = net.env._now
+        context = (None, None, None, f"step {self.index}", f"{self.schedule.op}/{self.schedule.algorithm}")
+        label = f"{self.label}: {step.step.label}"
+        for link, weight in zip(pattern.links, pattern.weights):
+            net.rows.append(("network", f"{link[0]}->{link[1]}", self.op_id, label,
+                             "comm", self.step_start_s, end, 0.0, per_link * weight, 0,
+                             max(1, round(weight)),
+                             context))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ bad key or value is one ``SpecError`` line naming the file and the key.
 
 from __future__ import annotations
 
+import os
+
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -234,4 +236,12 @@ def _load_tuning(path: str) -> NcclTuning:
 
 
 def nccl_tuning() -> NcclTuning:
+    return _tuning_under(os.environ.get("ACCSIM_TOPOLOGIES"))
+
+
+@lru_cache(maxsize=None)
+def _tuning_under(topologies: str | None) -> NcclTuning:
+    """The tuning file's contents while ``$ACCSIM_TOPOLOGIES`` is ``topologies``
+    (its path looked up once: 17 us a call, and building a generated run's
+    schedules asks thousands of times)."""
     return _load_tuning(str(nccl_tuning_path()))

@@ -425,8 +425,15 @@ class Simulation:
             self.progress(self.completed, len(self.bound))
         waiting = self.waiting
         launches = self._launches[index]
+        if launches is None:    # (nearly every op)
+            for nxt in self.successors[index]:
+                left = waiting[nxt] - 1
+                waiting[nxt] = left
+                if not left:
+                    self._starters[nxt](nxt, self.bound[nxt])
+            return
         for nxt in self.successors[index]:
-            if launches is not None and nxt in launches:  # a collective's kernel launches on members
+            if nxt in launches:  # a collective's kernel launches on members
                 self._launch(nxt, launches[nxt])
             left = waiting[nxt] - 1
             waiting[nxt] = left
