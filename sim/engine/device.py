@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -43,12 +43,13 @@ class BoundOp:
     """An op with its unit kind, memory tiers, dtype and cost resolved for one device.
 
     ``wanted`` units give ``compute_s``; ``seconds(granted)`` prices fewer.
-    Treat it as immutable. It is not a frozen dataclass because a frozen one
-    sets each field through ``object.__setattr__``, which made making one about
-    five times slower (1.3 us, not 0.25 us): a simulation binds one per op.
+    ``op`` is None in a binding shared by the ops of one shape (a simulation's
+    ``bound``: their ops are looked up by position). Treat it as immutable. It
+    is not a frozen dataclass because a frozen one sets each field through
+    ``object.__setattr__``, which made making one about five times slower.
     """
 
-    op: Op
+    op: Op | None
     unit: str | None
     tier: str
     dst_tier: str
@@ -177,19 +178,20 @@ class OpTimes:
 class DeviceRuntime:
     """The resources of one device instance and the execution of ops on them.
 
-    Ops are named by their index into ``bound`` (the bound ops of the whole
-    trace); the device writes their times into ``times`` and calls
+    Ops are named by their index into ``ops`` (the ops of the whole trace)
+    and ``bound`` (their bindings); the device writes their times into ``times`` and calls
     ``on_done(index)`` when one has finished. Memory tiers are resources
     ``(device name, tier name)`` of a FluidNetwork that may be shared with
     other devices and links.
     """
 
-    def __init__(self, env: Environment, name: str, spec: DeviceSpec, bound: list,
+    def __init__(self, env: Environment, name: str, spec: DeviceSpec, ops: Sequence[Op], bound: list,
                  times: OpTimes, on_done: Callable[[int], None], fluid: FluidNetwork | None = None,
                  strict_memory: bool = True):
         self.env = env
         self.name = name
         self.spec = spec
+        self.ops = ops
         self.bound = bound
         self.times = times
         self.on_done = on_done
@@ -216,7 +218,7 @@ class DeviceRuntime:
 
     def start(self, index: int, bound: BoundOp) -> None:
         """Begin op ``index`` now: take its units (or queue for them), then run it."""
-        op = bound.op
+        op = self.ops[index]
         if op.tensor:
             size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
             self.ledger.allocate(op.tensor, bound.dst_tier, int(size), self.env.now,
@@ -237,7 +239,7 @@ class DeviceRuntime:
     def _run(self, index: int, granted: int) -> None:
         bound = self.bound[index]
         now = self.env._now
-        op = bound.op
+        op = self.ops[index]
         times = self.times
         times.granted[index] = granted
         times.start_s[index] = now
@@ -340,7 +342,7 @@ class DeviceRuntime:
         now = self.env._now
         times.end_s[index] = now
         self.finished.append(index)
-        frees = bound.op.frees
+        frees = self.ops[index].frees
         if frees:
             for tensor in frees:
                 self.ledger.release(tensor, now)
@@ -358,7 +360,7 @@ class DeviceRuntime:
         finished = self.finished
         times = self.times
         bound = [self.bound[i] for i in finished]
-        ops = [b.op for b in bound]
+        ops = [self.ops[i] for i in finished]
         mem_end = [times.mem_end_s[i] for i in finished]
         recipes: dict[tuple, int] = {}
         recipe = np.array([recipes.setdefault((b.unit, b.tier, b.dst_tier, m is not None), len(recipes))
