@@ -38,18 +38,18 @@ def _tensors(m: int, c: int) -> tuple[str, str]:
     return f"act.m{m}.c{c}", f"actw.m{m}.c{c}"
 
 
-def _inputs(stage: Stage) -> list[int | None]:
-    """The ids a unit starts from: per simulated TP rank its waits, then its last compute op."""
-    last = stage.bld.last_compute
-    out: list[int | None] = []
+def _start(stage: Stage) -> tuple[tuple, list[int | None]]:
+    """How a unit starts: per simulated TP rank (how many waits, whether it
+    has no last compute op yet), and the ids it starts from: per rank its
+    waits, then its last compute op (None if none)."""
+    last, waits = stage.bld.last_compute, stage.waits
+    shape, ids = [], []
     for j, rank in stage.ranks.items():
-        out.extend(stage.waits[j])
-        out.append(last.get(rank))
-    return out
-
-
-def _shape(stage: Stage) -> tuple:
-    return tuple((len(stage.waits[j]), stage.bld.last_compute.get(rank) is None) for j, rank in stage.ranks.items())
+        pending, previous = waits[j], last.get(rank)
+        shape.append((len(pending), previous is None))
+        ids += pending
+        ids.append(previous)
+    return tuple(shape), ids
 
 
 class Recording:
@@ -58,8 +58,7 @@ class Recording:
     def __init__(self, stage: Stage, m: int, c: int):
         bld = stage.bld
         self.stage, self.m, self.c = stage, m, c
-        self.shape = _shape(stage)
-        self.inputs = _inputs(stage)
+        self.shape, self.inputs = _start(stage)
         self.first_id, self.first_op, self.prefix = bld.next_id, len(bld.ops), stage.prefix
         bld.log = []
 
@@ -105,9 +104,12 @@ class Template:
             raise _NotTemplate
         slot_of = {x: i for i, x in enumerate(found) if x is not None}
         self.ops = [self._pattern(op, slot_of) for op in ops]
-        self.end_shape = _shape(stage)
-        self.ends = [None if x is None else self._ref(x, slot_of) for x in _inputs(stage)]
-        self.final = [self._ref(stage.it.final_op[(stage.d, stage.s, j)], slot_of) for j in stage.ranks]
+        # how the unit leaves each rank: (TP rank, device rank, its waits, its last compute op) as refs
+        ends = iter(_start(stage)[1])
+        self.leaves = [(j, rank, [self._ref(next(ends), slot_of) for _ in stage.waits[j]],
+                        self._ref(next(ends), slot_of)) for j, rank in stage.ranks.items()]
+        self.final = [((stage.d, stage.s, j), self._ref(stage.it.final_op[(stage.d, stage.s, j)], slot_of))
+                      for j in stage.ranks]
 
     def _inside(self, op_id: int) -> bool:
         return self.first_id <= op_id < self.first_id + self.count
@@ -120,7 +122,7 @@ class Template:
     def _ref(self, op_id: int, slot_of: dict[int, int]) -> int:
         """An id of the unit as an index into its ids: first those it
         allocates (by offset), then those it found (by slot)."""
-        if self._inside(op_id):
+        if op_id is not None and self._inside(op_id):
             return op_id - self.first_id
         if op_id not in slot_of:
             raise _NotTemplate
@@ -149,8 +151,10 @@ class Template:
     def _found(self, stage: Stage, m: int) -> tuple[list, list] | None:
         """Unit ``m``'s found ids by slot and its reservation keys, None if it
         does not start as the recorded unit did."""
-        reserved = stage.bld.reserved
-        found, keys = _inputs(stage), []
+        shape, found = _start(stage)
+        if shape != self.shape:
+            return None
+        reserved, keys = stage.bld.reserved, []
         for key, slot, _ in self.reserves:
             key = (key[0], m) + key[2:]
             if (key in reserved) != (slot is not None):
@@ -159,7 +163,7 @@ class Template:
             if slot is not None:
                 found.append(reserved[key])
         known = [x for x in found if x is not None]
-        if len(set(known)) != len(known) or any(x >= stage.bld.next_id for x in known):
+        if len(set(known)) != len(known) or (known and max(known) >= stage.bld.next_id):
             return None
         return found, keys
 
@@ -167,8 +171,6 @@ class Template:
         """Append unit ``m``'s ops and leave the builder and stage as the
         emitters would; False (nothing done) if it does not start as this one."""
         bld = stage.bld
-        if _shape(stage) != self.shape:
-            return False
         started = self._found(stage, m)
         if started is None:
             return False
@@ -197,11 +199,9 @@ class Template:
 
     def _leave(self, stage: Stage, ids: list[int]) -> None:
         """Each rank's waits and last compute op as the unit left them, and its final op."""
-        ends = iter(self.ends)
-        for (j, rank), (waits, no_last) in zip(stage.ranks.items(), self.end_shape):
-            stage.waits[j] = [ids[next(ends)] for _ in range(waits)]
-            last = next(ends)
-            if not no_last:
-                stage.bld.last_compute[rank] = ids[last]
-        for j, ref in zip(stage.ranks, self.final):
-            stage.it.final_op[(stage.d, stage.s, j)] = ids[ref]
+        waits, last, final = stage.waits, stage.bld.last_compute, stage.it.final_op
+        for j, rank, pending, previous in self.leaves:
+            waits[j] = [ids[ref] for ref in pending]
+            last[rank] = ids[previous]
+        for key, ref in self.final:
+            final[key] = ids[ref]
