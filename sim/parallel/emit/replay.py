@@ -64,7 +64,7 @@ class Recording:
 
     def finish(self) -> Template | None:
         """The template, or None if the unit is not of the form replayed."""
-        stage, bld = self.stage, self.stage.bld
+        bld = self.stage.bld
         log, bld.log = bld.log, None
         try:
             return Template(self, bld.ops[self.first_op:], log)
