@@ -411,7 +411,7 @@ class _IdIndex:
         self.dense = bool(len(ids)) and np.array_equal(ids[by_id], np.arange(len(ids)))
         if self.dense:
             self.positions = array("q", by_id.astype(np.int64).tobytes())
-            self.ops_by_id = np.array(ops, dtype=object)[by_id].tolist() if len(ops) else []
+            self.ops_by_id = np.fromiter(ops, dtype=object, count=len(ops))[by_id].tolist() if len(ops) else []
         else:
             self.positions = {op.id: i for i, op in enumerate(ops)}
             self.ops_by_id = None
@@ -788,7 +788,7 @@ def _acyclic(count: int, src, dst) -> bool:
     order = np.argsort(src, kind="stable")
     bounds = np.searchsorted(src[order], np.arange(count + 1)).tolist()
     # successors as references to one int object per op (``tolist`` made one per edge: 64 MB on 2M edges)
-    targets = np.array(range(count), dtype=object)[dst[order]].tolist()
+    targets = np.fromiter(range(count), dtype=object, count=count)[dst[order]].tolist()
     del order
     indegree = np.bincount(dst, minlength=count).tolist()
     stack = np.flatnonzero(np.bincount(dst, minlength=count) == 0).tolist()
