@@ -264,12 +264,21 @@ def _graph_traces(draw):
 def test_edge_arrays_and_acyclicity_match_the_reference_generator(ops):
     """The numpy edge arrays are ``_edges`` (the plain reference) in its order, and
     the acyclicity check (with its shortcuts) agrees with Kahn's algorithm on ids."""
-    from sim.workload.trace import _acyclic, _dep_positions, _edge_arrays, _edges, topological_order
+    from sim.workload.trace import (_acyclic, _dep_positions, _edge_arrays, _edges, _kahn, _runs_acyclic,
+                                    topological_order)
     position = {op.id: i for i, op in enumerate(ops)}
     owner, dep_pos = _dep_positions(ops)
     src, dst = _edge_arrays(ops, dep_pos, owner)
     assert list(zip(src.tolist(), dst.tolist())) == [(position[a], position[b]) for a, b in _edges(ops)]
-    assert _acyclic(len(ops), src, dst) == (topological_order(ops) is not None)
+    acyclic = topological_order(ops) is not None
+    assert _acyclic(len(ops), src, dst) == acyclic
+    assert _kahn(len(ops), src, dst) == acyclic
+    # the proof through runs of ops is sound, with runs cut anywhere (validate_ops: where the rank changes)
+    every = list(range(1, len(ops)))
+    for breaks in ((), every[::2], every[::3], every):
+        assert _acyclic(len(ops), src, dst, breaks) == acyclic
+        if _runs_acyclic(len(ops), src, dst, src > dst, breaks, shortest=0):
+            assert acyclic
 
 
 def test_op_fields_positions_equality_pickling_and_replace():
