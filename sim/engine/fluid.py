@@ -492,10 +492,13 @@ class VectorFluidNetwork(FluidNetwork):
         else:
             shared = self._overlaps(path)
         active[flow] = None
-        if not shared:
-            self._set_rate(flow, min(path.alone, max_rate), now)
-        else:
+        if shared:
             self._rebalance_soon()
+            return flow
+        # alone on its resources: its bottleneck rate (as _set_rate, for a flow that moved nothing yet)
+        rate = flow.rate = path.alone if path.alone < max_rate else max_rate
+        end = flow.bytes_end_s = now if rate == math.inf else now + flow.remaining / rate
+        flow.entry = self.env.at(end, self._finish, flow)
         return flow
 
     def _overlaps(self, path: FlowPath) -> bool:

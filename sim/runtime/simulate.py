@@ -145,6 +145,7 @@ class Simulation:
                                                strict_memory=not scenario.continue_on_oom)
         self._schedules: dict[tuple, Schedule] = {}
         self._schedules_by_identity: dict[tuple, tuple[tuple, Schedule]] = {}
+        self._schedule_ids: set[int] = set()    # of the schedules in _schedules
         self._templates: dict[tuple, BoundOp] = {}
         self._starters: list[Callable[[int, Any], None]] = []
         compute = self._bind_all(ops)
@@ -154,7 +155,7 @@ class Simulation:
         following = np.array(range(len(ops)), dtype=object)[dst].tolist()
         self.successors: list[list[int]] = [following[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
-        self._kernels_by_key: dict[tuple, tuple] = {}
+        self._kernels_of: dict[int, tuple[tuple, tuple[DeviceRuntime, ...]]] = {}   # see _comm_kernels
         self._plan_comm_kernels(src, dst, compute)
         self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
         self.end_s: Mapping[int, float] = {}
@@ -220,6 +221,9 @@ class Simulation:
                                                  for group in op.mirror_groups])
             except CollectiveError as exc:
                 raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
+            if id(schedule) in self._schedule_ids:  # one schedule object per key (_kernels_and_devices)
+                schedule = dataclasses.replace(schedule)
+            self._schedule_ids.add(id(schedule))
             cache[key] = schedule
         self._schedules_by_identity[quick] = (op.mirror_groups, schedule)
         return schedule
@@ -321,21 +325,25 @@ class Simulation:
         """(rank, device, SMs) of collective ``index``'s kernel on each simulated member:
         one SM per channel (the schedule's channels, else the device's ``comm_sms``);
         none for a collective that takes no time."""
+        return self._kernels_and_devices(index)[0]
+
+    def _kernels_and_devices(self, index: int) -> tuple[tuple, tuple[DeviceRuntime, ...]]:
+        """``_comm_kernels(index)`` and the devices they run on, worked out once per
+        schedule: a schedule serves one group (``_bind_collective``'s cache keys
+        hold it; the cache keeps the schedule, so its id stays its own)."""
         schedule = self.bound[index]
-        group = self._ops[index].group
-        key = (id(schedule), group)   # generated traces repeat a few (schedule, group) pairs
-        kernels = self._kernels_by_key.get(key)
-        if kernels is None:
+        found = self._kernels_of.get(id(schedule))
+        if found is None:
             kernels = ()
             if self.network.predicted_time_s(schedule) > 0:
-                for rank in group:
+                for rank in self._ops[index].group:
                     device = self.devices.get(rank)
                     sm = device.spec.sm_array if device is not None else None
                     sms = (schedule.channels or sm.comm_sms) if sm is not None else 0
                     if sms:
                         kernels += ((rank, device, sms),)
-            self._kernels_by_key[key] = kernels
-        return kernels
+            found = self._kernels_of[id(schedule)] = (kernels, tuple(device for _, device, _ in kernels))
+        return found
 
     def _launch(self, index: int, ranks: tuple[int, ...]) -> None:
         """A predecessor of collective ``index`` finished on each of ``ranks``; where it
@@ -359,15 +367,20 @@ class Simulation:
                     size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
                     device.ledger.allocate(op.tensor, device.spec.default_tier, int(size), self.env.now,
                                            context=f"op {op.id} ({op.name}), tensor {op.tensor}")
-        at_start = self._at_start.get(index)
-        held = self._held.pop(index, [])
-        for rank, device, sms in self._comm_kernels(index):
-            if at_start is None or rank in at_start:
+        kernels, held = self._kernels_and_devices(index)
+        if index in self._kernels:      # members launch theirs as they become ready
+            at_start = self._at_start[index]
+            held = self._held.pop(index, [])
+            for rank, device, sms in kernels:
+                if rank in at_start:
+                    device.launch_comm_kernel(index, sms)
+                    held.append(device)
+        else:   # every member launches now (the common case)
+            for _, device, sms in kernels:
                 device.launch_comm_kernel(index, sms)
-                held.append(device)
         self.network.start(bound, partial(self._comm_done, index, held), op.id, op.name)
 
-    def _comm_done(self, index: int, held: list, start: float, end: float) -> None:
+    def _comm_done(self, index: int, held: Sequence[DeviceRuntime], start: float, end: float) -> None:
         for device in held:
             device.end_comm_kernel(index)
         op = self._ops[index]
