@@ -203,7 +203,6 @@ class DeviceRuntime:
         self.pools: dict[str, UnitPool] = {}
         if spec.sm_array is not None:
             self.pools["sm_array"] = UnitPool(env, "sm", spec.sm_array.count)
-            self.pools["sm_array"].on_free = self._top_up
         # kernels running on fewer SMs than they want, oldest first: compute op index ->
         # [phase start, fraction done, timer or flow]; ("comm", collective index) -> [wanted, held]
         self._short: dict = {}
@@ -275,8 +274,6 @@ class DeviceRuntime:
         work on g SMs does the rest in (1 - f) x T(g') on g' SMs (T: its price,
         sim.hardware.kernels); its memory traffic is not re-timed, only the
         earliest time it may end."""
-        if not self._short:
-            return
         pool = self.pools["sm_array"]
         now = self.env._now
         times = self.times
@@ -325,7 +322,10 @@ class DeviceRuntime:
         if held < sms:
             del self._short[("comm", collective)]
         if held:
-            self.pools["sm_array"].release(held)
+            pool = self.pools["sm_array"]
+            pool.release(held)
+            if pool.free and self._short:   # SMs left free (nobody queued): narrow kernels take them
+                self._top_up()
 
     def _flow_done(self, flow: Flow) -> None:
         self.times.mem_end_s[flow.tag] = flow.bytes_end_s
@@ -337,8 +337,12 @@ class DeviceRuntime:
         granted = times.granted[index]
         bound = self.bound[index]
         if granted:
-            self._short.pop(index, None)
-            self.pools[bound.unit].release(granted)
+            pool = self.pools[bound.unit]
+            pool.release(granted)
+            if bound.unit == "sm_array" and self._short:
+                self._short.pop(index, None)
+                if pool.free:   # SMs left free (nobody queued): narrow kernels take them
+                    self._top_up()
         now = self.env._now
         times.end_s[index] = now
         self.finished.append(index)

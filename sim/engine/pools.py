@@ -16,9 +16,9 @@ class UnitPool:
     already running; when none is free it waits in FIFO order.
     ``try_acquire`` grants at once or returns 0; ``acquire`` calls
     ``callback(arg, granted)`` now or once units free up; ``request`` is the
-    same as a SimPy event. ``on_free``, if set, is called when a release
-    leaves units free with nobody waiting (a running kernel granted fewer
-    than it wanted may take them: sim.engine.device).
+    same as a SimPy event. Units left free after a release have nobody
+    waiting for them (a running kernel granted fewer than it wanted may take
+    them: sim.engine.device).
     """
 
     def __init__(self, env: simpy.Environment, name: str, capacity: int):
@@ -29,8 +29,6 @@ class UnitPool:
         self.capacity = capacity
         self.free = capacity
         self._waiting: deque[tuple[int, Callable[[object, int], None], object]] = deque()
-        # called when units are left free after a release (sim.engine.device tops up kernels)
-        self.on_free: Callable[[], None] | None = None
 
     def try_acquire(self, wanted: int) -> int:
         """Units granted now (0 if the caller must wait)."""
@@ -66,5 +64,3 @@ class UnitPool:
             granted = wanted if wanted < self.free else self.free
             self.free -= granted
             callback(arg, granted)
-        if self.free and self.on_free is not None:
-            self.on_free()
