@@ -384,6 +384,7 @@ def _expand(doc: ScenarioFile, cluster, spec_of_rank, where: str):
     expansion = expand_training(model, plan, spec_of_rank, fidelity,
                                 optimizer_step=doc.training.optimizer_step)
     trace = validate_ops(expansion.ops, f"{where} (generated {model.name} iteration)")
+    expansion.ops = trace.ops       # the trace's tuple of the ops, not a list of them beside it (8 MB a million)
     training = Training(model, plan, fidelity, expansion, memory)
     return trace, training, expansion.resident
 

@@ -12,7 +12,7 @@ and, per simulated TP rank, the ops the next compute op must wait for.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from sim.hardware.specs import DeviceSpec
 from sim.parallel.expand import Segment, layer_segments
@@ -26,7 +26,7 @@ from sim.workload.transformer import ModelConfig
 class Expansion:
     """The generated trace and what reports need to know about it."""
 
-    ops: list[Op]
+    ops: Sequence[Op]      # a list while emitted, then the validated trace's tuple (sim.runtime.scenario)
     resident: dict[int, dict[str, tuple[str, int]]]
     stage_of_rank: dict[int, int]
     hardware_flops: float = 0.0
