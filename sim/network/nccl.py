@@ -226,9 +226,10 @@ def search(geom: Geometry, tuning: NcclTuning | None = None) -> Search:
                 best = (count, speed)
     else:
         nic = geom.nic_bw / GB
+        rails, shared = geom.rails, geom.ppn > 1     # (ppn is worked out per call: once here)
         for speed in speeds.inter:
-            count = min(geom.rails * int(nic / speed + 1e-9), most)
-            if geom.ppn > 1:
+            count = min(rails * int(nic / speed + 1e-9), most)
+            if shared:
                 count = min(count, int(intra / speed + 1e-9))
             if count and (best is None or count * speed > best[0] * best[1] * (1 + 1e-12)):
                 best = (count, speed)

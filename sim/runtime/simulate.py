@@ -271,22 +271,23 @@ class Simulation:
         self._at_start: dict[int, tuple[int, ...]] = {}
         self._held: dict[int, list] = {}
         members: dict[int, tuple[tuple[int, DeviceRuntime, int], ...]] = {}
-        # a kernel runs on a simulated member only: a group with one (folded runs) needs no tracking
-        simulated: dict[tuple[int, ...], int] = {}     # members simulated, per group
-        devices = self.devices
+        # a kernel runs on a simulated member only: a group with one (folded runs) needs no tracking;
+        # worked out per schedule (each serves one group: _kernels_and_devices)
+        devices, bound = self.devices, self.bound
+        several: dict[int, tuple] = {}   # id of a schedule -> its kernels where two or more, else ()
         for index in np.flatnonzero(~compute).tolist():
-            group = ops[index].group
-            count = simulated.get(group)
-            if count is None:
-                count = simulated[group] = sum(rank in devices for rank in group)
-            if count > 1:
-                kernels = self._comm_kernels(index)
-                if len(kernels) > 1:
-                    members[index] = kernels
+            kernels = several.get(id(bound[index]))
+            if kernels is None:
+                simulated = sum(rank in devices for rank in ops[index].group)
+                kernels = several[id(bound[index])] = self._comm_kernels(index) if simulated > 1 else ()
+            if len(kernels) > 1:
+                members[index] = kernels
         if not members:
             return
         edges: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
-        into = np.isin(dst, np.fromiter(members, dtype=np.int64))
+        tracked = np.zeros(len(ops), dtype=bool)
+        tracked[np.fromiter(members, dtype=np.int64, count=len(members))] = True
+        into = tracked[dst]
         # the members a predecessor readies: those of its group (collectives) or its own rank,
         # else all; generated traces repeat a few (group or rank, members) pairs: each is worked out once
         readied: dict[tuple, tuple[int, ...]] = {}
