@@ -267,17 +267,44 @@ def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarra
     return table[device.indices.to_numpy(zero_copy_only=False), unit.indices.to_numpy(zero_copy_only=False)]
 
 
-def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int) -> np.ndarray:
+def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int,
+                 chunk_rows: int = 1 << 18) -> np.ndarray:
     """Union length of the intervals of each group 0..count-1, vectorized:
     groups are laid end to end on one time axis (offset by group x span) so
-    one running maximum merges the intervals of every group at once."""
+    one running maximum merges the intervals of every group at once.
+
+    Whole groups are merged about ``chunk_rows`` rows at a time: the groups'
+    stretches of the axis are disjoint, so each chunk sorts and merges its
+    rows exactly as one pass over all of them would, with a few arrays of a
+    chunk alive at once rather than of every row (on GPT 1T's 1.6M rows
+    about 90 MB)."""
     busy = np.zeros(count)
     if len(starts) == 0:
         return busy
     origin = min(float(starts.min()), 0.0)
     span = float(ends.max()) - origin + 1.0
-    s = starts - origin + groups * span
-    e = ends - origin + groups * span
+    by_group = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[by_group], np.arange(count + 1)).tolist()
+    first_row = 0
+    for number in range(1, count + 1):
+        if bounds[number] - bounds[first_row] >= chunk_rows or number == count:
+            rows = by_group[bounds[first_row]:bounds[number]]
+            _merge_into(busy, groups[rows], starts[rows], ends[rows], origin, span)
+            first_row = number
+    return busy
+
+
+def _merge_into(busy: np.ndarray, groups: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                origin: float, span: float) -> None:
+    """Add to ``busy`` the union length of the intervals of each group (``grouped_busy``)."""
+    if len(starts) == 0:
+        return
+    offset = groups * span
+    s = starts - origin
+    s += offset               # (starts - origin) + groups x span, in place
+    e = ends - origin
+    e += offset
+    del offset
     order = np.argsort(s, kind="stable")
     s, e, g = s[order], e[order], groups[order]
     reach = np.maximum.accumulate(e)
@@ -286,7 +313,6 @@ def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count
     first = np.flatnonzero(new)
     last = np.append(first[1:], len(s)) - 1
     np.add.at(busy, g[first], reach[last] - s[first])
-    return busy
 
 
 def utilization_table(timeline: pa.Table, makespan_s: float,
