@@ -213,7 +213,7 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
         entry["static_j"] = static_energy_j(static_w.get(device, 0.0), makespan_s)
         entry["total_j"] = sum(v for k, v in entry.items() if k != "total_j")
         total += entry["total_j"] * represents
-    del row_bucket   # a million rows: not held through the power curve
+    del row_bucket, keys, combos, inverse   # a million rows each: not held through the power curve
     weight = np.where(network_rows, 1.0, represents)                    # through the power curve
     static = sum(static_w.values()) * represents
     times, power = power_curve(timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy(),

@@ -50,19 +50,28 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     specs = {name: e for name, e in specs.items() if e is not None}
     links = LinkFigures(scenario.cluster)
     timeline = result.timeline
-    keys = RowKeys.of(timeline)
-    network, priced = _priced_rows(keys, specs, links)
+    keys = [RowKeys.of(timeline)]    # in a list: energy_report, its last user, takes the last reference
+    network, priced = _priced_rows(keys[0], specs, links)
     if not specs and not priced.any():
         return
     dtype_of = _dtype_lookup(scenario, device_specs)
-    energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj, keys)
+    energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj, keys[0])
     result.timeline = timeline.append_column(
         pa.field("energy_j", pa.float64()), pa.array(energy, type=pa.float64(), mask=~priced))
     makespan = float(result.summary.get("iteration_time_s", result.summary["makespan_s"]))
     represents = _represents(scenario, device_specs)
+    result.utilization = utilization_energy(result.utilization, result.timeline, specs, keys[0])
+    nbytes = timeline["bytes"].to_numpy()
+    unpriced = np.flatnonzero(network & ~priced)
+    unpriced_bytes = float(nbytes[unpriced].sum()) if len(unpriced) else 0.0
+    categories = keys[0].categories
+    compute = keys[0].category == (categories.index("compute") if "compute" in categories else -1)
+    without_work = int(np.count_nonzero(compute & (timeline["flops"].to_numpy() == 0) & (nbytes == 0)))
+    del nbytes, unpriced, compute
+    # (the row keys are dropped before the power curve: a million rows' codes)
     report = energy_report(result.timeline, np.where(priced, energy, 0.0), makespan,
-                           {name: e.static_w for name, e in specs.items()}, links.type_name, represents, keys)
-    result.utilization = utilization_energy(result.utilization, result.timeline, specs, keys)
+                           {name: e.static_w for name, e in specs.items()}, links.type_name, represents,
+                           keys.pop())
     work = {}
     if scenario.training is not None and "tokens_per_s" in result.summary:
         work["token"] = result.summary["tokens_per_s"] * makespan
@@ -70,13 +79,9 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
         work["sample"] = getattr(plan, "global_batch", 0) or 0
     section = report.summary(work)
     section["devices"] = round(len(device_specs) * represents)
-    nbytes = timeline["bytes"].to_numpy()
-    unpriced = np.flatnonzero(network & ~priced)
-    section["links_unpriced_bytes"] = float(nbytes[unpriced].sum()) if len(unpriced) else 0.0
+    section["links_unpriced_bytes"] = unpriced_bytes
     section["devices_unpriced"] = sorted(set(device_specs) - set(specs))
-    compute = keys.category == (keys.categories.index("compute") if "compute" in keys.categories else -1)
-    section["compute_rows_without_work"] = int(np.count_nonzero(
-        compute & (timeline["flops"].to_numpy() == 0) & (nbytes == 0)))
+    section["compute_rows_without_work"] = without_work
     result.summary["energy"] = section
 
 
