@@ -16,15 +16,31 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+# Whether the heap is frozen by accsim itself (collector_paused(freeze=True) or heap_frozen),
+# so that heap_frozen knows the freeze is its own to lift.
+_frozen_by_accsim = False
+
+
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused(freeze: bool = False) -> Iterator[None]:
     """No automatic collection inside (for building the trace and binding its
     ops, which make long-lived objects and no garbage cycles); cycles made
-    inside are collected after it, by the next automatic collection."""
+    inside are collected after it, by the next automatic collection.
+
+    ``freeze``: on exit, the objects alive are frozen (``gc.freeze``) rather
+    than left young: otherwise the collector's next young-generation passes walk
+    every object made inside once more, each finding nothing (0.1 CPU s after
+    loading GPT-3 175B's trace, 0.4 s after GPT 1T's). The next ``heap_frozen``
+    (the simulation) takes that freeze over and lifts it when the run ends.
+    Nothing is frozen when something other than accsim froze the heap."""
+    global _frozen_by_accsim
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        if freeze and (_frozen_by_accsim or not gc.get_freeze_count()):
+            gc.freeze()
+            _frozen_by_accsim = True
     finally:
         if enabled:
             gc.enable()
@@ -36,12 +52,15 @@ def heap_frozen() -> Iterator[None]:
     (``gc.freeze``: the simulation's trace, not garbage, is not walked again
     while the event loop runs); on exit they are tracked again, so a process
     running many scenarios (a sweep) still frees each one's cycles. Does
-    nothing when something else froze the heap already."""
-    if gc.get_freeze_count():
+    nothing when something other than accsim froze the heap already."""
+    global _frozen_by_accsim
+    if gc.get_freeze_count() and not _frozen_by_accsim:
         yield
         return
     gc.freeze()
+    _frozen_by_accsim = True
     try:
         yield
     finally:
         gc.unfreeze()
+        _frozen_by_accsim = False

@@ -258,7 +258,7 @@ def _under_key(exc: AccsimError, where: str, key: str) -> AccsimError:
     return type(exc)(one_line(f"{where}: {key}: {message}"))
 
 
-@collector_paused()     # a generated trace is a million long-lived objects (sim.runtime.heap)
+@collector_paused(freeze=True)     # a generated trace is a million long-lived objects (sim.runtime.heap)
 def scenario_from_dict(raw: Mapping[str, Any], base: Path | None = None, where: str = "scenario",
                        default_name: str = "scenario", overrides: Overrides = ()) -> Scenario:
     """Validate a scenario mapping (ScenarioFile), load its specs, cluster and

@@ -656,7 +656,7 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
 
 def _simulate_once(scenario: Scenario, progress: ProgressFn | None) -> tuple[Result, dict[str, Any]]:
     """One simulation with its training summary and energy; also the simulated devices' specs by name."""
-    with collector_paused():
+    with collector_paused(freeze=True):
         simulation = Simulation(scenario, progress=progress)
     with heap_frozen():
         result = simulation.run()
