@@ -119,8 +119,12 @@ class Simulation:
     """Replays a validated trace on one device, or on the ranks of a cluster."""
 
     def __init__(self, scenario: Scenario, progress: ProgressFn | None = None,
-                 progress_every: int = 10000):
+                 progress_every: int = 10000, keep_op_state: bool = True):
+        """``keep_op_state``: keep the per-op state (bound ops, units granted,
+        memory ends) after the run for inspection; ``sim.run`` passes False, so
+        it is dropped once the timeline is built (``_release_rows``)."""
         self.scenario = scenario
+        self.keep_op_state = keep_op_state
         self.env = Environment()
         trace = scenario.trace
         ops = self._ops = trace.ops     # (the hot paths look ops up by position)
@@ -551,7 +555,8 @@ class Simulation:
             builder.add_row_tuples(self.network.rows)
         timeline = builder.table()
         del builder
-        self._release_rows()
+        if not self.keep_op_state:
+            self._release_rows()
         makespan = max(self.times.end_s, default=0.0)
         ready, blocker = self._blockers()
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
@@ -657,7 +662,7 @@ def run(scenario: Scenario | Mapping[str, Any] | str | os.PathLike,
 def _simulate_once(scenario: Scenario, progress: ProgressFn | None) -> tuple[Result, dict[str, Any]]:
     """One simulation with its training summary and energy; also the simulated devices' specs by name."""
     with collector_paused(freeze=True):
-        simulation = Simulation(scenario, progress=progress)
+        simulation = Simulation(scenario, progress=progress, keep_op_state=False)
     with heap_frozen():
         result = simulation.run()
         if scenario.training is not None:
