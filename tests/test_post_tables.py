@@ -33,3 +33,18 @@ def test_op_values_and_arrays_read_each_position():
     arrays = op_arrays(ops, np.array([3, -1, 2]), {"next_op_id": "id", "stage": "stage"})
     assert arrays["next_op_id"].to_pylist() == [13, None, 12]
     assert arrays["stage"].to_pylist() == [None, None, 2]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**16), rows=st.integers(0, 50), window=st.integers(1, 12), static=st.floats(0, 50))
+def test_peak_power_in_windows_is_the_power_curves_maximum(seed, rows, window, static):
+    from sim.energy.account import peak_power_w, power_curve
+    rng = np.random.default_rng(seed)
+    starts = np.round(rng.random(rows) * 8, 1)               # ties, and rows of no duration
+    ends = starts + np.round(rng.random(rows) * 3, 1)
+    energy = rng.random(rows) * 100
+    makespan = float(ends.max()) if rows else 1.0
+    _, power = power_curve(starts, ends, energy, static, makespan)
+    expected = float(power.max())
+    assert peak_power_w(starts, ends, energy, static, makespan, window_rows=window) == expected
+    assert peak_power_w(starts, ends, energy, static, makespan) == expected
