@@ -677,9 +677,9 @@ def validate_ops(ops: Sequence[Op], path: str) -> Trace:
         raise _fail(path, f"op {op.id}", "depends on itself")
     trace = Trace(path=path, ops=tuple(ops))
     object.__setattr__(trace, "_positions", _IdIndex(trace.ops, ids, by_id))
-    src, dst = _edge_arrays(ops, dep_pos, owner)
-    object.__setattr__(trace, "_edges", (src, dst))
     ranks = np.fromiter(map(attrgetter("rank"), ops), dtype=np.int64, count=len(ops))
+    src, dst = _edge_arrays(ops, dep_pos, owner, ranks)
+    object.__setattr__(trace, "_edges", (src, dst))
     if not _acyclic(len(ops), src, dst, np.flatnonzero(ranks[1:] != ranks[:-1]) + 1):
         cycle = _find_cycle(ops)
         names = " -> ".join(f"{i} ({trace.op(i).name})" for i in cycle)
@@ -891,11 +891,12 @@ def _dep_positions(ops: Sequence[Op], ids=None, by_id=None):
     return owner, np.where(ids[position] == flat, position, -1)
 
 
-def _edge_arrays(ops: Sequence[Op], dep_pos, owner=None):
+def _edge_arrays(ops: Sequence[Op], dep_pos, owner=None, ranks=None):
     """``_edges`` as arrays of op positions (source, destination), in the same
     order: per op in trace order, its deps, then its stream predecessor on
     each member rank. Ids must be unique and every dep known (``dep_pos``,
-    ``owner``: as ``_dep_positions`` gives them).
+    ``owner``: as ``_dep_positions`` gives them; ``ranks``: the ops' ranks
+    as an int64 array, if already at hand).
 
     Built from numpy columns of C-level maps over the ops, one sort of the
     (op, member rank) rows by stream and scatters (a list of (rank,) tuples, a
@@ -908,7 +909,7 @@ def _edge_arrays(ops: Sequence[Op], dep_pos, owner=None):
     if owner is None:
         owner = _dep_positions(ops)[0]
     count = len(ops)
-    later_op, earlier_op = _stream_predecessors(ops)
+    later_op, earlier_op = _stream_predecessors(ops, ranks)
     # each op's edges in one run: its deps, then its stream predecessors; both parts are in op order
     deps_of = np.bincount(owner, minlength=count)
     streams_of = np.bincount(later_op, minlength=count)
@@ -921,10 +922,11 @@ def _edge_arrays(ops: Sequence[Op], dep_pos, owner=None):
     return src, np.repeat(np.arange(count, dtype=position), deps_of + streams_of)
 
 
-def _stream_predecessors(ops: Sequence[Op]):
+def _stream_predecessors(ops: Sequence[Op], ranks=None):
     """(op, its stream predecessor on a member rank) as two arrays of op
     positions, in op order and per op in member order. An op's members: a
-    collective's group (but a sendrecv's), else the op's rank."""
+    collective's group (but a sendrecv's), else the op's rank. ``ranks``:
+    the ops' ranks (int64), if already at hand."""
     import numpy as np
     count = len(ops)
     groups = list(map(attrgetter("group"), ops))
@@ -935,7 +937,9 @@ def _stream_predecessors(ops: Sequence[Op]):
     # one row per (op, member rank); positions and, when they fit, ranks in 32 bits (a folded GPT 1T trace
     # has 3.7M rows: 15 MB a column less)
     at = np.repeat(np.arange(count, dtype=np.int32 if count < 2**31 else np.int64), widths)
-    rank = np.repeat(np.fromiter(map(attrgetter("rank"), ops), dtype=np.int64, count=count), widths)
+    if ranks is None:
+        ranks = np.fromiter(map(attrgetter("rank"), ops), dtype=np.int64, count=count)
+    rank = np.repeat(ranks, widths)
     rank[np.repeat(on_group, widths)] = np.fromiter(chain.from_iterable(compress(groups, on_group.tolist())),
                                                     dtype=np.int64)
     del groups, on_group, sizes, widths
