@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from sim.energy.model import PJ, EnergySpec, static_energy_j
+from sim.reports.arrays import to_numpy
 from sim.reports.tables import string_codes
 
 UNIT_OF_ROW = {"sm": "sm_array", "mxu": "systolic_array", "vector": "vector", "pim": "pim"}
@@ -86,8 +87,8 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
     IEEE operations per row as a loop over rows, on a million-row timeline
     about ten times faster."""
     keys = keys if keys is not None else RowKeys.of(timeline)
-    flops = timeline["flops"].to_numpy()
-    nbytes = timeline["bytes"].to_numpy()
+    flops = to_numpy(timeline["flops"])
+    nbytes = to_numpy(timeline["bytes"])
     combos, first, inverse = keys.combos, keys.first, keys.inverse
     per_flop = np.zeros(len(combos))     # pJ per FLOP of the combination (compute rows)
     per_byte = np.zeros(len(combos))     # pJ per byte (memory and link rows)
@@ -107,7 +108,7 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
             per_byte[c] = spec.e_byte_pj(unit)
     energy = nbytes * per_byte[inverse] * PJ
     if compute_combos:
-        ops = timeline["op_id"].to_numpy(zero_copy_only=False)
+        ops = to_numpy(timeline["op_id"])
         flop_pj = np.zeros(timeline.num_rows)
         for c, device, unit, spec in compute_combos:
             rows = np.flatnonzero(inverse == c)
@@ -216,7 +217,7 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
     del row_bucket, keys, combos, inverse   # a million rows each: not held through the power curve
     weight = np.where(network_rows, 1.0, represents)                    # through the power curve
     static = sum(static_w.values()) * represents
-    peak = peak_power_w(timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy(), energy_j * weight, static,
+    peak = peak_power_w(to_numpy(timeline["start_s"]), to_numpy(timeline["end_s"]), energy_j * weight, static,
                         makespan_s)
     return EnergyReport(by_device, links, total, makespan_s, peak, by_type, represents)
 

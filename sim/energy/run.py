@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from sim.energy.account import RowKeys, energy_report, row_energy_j
 from sim.energy.model import EnergySpec
+from sim.reports.arrays import column, numbers, to_numpy, valid_mask
 from sim.reports.tables import shared_strings
 
 
@@ -57,16 +58,16 @@ def attach_energy(result, scenario, device_specs: dict[str, Any]) -> None:
     dtype_of = _dtype_lookup(scenario, device_specs)
     energy = row_energy_j(timeline, specs, dtype_of, links.byte_pj, keys[0])
     result.timeline = timeline.append_column(
-        pa.field("energy_j", pa.float64()), pa.array(energy, type=pa.float64(), mask=~priced))
+        pa.field("energy_j", pa.float64()), numbers(energy, pa.float64(), valid=priced))
     makespan = float(result.summary.get("iteration_time_s", result.summary["makespan_s"]))
     represents = _represents(scenario, device_specs)
     result.utilization = utilization_energy(result.utilization, result.timeline, specs, keys[0])
-    nbytes = timeline["bytes"].to_numpy()
+    nbytes = to_numpy(timeline["bytes"])
     unpriced = np.flatnonzero(network & ~priced)
     unpriced_bytes = float(nbytes[unpriced].sum()) if len(unpriced) else 0.0
     categories = keys[0].categories
     compute = keys[0].category == (categories.index("compute") if "compute" in categories else -1)
-    without_work = int(np.count_nonzero(compute & (timeline["flops"].to_numpy() == 0) & (nbytes == 0)))
+    without_work = int(np.count_nonzero(compute & (to_numpy(timeline["flops"]) == 0) & (nbytes == 0)))
     del nbytes, unpriced, compute
     # (the row keys are dropped before the power curve: a million rows' codes)
     report = energy_report(result.timeline, np.where(priced, energy, 0.0), makespan,
@@ -176,8 +177,8 @@ def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs, keys: R
     keys = keys if keys is not None else RowKeys.of(timeline)
     energy = timeline["energy_j"].combine_chunks() if isinstance(timeline["energy_j"], pa.ChunkedArray) \
         else timeline["energy_j"]
-    valid = np.asarray(energy.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    values = energy.fill_null(0.0).to_numpy(zero_copy_only=False)
+    valid = valid_mask(energy)
+    values = to_numpy(energy, fill=0.0)
     pair, pairs = keys.device_units()
     sums = np.bincount(pair[valid], weights=values[valid], minlength=len(pairs)).tolist()
     present = np.bincount(pair[valid], minlength=len(pairs)).tolist()
@@ -190,4 +191,4 @@ def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs, keys: R
     for device, unit in zip(shared_strings(utilization["device"]), shared_strings(utilization["unit"])):
         priced = device in specs or (device == "network" and (device, unit) in totals)
         out.append(totals.get((device, unit), 0.0) if priced else None)
-    return utilization.append_column(pa.field("energy_j", pa.float64()), pa.array(out, type=pa.float64()))
+    return utilization.append_column(pa.field("energy_j", pa.float64()), column(out, pa.float64()))

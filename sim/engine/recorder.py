@@ -6,10 +6,13 @@ loop's critical path; every ``batch_rows`` rows become one columnar
 of trace ops) is built by ``TimelineBuilder`` from numpy arrays instead, in the
 same record batches.
 
-The batches' buffers come from the system allocator (``pa.system_memory_pool()``)
-rather than pyarrow's default (mimalloc), which kept about 150 MiB more resident
-while a 1.5M-row timeline was built from Python lists (GPT 1T / 3,072 folded:
-peak RSS 1,636 -> 1,534 MiB); the arrays and their bytes are the same.
+The batches' buffers come from the system allocator rather than pyarrow's
+default (mimalloc), which kept about 150 MiB more resident while a 1.5M-row
+timeline was built from Python lists (GPT 1T / 3,072 folded: peak RSS 1,636 ->
+1,534 MiB): columns are numpy arrays (``sim.reports.arrays``, which also keeps
+pandas out of a run: ``pa.array`` imports it) and the results of ``pc.take`` and
+``pa.concat_arrays`` come from ``pa.system_memory_pool()``; the arrays and their
+bytes are the same.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from sim.reports.arrays import coded_strings, column, numbers
 
 TIMELINE_SCHEMA = pa.schema([
     pa.field("device", pa.string(), nullable=False),
@@ -43,14 +48,9 @@ TIMELINE_SCHEMA = pa.schema([
 NO_CONTEXT = (None, None, None, None, None)
 
 
-def _array(values, type: pa.DataType) -> pa.Array:
-    """``pa.array(values, type=type)`` with buffers from the system allocator (see the module docstring)."""
-    return pa.array(values, type=type, memory_pool=pa.system_memory_pool())
-
-
 def _batch(columns) -> pa.RecordBatch:
     """A timeline record batch from one sequence per TIMELINE_SCHEMA column, in schema order."""
-    return pa.RecordBatch.from_arrays([_array(column, f.type) for column, f in zip(columns, TIMELINE_SCHEMA)],
+    return pa.RecordBatch.from_arrays([column(values, f.type) for values, f in zip(columns, TIMELINE_SCHEMA)],
                                       schema=TIMELINE_SCHEMA)
 
 
@@ -199,7 +199,7 @@ class TimelineBuilder:
         """The chunks (one per batch) of column ``f``."""
         trace_wide = None
         if f.name in OP_COLUMNS and any(isinstance(p, OpRows) for p in self._parts):
-            trace_wide = _array(list(map(attrgetter(OP_COLUMNS[f.name]), self.ops)), f.type)
+            trace_wide = column(list(map(attrgetter(OP_COLUMNS[f.name]), self.ops)), f.type)
         index = TIMELINE_SCHEMA.names.index(f.name)
         chunks = []
         for batch in self._batches:
@@ -207,7 +207,7 @@ class TimelineBuilder:
             for part, first, end in batch:
                 rows = self._parts[part]
                 if not isinstance(rows, OpRows):
-                    pieces.append(_array(rows[index][first:end], f.type))
+                    pieces.append(column(rows[index][first:end], f.type))
                 elif trace_wide is not None:
                     pieces.append(_take(trace_wide, rows.position[first:end]))
                 else:
@@ -218,17 +218,15 @@ class TimelineBuilder:
 
 
 def _take(values: pa.Array, positions: np.ndarray) -> pa.Array:
-    return pc.take(values, pa.array(positions), memory_pool=pa.system_memory_pool())
+    return pc.take(values, numbers(positions, pa.int64()), memory_pool=pa.system_memory_pool())
 
 
 def _row_column(rows: OpRows, f: pa.Field, first: int, end: int) -> pa.Array:
     """Rows ``first:end`` of ``rows``' own column ``f`` (not an op attribute)."""
     if f.name in ROW_NUMBERS:
-        return _array(getattr(rows, f.name)[first:end], f.type)
+        return numbers(getattr(rows, f.name)[first:end], f.type)
     coded = getattr(rows, f.name)
     if coded is None:
         return pa.nulls(end - first, f.type, memory_pool=pa.system_memory_pool())
     codes, names = coded
-    codes = codes[first:end]
-    return _take(_array(list(names), f.type), codes) if f.name != "detail" else pc.take(
-        _array(list(names), f.type), pa.array(codes, mask=codes < 0), memory_pool=pa.system_memory_pool())
+    return coded_strings(names, codes[first:end])     # detail: a negative code is a null

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
+from sim.reports.arrays import string_scalar, to_numpy
 from sim.reports.tables import merge_intervals, op_values, string_codes
 from sim.workload.transformer import ModelConfig
 
@@ -138,16 +139,18 @@ def training_summary(scenario, result) -> dict[str, Any]:
     category = timeline["category"]
     # only the columns read below are filtered (a copy of every column of a million rows was 100 MB)
     needed = timeline.select(["device", "op_id", "start_s", "end_s"])
-    compute = needed.filter(pc.equal(category, "compute"))
-    comm = needed.filter(pc.and_(pc.equal(category, "comm"), pc.equal(timeline["unit"], "comm")))
+    # Arrow scalars, not Python strings: pyarrow converts those through its pandas layer (sim.reports.arrays)
+    compute = needed.filter(pc.equal(category, string_scalar("compute")))
+    comm_name = string_scalar("comm")
+    comm = needed.filter(pc.and_(pc.equal(category, comm_name), pc.equal(timeline["unit"], comm_name)))
     compute_codes = _device_numbers(compute["device"], simulated)
     comm_codes = _device_numbers(comm["device"], simulated)
     comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
     code = {kind: index for index, kind in enumerate(comm_kinds)}
-    phases = op_values(trace.ops, trace.positions_of(comm["op_id"].to_numpy()), "phase")
+    phases = op_values(trace.ops, trace.positions_of(to_numpy(comm["op_id"])), "phase")
     kinds = np.fromiter(map(code.get, phases, repeat(len(comm_kinds))), dtype=np.int64, count=len(phases))
-    c_start, c_end = compute["start_s"].to_numpy(), compute["end_s"].to_numpy()
-    m_start, m_end = comm["start_s"].to_numpy(), comm["end_s"].to_numpy()
+    c_start, c_end = to_numpy(compute["start_s"]), to_numpy(compute["end_s"])
+    m_start, m_end = to_numpy(comm["start_s"]), to_numpy(comm["end_s"])
     # each device's rows (and each device's and kind's) in row order, by one stable sort
     compute_rows = _groups(compute_codes, len(simulated))
     comm_rows = _groups(np.where(comm_codes >= 0, comm_codes * (len(comm_kinds) + 1) + kinds, -1),

@@ -321,33 +321,9 @@ def string_pieces(array) -> Pieces:
 
 
 def numpy_of(array, fill=0) -> np.ndarray:
-    """An Arrow array (or chunked array) of a fixed-width number type as a numpy
-    array read from its buffers, nulls as ``fill`` (pyarrow's own ``to_numpy``
-    goes through its pandas conversion, which imports pandas: 0.3 s)."""
-    import pyarrow as pa
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    dtype = np.dtype(array.type.to_pandas_dtype() if not pa.types.is_floating(array.type)
-                     else {16: np.float16, 32: np.float32, 64: np.float64}[array.type.bit_width])
-    if not len(array):
-        return np.zeros(0, dtype=dtype)
-    if pa.types.is_boolean(array.type):
-        bits = np.unpackbits(np.frombuffer(array.buffers()[1], dtype=np.uint8), bitorder="little")
-        values = bits[array.offset:array.offset + len(array)].astype(bool)
-    else:
-        values = np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
-                               offset=array.offset * dtype.itemsize)
-    if array.null_count:
-        values = np.where(_valid(array), values, np.array(fill).astype(dtype))
-    return values
-
-
-def _valid(array) -> np.ndarray:
-    """An Arrow array's validity as a numpy bool array."""
-    if not array.null_count:
-        return np.ones(len(array), dtype=bool)
-    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
-    return bits[array.offset:array.offset + len(array)].astype(bool)
+    """``sim.reports.arrays.to_numpy`` (imported here, not at the top: pyarrow loads with it)."""
+    from sim.reports.arrays import to_numpy
+    return to_numpy(array, fill)
 
 
 def annotation_pieces(name: str, array) -> Pieces:
@@ -361,7 +337,8 @@ def annotation_pieces(name: str, array) -> Pieces:
     suffix = string_field(_ANNOTATION_NAME, name)
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
-    valid = None if not array.null_count else _valid(array)
+    from sim.reports.arrays import valid_mask
+    valid = None if not array.null_count else valid_mask(array)
     if pa.types.is_float64(array.type) and n:
         head = key(_DOUBLE_VALUE, _FIXED64)
         prefix = key(_DEBUG_ANNOTATIONS, _LENGTH) + varint(len(head) + 8 + len(suffix)) + head

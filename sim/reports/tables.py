@@ -2,7 +2,8 @@
 
 All three are computed after the simulation from the timeline and the per-op
 start/end times, so recording stays cheap during the run. Schemas are
-documented in docs/architecture.md.
+documented in docs/architecture.md. Arrays are built and read with
+``sim.reports.arrays`` (no pandas import; see there).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from sim.reports import arrays
+from sim.reports.arrays import to_numpy
 
 BUBBLES_SCHEMA = pa.schema([
     pa.field("device", pa.string(), nullable=False),
@@ -68,7 +72,7 @@ def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
             chunk = pc.dictionary_encode(chunk)
         local = np.array([index.setdefault(name, len(index)) for name in chunk.dictionary.to_pylist()] + [-1],
                          dtype=np.int64)
-        parts.append(local[chunk.indices.fill_null(len(local) - 1).to_numpy(zero_copy_only=False)])
+        parts.append(local[to_numpy(chunk.indices, fill=len(local) - 1)])
     names = list(index)
     codes = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     codes[codes < 0] = len(names)
@@ -125,11 +129,11 @@ def bubbles_table(timeline: pa.Table, makespan_s: float, ready_s: Sequence[float
     """
     # only the columns read below are filtered (not a copy of every column of a million rows)
     compute = timeline.select(["device", "unit", "op_id", "start_s", "end_s"]).filter(
-        pc.equal(timeline["category"], "compute"))
+        pc.equal(timeline["category"], arrays.string_scalar("compute")))
     tolerance = 1e-12 * max(1.0, makespan_s)
-    starts_all = compute["start_s"].to_numpy()
-    ends_all = compute["end_s"].to_numpy()
-    positions_all = trace.positions_of(compute["op_id"].to_numpy())
+    starts_all = to_numpy(compute["start_s"])
+    ends_all = to_numpy(compute["end_s"])
+    positions_all = trace.positions_of(to_numpy(compute["op_id"]))
     rows_of = _rows_by_unit(compute)
     del compute
     ready_s = np.frombuffer(ready_s, dtype=np.float64) if isinstance(ready_s, array) else np.asarray(ready_s)
@@ -208,8 +212,8 @@ def _bubbles_table(columns: dict[str, np.ndarray], units: list[tuple[str, str]],
     the gap in ``trace``, -1: none)."""
     number, position = columns["number"], columns["position"]
     start, end = columns["start_s"], columns["end_s"]
-    strings = lambda values, codes: pa.array(values, type=pa.string()).take(codes)   # noqa: E731
-    return pa.table({
+    strings = arrays.coded_strings
+    return arrays.table({
         "device": strings([u[0] for u in units], number), "unit": strings([u[1] for u in units], number),
         "start_s": start, "end_s": end, "duration_s": end - start,
         "cause": strings(CAUSES, columns["cause"]),
@@ -235,8 +239,8 @@ def op_arrays(ops, positions: np.ndarray, attributes: dict[str, str]) -> dict[st
     get = attrgetter(*attributes.values())
     values = [get(ops[p]) if p >= 0 else (None,) * len(attributes) for p in distinct.tolist()]
     columns = zip(*values) if values else [()] * len(attributes)
-    return {name: pa.array(column, type=pa.int64()).take(inverse.reshape(-1))
-            for name, column in zip(attributes, columns)}
+    inverse = arrays.numbers(inverse.reshape(-1), pa.int64())
+    return {name: pc.take(arrays.column(column, pa.int64()), inverse) for name, column in zip(attributes, columns)}
 
 
 def _rows_by_unit(table: pa.Table):
@@ -274,7 +278,7 @@ def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarra
             table[d, u] = index.get((dname, uname), -1)
     if timeline.num_rows == 0:
         return np.empty(0, dtype=np.int64)
-    return table[device.indices.to_numpy(zero_copy_only=False), unit.indices.to_numpy(zero_copy_only=False)]
+    return table[to_numpy(device.indices), to_numpy(unit.indices)]
 
 
 def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int,
@@ -338,11 +342,11 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
     groups = unit_codes(timeline, [(u[0], u[1]) for u in units])
     keep = groups >= 0
     groups = groups[keep]
-    starts = timeline["start_s"].to_numpy()[keep]
-    ends = timeline["end_s"].to_numpy()[keep]
+    starts = to_numpy(timeline["start_s"])[keep]
+    ends = to_numpy(timeline["end_s"])[keep]
     busy = grouped_busy(groups, starts, ends, count)
-    flops = np.bincount(groups, weights=timeline["flops"].to_numpy()[keep], minlength=count)
-    nbytes = np.bincount(groups, weights=timeline["bytes"].to_numpy()[keep], minlength=count)
+    flops = np.bincount(groups, weights=to_numpy(timeline["flops"])[keep], minlength=count)
+    nbytes = np.bincount(groups, weights=to_numpy(timeline["bytes"])[keep], minlength=count)
     rows_per = np.bincount(groups, minlength=count)
     span = makespan_s
     per_s = (lambda x: x / span) if span > 0 else (lambda x: x * 0.0)
@@ -356,7 +360,7 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
         "achieved_bytes_per_s": per_s(nbytes).tolist(),
         "peak_bytes_per_s": [_finite_or_none(u[4]) for u in units],
     }
-    return pa.table(columns, schema=UTILIZATION_SCHEMA)
+    return arrays.table(columns, UTILIZATION_SCHEMA)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -377,4 +381,4 @@ def memory_table(ledgers: Sequence) -> pa.Table:
         rows["time_s"] += time_s
         rows["used_bytes"] += used
         rows["capacity_bytes"] += map(ledger.capacity.__getitem__, tiers)
-    return pa.table(rows, schema=MEMORY_SCHEMA)
+    return arrays.table(rows, MEMORY_SCHEMA)

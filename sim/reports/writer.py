@@ -147,7 +147,8 @@ def check_finite(tables: Mapping[str, pa.Table], summary: Mapping[str, Any]) -> 
         for column, field in zip(table.columns, table.schema):
             if pa.types.is_floating(field.type) and len(column):
                 finite = pc.is_finite(column)
-                if pc.any(pc.invert(pc.fill_null(finite, True))).as_py():
+                # any skips nulls (a Python fill value would be converted through pyarrow's pandas layer)
+                if pc.any(pc.invert(finite)).as_py():
                     row = pc.index(finite, False).as_py()
                     raise AccsimError(f"the run produced a non-finite value in {name}.{field.name} "
                                       f"(row {row}); nothing was written. Check the inputs behind it "

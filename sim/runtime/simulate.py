@@ -579,6 +579,7 @@ class Simulation:
         return Result(timeline, bubbles, utilization, memory, summary)
 
     def _summary(self, makespan: float, wall_s: float, bubbles: pa.Table) -> dict[str, Any]:
+        from sim.reports.arrays import to_numpy
         scenario = self.scenario
         ops = scenario.trace.ops
         # the same sums in the same order as generator expressions over the ops, without one
@@ -588,7 +589,7 @@ class Simulation:
         peak = sum(d.spec.matrix_peak_flops_per_s() for d in self.devices.values())
         # per cause, the durations added in row order (np.bincount adds its weights one after another)
         codes, causes = string_codes(bubbles["cause"])
-        sums = np.bincount(codes, weights=bubbles["duration_s"].to_numpy(), minlength=len(causes)).tolist()
+        sums = np.bincount(codes, weights=to_numpy(bubbles["duration_s"]), minlength=len(causes)).tolist()
         counts = np.bincount(codes, minlength=len(causes)).tolist()
         bubble_s = {cause: sums[i] for i, cause in enumerate(causes) if counts[i]}
         events = self.env.scheduled()
