@@ -233,12 +233,24 @@ class DeviceRuntime:
                 resources += self._tier_keys[bound.dst_tier]
             self.fluid.start(op.bytes_read, resources, self._flow_done, index)
             return
-        self.pools[bound.unit].acquire(bound.wanted, self._run, index)
+        pool = self.pools[bound.unit]
+        granted = pool.try_acquire(bound.wanted)
+        if granted:     # (nearly always: UnitPool.acquire would call _run at once)
+            self._begin(index, granted, bound, op)
+        else:
+            pool.acquire(bound.wanted, self._run, index)
 
     def _run(self, index: int, granted: int) -> None:
-        bound = self.bound[index]
+        """Units were granted to op ``index`` (``UnitPool.acquire``'s callback): run it."""
+        self._begin(index, granted, self.bound[index], self.ops[index])
+
+    def _begin(self, index: int, granted: int, bound: BoundOp, op: Op) -> None:
+        """Run op ``index`` (``bound``, ``op``) on the ``granted`` units: its compute
+        phase and its memory traffic start now. ``start`` calls it with the binding
+        and op at hand when units are free, as they nearly always are (taking
+        them, then calling back through ``UnitPool.acquire`` and looking both up
+        again cost about 3% of GPT-3 175B's event loop)."""
         now = self.env._now
-        op = self.ops[index]
         times = self.times
         times.granted[index] = granted
         times.start_s[index] = now

@@ -465,20 +465,31 @@ class VectorFluidNetwork(FluidNetwork):
               tag: object = None, not_before: float = 0.0,
               weights: Sequence[float] | None = None, arrays: FlowPath | None = None,
               max_rate: float = math.inf) -> Flow:
-        now = self.env._now
-        flow = Flow(float(size), tuple(resources), on_done, now, 0.0, tag,
-                    tuple(weights) if weights is not None else None)
-        flow.max_rate = max_rate
+        resources = tuple(resources)
+        weights = tuple(weights) if weights is not None else None
         if size <= 0 or not resources:
+            now = self.env._now
+            flow = Flow(float(size), resources, on_done, now, 0.0, tag, weights)
+            flow.max_rate = max_rate
             flow.bytes_end_s = now
             flow.drained = True
             flow.entry = self.env.at(now, self._finish, flow)
             return flow
-        if arrays is not None:
-            path = arrays
-        else:
-            path = self.arrays(resources, weights)
-            path.overlaps = None     # made for this flow: not remembered by the others
+        if arrays is None:
+            arrays = self.arrays(resources, weights)
+            arrays.overlaps = None     # made for this flow: not remembered by the others
+        return self.start_path(size, resources, weights, arrays, on_done, max_rate, tag)
+
+    def start_path(self, size: float, resources: tuple, weights: tuple | None, path: FlowPath,
+                   on_done: Callable[[Flow], None], max_rate: float = math.inf, tag: object = None) -> Flow:
+        """``start`` of a flow of ``size`` > 0 bytes over a non-empty tuple of
+        ``resources`` whose ``FlowPath`` (``arrays``) is at hand, arguments by
+        position: a collective's step (sim.network.runtime) starts one per
+        step, and the checks and conversions ``start`` makes on any input were
+        a fifth of that step's Python work."""
+        now = self.env._now
+        flow = Flow(float(size), resources, on_done, now, 0.0, tag, weights)
+        flow.max_rate = max_rate
         active = self._active
         if not self._counting and len(active) >= self.COUNT_FROM:
             self._start_counting()
@@ -489,8 +500,8 @@ class VectorFluidNetwork(FluidNetwork):
             self._weighted += 1
         if self._counting:
             shared = self._take(path, 1)
-        else:
-            shared = self._overlaps(path)
+        else:   # (no call when nothing else is active: most flows of a folded run)
+            shared = self._overlaps(path) if active else False
         active[flow] = None
         if shared:
             self._rebalance_soon()
@@ -638,7 +649,7 @@ class VectorFluidNetwork(FluidNetwork):
                 if not active:      # every count is back to zero
                     self._counting = False
             else:
-                shared = self._overlaps(flow.path)
+                shared = self._overlaps(flow.path) if active else False
             if shared:
                 self._rebalance_soon()
         flow.entry = None

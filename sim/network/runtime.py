@@ -307,7 +307,8 @@ class _CollectiveRun:
     def __init__(self, net: NetworkRuntime, schedule: Schedule, on_done, op_id: int, label: str):
         self.net = net
         self.schedule = schedule
-        self.plan = net.plan(schedule)
+        cached = net._plans.get(id(schedule))     # (NetworkRuntime.plan's cache, without the call)
+        self.plan = cached[1] if cached is not None and cached[0] is schedule else net.plan(schedule)
         self.on_done = on_done
         self.op_id = op_id
         self.label = label
@@ -318,11 +319,12 @@ class _CollectiveRun:
     def next_step(self, _arg=None) -> None:
         env = self.net.env
         plan = self.plan
-        while self.index < len(plan):
-            step = plan[self.index]
+        index = self.index
+        while index < len(plan):
+            step = plan[index]
             now = self.step_start_s = env._now
-            if step.wait_s is not None:
-                env.at(now + step.wait_s, self._move_bytes)
+            if step.wait_s is not None:     # then its bytes, else what follows them (_reduce)
+                env.at(now + step.wait_s, self._reduce if step.size is None else self._move_bytes)
                 return
             if step.size is not None:
                 self._start_flow(step)
@@ -332,25 +334,23 @@ class _CollectiveRun:
                 return
             if self.net.record:     # a step that takes no time
                 self._record(step)
-            self.index += 1
+            index = self.index = index + 1
         self.on_done(self.start_s, env._now)
 
     def _start_flow(self, step: StepPlan) -> None:
         pattern = step.pattern
-        if pattern.arrays is not None:      # a VectorFluidNetwork
-            self.net.fluid.start(step.size, pattern.links, self._reduce, weights=pattern.weights,
-                                 max_rate=pattern.max_rate, arrays=pattern.arrays)
+        if pattern.arrays is not None:      # a VectorFluidNetwork: the step's path is at hand
+            self.net.fluid.start_path(step.size, pattern.links, pattern.weights, pattern.arrays, self._reduce,
+                                      pattern.max_rate)
         else:
             self.net.fluid.start(step.size, pattern.links, self._reduce, weights=pattern.weights,
                                  max_rate=pattern.max_rate)
 
     def _move_bytes(self, _arg=None) -> None:
-        """The step's latency is over: its bytes move, else its reduction, else it is over."""
-        step = self.plan[self.index]
-        if step.size is not None:
-            self._start_flow(step)
-        else:
-            self._reduce()
+        """The step's latency is over: its bytes move. (A step that moves none
+        goes from its latency to ``_reduce`` directly: most collectives open with
+        a step of latency alone, NCCL's base latency.)"""
+        self._start_flow(self.plan[self.index])
 
     def _reduce(self, _arg=None) -> None:
         """The step's bytes have arrived: its reduction, else it is over."""

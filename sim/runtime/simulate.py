@@ -276,16 +276,21 @@ class Simulation:
         self._held: dict[int, list] = {}
         members: dict[int, tuple[tuple[int, DeviceRuntime, int], ...]] = {}
         # a kernel runs on a simulated member only: a group with one (folded runs) needs no tracking;
-        # worked out per schedule (each serves one group: _kernels_and_devices)
+        # worked out per schedule (each serves one group: _kernels_and_devices), once per distinct
+        # schedule (by identity, in the order of first use), then spread to the collectives with numpy
+        # (a dictionary look-up per collective was a twelfth of GPT-3 175B's set-up)
         devices, bound = self.devices, self.bound
-        several: dict[int, tuple] = {}   # id of a schedule -> its kernels where two or more, else ()
-        for index in np.flatnonzero(~compute).tolist():
-            kernels = several.get(id(bound[index]))
-            if kernels is None:
-                simulated = sum(rank in devices for rank in ops[index].group)
-                kernels = several[id(bound[index])] = self._comm_kernels(index) if simulated > 1 else ()
-            if len(kernels) > 1:
-                members[index] = kernels
+        collectives = np.flatnonzero(~compute)
+        ids = np.fromiter(map(id, map(bound.__getitem__, collectives.tolist())), dtype=np.int64,
+                          count=len(collectives))
+        _, first, codes = np.unique(ids, return_index=True, return_inverse=True)
+        several = np.zeros(len(first), dtype=bool)
+        for code in np.argsort(first, kind="stable").tolist():
+            index = int(collectives[first[code]])
+            if sum(rank in devices for rank in ops[index].group) > 1:
+                several[code] = len(self._comm_kernels(index)) > 1
+        for index in collectives[several[codes]].tolist():
+            members[index] = self._comm_kernels(index)
         if not members:
             return
         edges: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
@@ -373,7 +378,8 @@ class Simulation:
                     size = op.bytes_written if op.alloc_bytes is None else op.alloc_bytes
                     device.ledger.allocate(op.tensor, device.spec.default_tier, int(size), self.env.now,
                                            context=f"op {op.id} ({op.name}), tensor {op.tensor}")
-        kernels, held = self._kernels_and_devices(index)
+        found = self._kernels_of.get(id(bound))     # (_kernels_and_devices, without the call)
+        kernels, held = found if found is not None else self._kernels_and_devices(index)
         if index in self._kernels:      # members launch theirs as they become ready
             at_start = self._at_start[index]
             held = self._held.pop(index, [])
@@ -453,17 +459,24 @@ class Simulation:
             detail=(detail_of[schedule_at[row_op]], list(details))))
 
     def _on_done(self, index: int) -> None:
-        self.completed += 1
-        if self.progress is not None and self.completed % self.progress_every == 0:
-            self.progress(self.completed, len(self.bound))
+        """Op ``index`` has finished: each successor waits for one op fewer, and
+        starts when it waits for none (the op's end launches collectives'
+        kernels first where ``_launches`` says so). Runs once per op: the ops
+        finished are counted only for a progress callback, and the lists the
+        loop reads are taken into locals once."""
+        if self.progress is not None:
+            self.completed += 1
+            if self.completed % self.progress_every == 0:
+                self.progress(self.completed, len(self.bound))
         waiting = self.waiting
         launches = self._launches.get(index)
         if launches is None:    # (nearly every op)
+            starters, bound = self._starters, self.bound
             for nxt in self.successors[index]:
                 left = waiting[nxt] - 1
                 waiting[nxt] = left
                 if not left:
-                    self._starters[nxt](nxt, self.bound[nxt])
+                    starters[nxt](nxt, bound[nxt])
             return
         for nxt in self.successors[index]:
             if nxt in launches:  # a collective's kernel launches on members
