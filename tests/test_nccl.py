@@ -254,3 +254,25 @@ def test_collective_holds_one_sm_per_channel(tmp_path):
 def test_ideal_interconnect_takes_no_time():
     result = simulate_collective(from_name("ideal:8"), "allreduce", "nccl", GIB)
     assert result.time_s == 0.0
+
+
+@pytest.mark.parametrize("topology", ["a100_1024", "h100_64", "tpu_v4_4x4x4", "cluster:4x8"])
+def test_geometry_from_remembered_rank_links_is_the_same(topology):
+    """NetworkRuntime hands geometry one dictionary of RankLinks for all its groups
+    (set-up speed, issue 13): a group's geometry and search come out the same as
+    from a fresh one, whatever groups were asked for before."""
+    import random
+    cluster = load_topology(topology) if ":" not in topology else from_name(topology)
+    shared = {}
+    rng = random.Random(7)
+    for _ in range(40):
+        ranks = rng.sample(range(cluster.size), rng.randint(1, min(cluster.size, 24)))
+        try:
+            fresh = nccl.geometry(cluster, ranks)
+        except CollectiveError as exc:
+            with pytest.raises(CollectiveError, match=str(exc)[:40]):
+                nccl.geometry(cluster, ranks, shared)
+            continue
+        remembered = nccl.geometry(cluster, ranks, shared)
+        assert remembered == fresh
+        assert nccl.search(remembered) == nccl._search(fresh, nccl_tuning())

@@ -75,6 +75,7 @@ class NetworkRuntime:
         self._path_ids: dict[tuple, object] = {}
         self._link_names: list = []      # the fluid network's resources by id
         self._geometries: dict[tuple[int, ...], object] = {}
+        self._rank_links: dict[int, object] = {}     # nccl.RankLinks by rank (see nccl.geometry)
 
     def pattern(self, step: Step) -> StepPattern:
         """Route a step's transfers (cached per step object).
@@ -206,7 +207,7 @@ class NetworkRuntime:
         key = tuple(ranks)
         found = self._geometries.get(key)
         if found is None:
-            found = self._geometries[key] = geometry(self.cluster, key)
+            found = self._geometries[key] = geometry(self.cluster, key, self._rank_links)
         return found
 
     def _nccl_schedule(self, op: str, algorithm: str, ranks: Sequence[int], nbytes: float,
@@ -327,7 +328,7 @@ class _CollectiveRun:
                 env.at(now + step.wait_s, self._reduce if step.size is None else self._move_bytes)
                 return
             if step.size is not None:
-                self._start_flow(step)
+                self._move_bytes()
                 return
             if step.reduce_s is not None:
                 env.at(now + step.reduce_s, self._step_done)
@@ -337,7 +338,12 @@ class _CollectiveRun:
             index = self.index = index + 1
         self.on_done(self.start_s, env._now)
 
-    def _start_flow(self, step: StepPlan) -> None:
+    def _move_bytes(self, _arg=None) -> None:
+        """The step's bytes move (after its latency, if any): a flow that calls
+        ``_reduce`` when they have arrived. (A step that moves none goes from its
+        latency to ``_reduce`` directly: most collectives open with a step of
+        latency alone, NCCL's base latency.)"""
+        step = self.plan[self.index]
         pattern = step.pattern
         if pattern.arrays is not None:      # a VectorFluidNetwork: the step's path is at hand
             self.net.fluid.start_path(step.size, pattern.links, pattern.weights, pattern.arrays, self._reduce,
@@ -345,12 +351,6 @@ class _CollectiveRun:
         else:
             self.net.fluid.start(step.size, pattern.links, self._reduce, weights=pattern.weights,
                                  max_rate=pattern.max_rate)
-
-    def _move_bytes(self, _arg=None) -> None:
-        """The step's latency is over: its bytes move. (A step that moves none
-        goes from its latency to ``_reduce`` directly: most collectives open with
-        a step of latency alone, NCCL's base latency.)"""
-        self._start_flow(self.plan[self.index])
 
     def _reduce(self, _arg=None) -> None:
         """The step's bytes have arrived: its reduction, else it is over."""
