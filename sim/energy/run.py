@@ -139,10 +139,13 @@ def _dtype_lookup(scenario, device_specs) -> Callable[[str, np.ndarray], list[st
     lacks, or an op of another device). Every op's rank and dtype are read
     once, in trace order, at the first call (a look-up per compute row was
     most of attach_energy's time on GPT-3 175B; reading each device's ops
-    apart, scattered in memory, was slower on GPT 1T)."""
+    apart, scattered in memory, was slower on GPT 1T), into an int64 array of
+    ranks and an int8 array of codes into the distinct dtypes: 9 bytes an op
+    where a list of (rank, dtype) tuples was 64 (GPT 1T: 53 MB at the peak of
+    the run's memory)."""
     cluster = scenario.cluster
     trace = scenario.trace
-    ranks_and_dtypes: list[tuple] = []
+    read: list = []           # [ranks, dtype codes, distinct dtypes] once read
 
     def dtypes_of(device: str, op_ids: np.ndarray) -> list[str]:
         op_ids = np.asarray(op_ids, dtype=np.int64)
@@ -151,15 +154,27 @@ def _dtype_lookup(scenario, device_specs) -> Callable[[str, np.ndarray], list[st
         except KeyError:      # some ids name no op: each looked up alone
             return [_dtype_of(trace.find(op_id), device, cluster, scenario, device_specs)
                     for op_id in op_ids.tolist()]
-        if not ranks_and_dtypes:
-            ranks_and_dtypes.extend(map(attrgetter("rank", "dtype"), trace.ops))
-        pairs = list(map(ranks_and_dtypes.__getitem__, positions.tolist()))
+        if not read:
+            read.extend(_ranks_and_dtypes(trace.ops))
+        ranks, codes, dtypes = read
+        rank = ranks[positions]
         spec = device_specs.get(device)
         default = spec.default_dtype if spec is not None else "bf16"
-        mine = {rank: (cluster.ranks[rank] if cluster is not None else scenario.device_name) == device
-                for rank in {rank for rank, _ in pairs}}
-        return [(dtype or default) if mine[rank] else "bf16" for rank, dtype in pairs]
+        mine = [r for r in np.unique(rank).tolist()
+                if (cluster.ranks[r] if cluster is not None else scenario.device_name) == device]
+        named = np.array([dtype or default for dtype in dtypes] + ["bf16"], dtype=object)
+        return named[np.where(np.isin(rank, mine), codes[positions], len(dtypes))].tolist()
     return dtypes_of
+
+
+def _ranks_and_dtypes(ops) -> tuple[np.ndarray, np.ndarray, list]:
+    """(each op's rank, each op's code into the distinct dtypes (None included), those dtypes)."""
+    ranks = np.fromiter(map(attrgetter("rank"), ops), dtype=np.int64, count=len(ops))
+    dtypes = list(map(attrgetter("dtype"), ops))
+    index = {dtype: code for code, dtype in enumerate(dict.fromkeys(dtypes))}
+    codes = np.fromiter(map(index.__getitem__, dtypes), dtype=np.int8 if len(index) < 128 else np.int32,
+                        count=len(dtypes))
+    return ranks, codes, list(index)
 
 
 def _dtype_of(op, device: str, cluster, scenario, device_specs) -> str:
