@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.energy.account import energy_report, power_curve, row_energy_j
+from sim.energy.account import _distinct_keys, energy_report, power_curve, row_energy_j
 from sim.energy.model import EnergySpec, LinkEnergySpec, op_energy_j
 from sim.engine.recorder import TIMELINE_SCHEMA
 
@@ -164,3 +165,17 @@ def test_runs_without_energy_figures_are_unchanged():
     root = Path(__file__).resolve().parents[1]
     result = sim.run(root / "scenarios" / "npu_pim_decode.yaml", overrides={"device_overrides": {"energy": None}})
     assert "energy_j" not in result.timeline.column_names and "energy" not in result.summary
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=300), st.integers(1, 64))
+def test_distinct_keys_is_np_unique(keys, chunk_rows):
+    """RowKeys' distinct (device, unit, category) keys by a table over the key space (or a sort
+    where the space is larger than the rows) are np.unique's, inverse as int32."""
+    key = np.array(keys, dtype=np.int64)
+    expected = np.unique(key, return_index=True, return_inverse=True)
+    for space in (41, 1 << 17):
+        combos, first, inverse = _distinct_keys(key, space, chunk_rows)
+        assert inverse.dtype == np.int32
+        for ours, theirs in zip((combos, first, inverse), expected):
+            assert np.array_equal(ours, theirs.reshape(-1))
