@@ -139,7 +139,7 @@ def row_energy_j(timeline: pa.Table, specs: Mapping[str, EnergySpec],
             rows = np.flatnonzero(inverse == c)
             dtypes = dtypes_of(device, ops[rows])
             by_dtype = {dtype: spec.e_flop_pj(unit, dtype) for dtype in dict.fromkeys(dtypes)}
-            flop_pj[rows] = [by_dtype[dtype] for dtype in dtypes]
+            flop_pj[rows] = np.fromiter(map(by_dtype.__getitem__, dtypes), dtype=np.float64, count=len(dtypes))
         compute = np.isin(inverse, [c for c, *_ in compute_combos])
         energy[compute] = flops[compute] * flop_pj[compute] * PJ
     return energy

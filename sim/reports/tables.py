@@ -343,12 +343,15 @@ def utilization_table(timeline: pa.Table, makespan_s: float,
     count = len(units)
     groups = unit_codes(timeline, [(u[0], u[1]) for u in units])
     keep = groups >= 0
-    groups = groups[keep]
-    starts = to_numpy(timeline["start_s"])[keep]
-    ends = to_numpy(timeline["end_s"])[keep]
+    # the rows of listed units; usually every row, and then no masked copy of each column (4 x 12 MB on GPT 1T)
+    kept = (lambda column: column) if keep.all() else (lambda column: column[keep])    # noqa: E731
+    groups = kept(groups)
+    starts = kept(to_numpy(timeline["start_s"]))
+    ends = kept(to_numpy(timeline["end_s"]))
     busy = grouped_busy(groups, starts, ends, count)
-    flops = np.bincount(groups, weights=to_numpy(timeline["flops"])[keep], minlength=count)
-    nbytes = np.bincount(groups, weights=to_numpy(timeline["bytes"])[keep], minlength=count)
+    del starts, ends
+    flops = np.bincount(groups, weights=kept(to_numpy(timeline["flops"])), minlength=count)
+    nbytes = np.bincount(groups, weights=kept(to_numpy(timeline["bytes"])), minlength=count)
     rows_per = np.bincount(groups, minlength=count)
     span = makespan_s
     per_s = (lambda x: x / span) if span > 0 else (lambda x: x * 0.0)
