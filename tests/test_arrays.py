@@ -98,11 +98,10 @@ def test_to_numpy_reads_chunks_slices_and_nulls(chunks, fill):
             [v is not None for c in chunks for v in c][first:], dtype=bool))
 
 
-def test_tables_and_scalars():
+def test_tables_and_nulls():
     schema = pa.schema([pa.field("a", pa.int64()), pa.field("b", pa.string()), pa.field("c", pa.float64())])
     columns = {"a": [1, None, 3], "b": ["x", "ü", None], "c": np.array([0.5, 1.5, 2.5])}
     assert arrays.table(columns, schema).equals(pa.table(columns, schema=schema))
-    assert arrays.string_scalar("compute") == pa.scalar("compute")
     assert arrays.nulls(3, pa.int64()).equals(pa.array([None] * 3, type=pa.int64()))
 
 

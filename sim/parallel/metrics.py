@@ -34,9 +34,8 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
-from sim.reports.arrays import string_scalar, to_numpy
+from sim.reports.arrays import to_numpy
 from sim.reports.tables import merge_intervals, op_values, string_codes
 from sim.workload.transformer import ModelConfig
 
@@ -107,6 +106,22 @@ def _uncovered(outer: tuple[np.ndarray, np.ndarray], inner: tuple[np.ndarray, np
     return total - float(np.sum(covered_before(a1) - covered_before(a0)))
 
 
+def _compute_and_comm_rows(timeline) -> tuple[np.ndarray, np.ndarray]:
+    """Bool masks of a timeline's compute rows and of its devices' ``comm`` rows
+    (category and unit ``comm``), from the columns' int32 codes: the numbers
+    are then read with numpy from those rows, where filtering a table of the
+    columns read (device strings, op ids, starts, ends) made Arrow copies and
+    then numpy copies of each (about 40 MB at once on GPT 1T)."""
+    category, categories = string_codes(timeline["category"])
+    named = lambda names, name: names.index(name) if name in names else -1     # noqa: E731
+    is_compute = category == named(categories, "compute")
+    is_comm = category == named(categories, "comm")
+    del category
+    unit, units = string_codes(timeline["unit"])
+    is_comm &= unit == named(units, "comm")
+    return is_compute, is_comm
+
+
 def _device_numbers(column, devices: list[str]) -> np.ndarray:
     """Per row of a device column: the index of its device in ``devices``, -1 for others."""
     codes, names = string_codes(column)
@@ -136,21 +151,20 @@ def training_summary(scenario, result) -> dict[str, Any]:
     stage_of = training.expansion.stage_of_rank
     simulated_ranks = sorted(stage_of)
     simulated = [names[rank] for rank in simulated_ranks]
-    category = timeline["category"]
-    # only the columns read below are filtered (a copy of every column of a million rows was 100 MB)
-    needed = timeline.select(["device", "op_id", "start_s", "end_s"])
-    # Arrow scalars, not Python strings: pyarrow converts those through its pandas layer (sim.reports.arrays)
-    compute = needed.filter(pc.equal(category, string_scalar("compute")))
-    comm_name = string_scalar("comm")
-    comm = needed.filter(pc.and_(pc.equal(category, comm_name), pc.equal(timeline["unit"], comm_name)))
-    compute_codes = _device_numbers(compute["device"], simulated)
-    comm_codes = _device_numbers(comm["device"], simulated)
+    is_compute, is_comm = _compute_and_comm_rows(timeline)
+    device_codes = _device_numbers(timeline["device"], simulated)
+    compute_codes, comm_codes = device_codes[is_compute], device_codes[is_comm]
+    del device_codes
     comm_kinds = COMM_KINDS + tuple(kind for kind, used in OPTIONAL_KINDS.items() if used(plan))
     code = {kind: index for index, kind in enumerate(comm_kinds)}
-    phases = op_values(trace.ops, trace.positions_of(to_numpy(comm["op_id"])), "phase")
+    phases = op_values(trace.ops, trace.positions_of(to_numpy(timeline["op_id"])[is_comm]), "phase")
     kinds = np.fromiter(map(code.get, phases, repeat(len(comm_kinds))), dtype=np.int64, count=len(phases))
-    c_start, c_end = to_numpy(compute["start_s"]), to_numpy(compute["end_s"])
-    m_start, m_end = to_numpy(comm["start_s"]), to_numpy(comm["end_s"])
+    starts = to_numpy(timeline["start_s"])
+    c_start, m_start = starts[is_compute], starts[is_comm]
+    del starts
+    ends = to_numpy(timeline["end_s"])
+    c_end, m_end = ends[is_compute], ends[is_comm]
+    del ends, is_compute, is_comm
     # each device's rows (and each device's and kind's) in row order, by one stable sort
     compute_rows = _groups(compute_codes, len(simulated))
     comm_rows = _groups(np.where(comm_codes >= 0, comm_codes * (len(comm_kinds) + 1) + kinds, -1),

@@ -4,7 +4,8 @@ pyarrow's own converters import pandas the first time they run: ``pa.array``
 (and so ``pa.table``, ``Table.from_pydict``) on a Python list or a numpy array,
 ``Array.to_numpy`` / ``np.asarray(array)`` (both go through its pandas
 conversion), and ``pa.scalar`` (so ``pc.equal(column, "compute")`` and
-``fill_null(0)`` with a Python value). A training run uses no pandas, and
+``fill_null(0)`` with a Python value: compare int32 codes from
+``sim.reports.tables.string_codes`` instead). A training run uses no pandas, and
 importing it cost 0.2-0.3 CPU s of every run (GPT-3 175B / 1,024: about 5% of
 the run). The builders here assemble arrays from their buffers
 (``pa.Array.from_buffers``, ``pa.DictionaryArray.from_arrays``) and the reader
@@ -106,11 +107,6 @@ def dictionary(names: Sequence[str], codes: np.ndarray) -> pa.DictionaryArray:
     codes = np.asarray(codes)
     valid = codes >= 0
     return pa.DictionaryArray.from_arrays(numbers(codes, pa.int32(), valid), strings(list(names)))
-
-
-def string_scalar(value: str) -> pa.Scalar:
-    """A string scalar, for compute functions' arguments (``pc.equal(column, string_scalar("compute"))``)."""
-    return strings([value])[0]
 
 
 def _take(values: pa.Array, codes: np.ndarray) -> pa.Array:
