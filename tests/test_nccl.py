@@ -276,3 +276,45 @@ def test_geometry_from_remembered_rank_links_is_the_same(topology):
         remembered = nccl.geometry(cluster, ranks, shared)
         assert remembered == fresh
         assert nccl.search(remembered) == nccl._search(fresh, nccl_tuning())
+
+
+@pytest.mark.parametrize("topology", ["a100_1024", "h100_64", "a100_2node"])
+def test_a_mirrored_schedule_is_the_one_built_on_the_mirror_group(topology):
+    """NetworkRuntime.mirror relabels a group's schedule onto another group only
+    where that is exactly what building it there gives (set-up speed, issue 13):
+    on groups moved by whole machines it applies, and on arbitrary groups of the
+    same size it either applies or declines."""
+    import random
+    cluster = load_topology(topology)
+    network = NetworkRuntime(Environment(), cluster)
+    rng = random.Random(11)
+    machines = cluster.size // 8
+    applied = 0
+    for _ in range(60):
+        op, algorithm = rng.choice([("allreduce", "nccl"), ("allreduce", "nccl_tree"), ("allgather", "nccl_ring"),
+                                    ("sendrecv", "nccl_p2p"), ("alltoall", "nccl_p2p"),
+                                    ("alltoall", "nccl_hierarchical"), ("broadcast", "nccl_ring")])
+        size = 2 if op == "sendrecv" else rng.choice([2, 4, 8, 16])
+        nbytes = rng.choice([0, 4096, 3 * MIB + 7, 256 * MIB])
+
+        def on_machines():     # `size` ranks over two machines, local GPUs drawn at random (PXN relays)
+            first, second = rng.sample(range(machines), 2) if machines > 1 else (0, 0)
+            half = rng.sample(range(8), min(8, size - size // 2)), rng.sample(range(8), min(8, size // 2))
+            return [8 * first + r for r in half[0]] + [8 * second + r for r in half[1]]
+        group = on_machines()
+        try:
+            built = network.schedule(op, algorithm, group, nbytes)
+        except CollectiveError:
+            continue
+        shift = 8 * rng.randrange(1, machines) if machines > 1 else 0
+        for other in ([(r + shift) % cluster.size for r in group], on_machines(), on_machines()):
+            moved = network.mirror(built, other)
+            try:
+                expected = network.schedule(op, built.algorithm, other, nbytes, protocol=built.protocol or None)
+            except CollectiveError:
+                assert moved is None
+                continue
+            if moved is not None:
+                applied += 1
+                assert moved == expected
+    assert applied >= 10

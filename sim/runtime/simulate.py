@@ -220,9 +220,11 @@ class Simulation:
         if schedule is None:
             try:
                 # auto picks the algorithm on the op's own group; its mirrors use the same one
-                primary = self.network.schedule(op.op, op.algorithm or "auto", op.group, op.bytes_read)
-                schedule = _combine([primary] + [self.network.schedule(op.op, primary.algorithm, group, op.bytes_read,
-                                                                       protocol=primary.protocol or None)
+                # (the primary's schedule relabelled where that is what building gives: NetworkRuntime.mirror)
+                network = self.network
+                primary = network.schedule(op.op, op.algorithm or "auto", op.group, op.bytes_read)
+                schedule = _combine([primary] + [network.mirror(primary, group) or network.schedule(
+                    op.op, primary.algorithm, group, op.bytes_read, protocol=primary.protocol or None)
                                                  for group in op.mirror_groups])
             except CollectiveError as exc:
                 raise TraceError(f"{self.scenario.trace.path}: op {op.id} ({op.name}): {exc}") from None
