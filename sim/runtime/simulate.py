@@ -115,6 +115,29 @@ def _successor_edges(src: np.ndarray, dst: np.ndarray, compute: np.ndarray) -> t
     return src[keep], dst[keep]
 
 
+def _successor_tuples(src: np.ndarray, dst: np.ndarray, count: int) -> list[tuple[int, ...]]:
+    """Each op's successors as a tuple (``dst`` of its edges, in edge order), from
+    edges ordered by source (``_successor_edges``). A tuple, not a list: 16 bytes
+    fewer an op, as fast to walk; one int object per op shared by the tuples (an
+    edge's own int was 28 of its 36 bytes). Made per number of successors k: the
+    ops with k successors own k consecutive edges each, which ``zip`` cuts into
+    tuples in C (a slice and a tuple per op from Python took GPT-3 175B 0.10 CPU s,
+    this 0.065)."""
+    per_op = np.bincount(src, minlength=count)
+    per_edge = per_op[src]
+    ints = np.array(range(count), dtype=object)
+    out = np.empty(count, dtype=object)
+    for k in np.unique(per_op).tolist():
+        if k:
+            at = np.flatnonzero(per_op == k)
+            flat = ints[dst[per_edge == k]].tolist()
+            out[at] = np.fromiter(zip(*[iter(flat)] * k), dtype=object, count=len(at))
+    successors = out.tolist()
+    for index in np.flatnonzero(per_op == 0).tolist():
+        successors[index] = ()
+    return successors
+
+
 class Simulation:
     """Replays a validated trace on one device, or on the ranks of a cluster."""
 
@@ -154,11 +177,7 @@ class Simulation:
         self._starters: list[Callable[[int, Any], None]] = []
         compute = self._bind_all(ops)
         src, dst = _successor_edges(*trace.edge_indices(), compute)
-        bounds = np.searchsorted(src, np.arange(len(ops) + 1)).tolist()
-        # one int object per op shared by the tuples (an edge's own int was 28 of its 36 bytes);
-        # a tuple, not a list: 16 bytes fewer an op, as fast to build and to walk
-        following = np.array(range(len(ops)), dtype=object)[dst].tolist()
-        self.successors: list[tuple[int, ...]] = [tuple(following[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.successors: list[tuple[int, ...]] = _successor_tuples(src, dst, len(ops))
         self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
         self._kernels_of: dict[int, tuple[tuple, tuple[DeviceRuntime, ...]]] = {}   # see _comm_kernels
         self._plan_comm_kernels(src, dst, compute)
