@@ -125,3 +125,47 @@ def test_accsim_run_writing_a_run_does_not_import_pandas(tmp_path):
             " '--perfetto', '--quiet']) == 0")
     loaded = _modules_after(code)
     assert (tmp_path / "run" / "timeline.parquet").exists() and "pandas" not in loaded
+
+
+def _arrow_file_bytes(table: pa.Table) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    from sim.reports.writer import write_arrow
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.arrow"
+        write_arrow(table, path)
+        return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["a", "bb", "é", ""])), min_size=1, max_size=150),
+       st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_dictionary_chunks_write_the_bytes_of_the_writers_own_encoding(values, cuts):
+    """A string column given as dictionary chunks (one dictionary, values in order of first
+    appearance) writes the same Arrow file as the plain column the writer encodes itself."""
+    bounds = [0]
+    for cut in cuts:
+        bounds.append(min(len(values), bounds[-1] + cut))
+    bounds.append(len(values))
+    bounds = sorted(set(bounds))
+    plain = [pa.array(values[a:b], type=pa.string()) for a, b in zip(bounds[:-1], bounds[1:])]
+    numbers = pa.chunked_array([pa.array(range(a, b), type=pa.int64()) for a, b in zip(bounds[:-1], bounds[1:])])
+    coded = arrays.dictionary_chunks(list(plain))
+    assert pa.chunked_array(coded).combine_chunks().equals(pa.chunked_array(plain).combine_chunks().dictionary_encode())
+    assert [len(c) for c in coded] == [len(c) for c in plain]
+    ours = pa.table({"s": pa.chunked_array(coded), "n": numbers})
+    theirs = pa.table({"s": pa.chunked_array(plain, type=pa.string()), "n": numbers})
+    assert _arrow_file_bytes(ours) == _arrow_file_bytes(theirs)
+
+
+def test_a_training_runs_timeline_holds_dictionary_columns():
+    import sim
+    from sim.engine.recorder import DICTIONARY_COLUMNS
+    timeline = sim.run("quickstart").timeline
+    for name in DICTIONARY_COLUMNS:
+        assert timeline.schema.field(name).type == pa.dictionary(pa.int32(), pa.string())
+        first = timeline[name].chunk(0)
+        assert all(chunk.dictionary.equals(first.dictionary) for chunk in timeline[name].chunks)
+    assert timeline.schema.field("name").type == pa.string()
+    assert "compute" in timeline["category"].to_pylist()

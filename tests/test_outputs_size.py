@@ -65,7 +65,7 @@ def test_pyarrow_reads_back_exactly_the_run(quickstart, name):
     result, base = quickstart
     with open(base / "a" / f"{name}.arrow", "rb") as fh:
         table = ipc.open_file(fh).read_all()
-    expected = result.tables()[name]
+    expected = decode_dictionaries(result.tables()[name])     # the timeline holds some columns coded already
     assert decode_dictionaries(table).equals(expected)
     assert table.schema.metadata[b"accsim.version"] == sim.__version__.encode()
     assert read_table(base / "a" / f"{name}.arrow", name).equals(expected)      # accsim's own reader
@@ -100,7 +100,7 @@ def test_parquet_keeps_the_same_schema(tmp_path, quickstart):
     result.write(tmp_path / "p", format="parquet")
     table = pq.read_table(tmp_path / "p" / "timeline.parquet")
     assert table.schema.field("device").type == pa.dictionary(pa.int32(), pa.string())
-    assert decode_dictionaries(table).equals(result.timeline)
+    assert decode_dictionaries(table).equals(decode_dictionaries(result.timeline))
 
 
 def test_encoding_round_trips_empty_and_null_columns():

@@ -5,7 +5,8 @@ streamed in batches of ``batch_rows``)."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from sim.engine.recorder import OpRows, TimelineBuilder, TimelineRecorder
+from sim.engine.recorder import RUN_TIMELINE_SCHEMA, TIMELINE_SCHEMA, OpRows, TimelineBuilder, TimelineRecorder
+from sim.reports.writer import encode_dictionaries
 from sim.workload.trace import Op
 
 OPS = [Op(id=100 + i, name=f"op{i}", op="gemm", flops=2.0 * i, bytes_read=8.0, bytes_written=4.0, stream=i % 3,
@@ -59,4 +60,7 @@ def test_builder_gives_the_batches_the_recorder_gives(devices, streamed, links, 
     recorder.record_rows(link_rows)
     a, b = builder.table(), recorder.table()
     assert [len(x) for x in a.to_batches()] == [len(x) for x in b.to_batches()]
-    assert a.equals(b) and a.num_rows == sum(devices) + streamed + links
+    # the builder's DICTIONARY_COLUMNS are dictionary-encoded as the writer encodes the recorder's
+    assert a.schema == RUN_TIMELINE_SCHEMA and a.num_rows == sum(devices) + streamed + links
+    assert a.cast(TIMELINE_SCHEMA).equals(b)
+    assert encode_dictionaries(a).equals(encode_dictionaries(b))

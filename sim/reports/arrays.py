@@ -60,8 +60,8 @@ def booleans(values, valid: np.ndarray | None = None) -> pa.Array:
     """A boolean array from a numpy bool array (``valid`` as in ``numbers``)."""
     values = np.asarray(values, dtype=bool)
     bitmap, nulls = _bitmap(valid, len(values))
-    return pa.Array.from_buffers(pa.bool_(), len(values), [bitmap, pa.py_buffer(np.packbits(values, bitorder="little"))],
-                                 null_count=nulls)
+    bits = pa.py_buffer(np.packbits(values, bitorder="little"))
+    return pa.Array.from_buffers(pa.bool_(), len(values), [bitmap, bits], null_count=nulls)
 
 
 def nulls(count: int, type: pa.DataType) -> pa.Array:
@@ -107,6 +107,37 @@ def dictionary(names: Sequence[str], codes: np.ndarray) -> pa.DictionaryArray:
     codes = np.asarray(codes)
     valid = codes >= 0
     return pa.DictionaryArray.from_arrays(numbers(codes, pa.int32(), valid), strings(list(names)))
+
+
+def dictionary_chunks(chunks: list[pa.Array]) -> list[pa.DictionaryArray]:
+    """The chunks of a string column as dictionary<int32, string> chunks:
+    slices of one array of the whole column, whose dictionary is the column's
+    distinct values in order of first appearance and whose indices are null
+    (0 under the null) where the value is: ``pc.dictionary_encode`` of the
+    combined column, cut where the chunks were cut. A writer then sees the
+    buffers it sees when it slices that encoding itself (an IPC writer writes
+    a slice at offset 0 with its whole validity bitmap when that is small), so
+    ``sim.reports.writer.encode_dictionaries`` keeps the column as it is and
+    the files keep their bytes. Each chunk is encoded on its own and its codes
+    written into their place; ``chunks`` is emptied as it goes, so one plain
+    chunk at a time is alive beside the codes."""
+    import pyarrow.compute as pc
+    lengths = [len(chunk) for chunk in chunks]
+    codes = np.zeros(sum(lengths), dtype=np.int32)
+    valid = np.ones(len(codes), dtype=bool)
+    index: dict = {}
+    at = 0
+    while chunks:
+        local = pc.dictionary_encode(chunks.pop(0))
+        remap = np.array([index.setdefault(name, len(index)) for name in local.dictionary.to_pylist()] + [0],
+                         dtype=np.int32)
+        np.take(remap, to_numpy(local.indices, fill=len(remap) - 1), out=codes[at:at + len(local)])  # null: 0
+        if local.indices.null_count:
+            valid[at:at + len(local)] = valid_mask(local.indices)
+        at += len(local)
+    whole = pa.DictionaryArray.from_arrays(numbers(codes, pa.int32(), valid), strings(list(index)))
+    starts = np.cumsum([0] + lengths[:-1]).tolist()
+    return [whole.slice(first, length) for first, length in zip(starts, lengths)]
 
 
 def _take(values: pa.Array, codes: np.ndarray) -> pa.Array:

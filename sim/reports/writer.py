@@ -192,7 +192,10 @@ def encode_dictionaries(table: pa.Table) -> pa.Table:
     """``table`` with every string column dictionary-encoded (int32 indices into
     the distinct values, in order of first appearance: deterministic), one
     dictionary per column for the whole file (Arrow IPC files cannot replace a
-    dictionary between batches). Field nullability and metadata are kept."""
+    dictionary between batches). Field nullability and metadata are kept.
+    A column that is dictionary-typed already is kept as it is: a run's own
+    timeline holds some columns so (sim.engine.recorder.DICTIONARY_COLUMNS),
+    encoded the same way (``sim.reports.arrays.dictionary_chunks``)."""
     if not any(pa.types.is_string(f.type) for f in table.schema):
         return table
     columns, fields = [], []
