@@ -169,3 +169,15 @@ def test_a_training_runs_timeline_holds_dictionary_columns():
         assert all(chunk.dictionary.equals(first.dictionary) for chunk in timeline[name].chunks)
     assert timeline.schema.field("name").type == pa.string()
     assert "compute" in timeline["category"].to_pylist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(texts, max_size=30), st.integers(1, 5))
+def test_ascii_bytes_joined_a_piece_at_a_time(values, piece):
+    from sim.reports.arrays import _ascii_bytes
+    data = _ascii_bytes(values, np.array([len(v) for v in values], dtype=np.int64), piece)
+    joined = "".join(values)
+    if joined.isascii():
+        assert data.tobytes() == joined.encode()
+    else:
+        assert data is None
