@@ -68,11 +68,11 @@ class RowKeys:
                 pick(self.categories, self.category[row]))
 
     def device_units(self) -> tuple[np.ndarray, np.ndarray]:
-        """(each row's (device, unit) pair as a code 0..n-1, the (device code, unit code)
+        """(each row's (device, unit) pair as an int32 code 0..n-1, the (device code, unit code)
         of each code's pair as an n x 2 array), pairs in ascending (device, unit) codes."""
         pair = self.combos // (len(self.categories) + 1)
         pairs, code = np.unique(pair, return_inverse=True)
-        return code.reshape(-1)[self.inverse], np.stack(np.divmod(pairs, len(self.units) + 1), axis=1)
+        return code.reshape(-1).astype(np.int32)[self.inverse], np.stack(np.divmod(pairs, len(self.units) + 1), axis=1)
 
 
 def _distinct_keys(key: np.ndarray, space: int, chunk_rows: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,7 +220,7 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
             buckets.append(("device", device, entry_key))
     # sums in row order (np.bincount adds its weights one row after another, as a loop would)
     bucket_ids: dict = {}
-    combo_bucket = np.array([bucket_ids.setdefault(b, len(bucket_ids)) for b in buckets], dtype=np.int64)
+    combo_bucket = np.array([bucket_ids.setdefault(b, len(bucket_ids)) for b in buckets], dtype=np.int32)
     row_bucket = combo_bucket[inverse]
     sums = np.bincount(row_bucket, weights=energy_j, minlength=len(bucket_ids)).tolist()
     network_rows = np.array([b[0] == "link" for b in buckets], dtype=bool)[inverse]

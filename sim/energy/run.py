@@ -195,8 +195,10 @@ def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs, keys: R
     valid = valid_mask(energy)
     values = to_numpy(energy, fill=0.0)
     pair, pairs = keys.device_units()
-    sums = np.bincount(pair[valid], weights=values[valid], minlength=len(pairs)).tolist()
-    present = np.bincount(pair[valid], minlength=len(pairs)).tolist()
+    if not valid.all():      # the priced rows, each array masked once (a masked copy per use was 4 x 12 MB)
+        pair, values = pair[valid], values[valid]
+    sums = np.bincount(pair, weights=values, minlength=len(pairs)).tolist()
+    present = np.bincount(pair, minlength=len(pairs)).tolist()
     totals = {}
     for c, (d, u) in enumerate(pairs.tolist()):
         if present[c]:

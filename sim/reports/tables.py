@@ -273,20 +273,17 @@ def _rows_by_unit(table: pa.Table, rows: np.ndarray):
 
 
 def unit_codes(timeline: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-    """For each timeline row, the index of its (device, unit) in ``keys``, or -1,
-    computed on dictionary codes so no per-row Python object is made."""
+    """For each timeline row, the index (int32) of its (device, unit) in
+    ``keys``, or -1, computed on the columns' int32 codes (``string_codes``) so
+    no per-row Python object, and no int64 array of the rows, is made."""
     index = {key: i for i, key in enumerate(keys)}
-    device = pc.dictionary_encode(timeline["device"]).combine_chunks()
-    unit = pc.dictionary_encode(timeline["unit"]).combine_chunks()
-    device_names = device.dictionary.to_pylist()
-    unit_names = unit.dictionary.to_pylist()
-    table = np.full((len(device_names), max(len(unit_names), 1)), -1, dtype=np.int64)
+    device, device_names = string_codes(timeline["device"])
+    unit, unit_names = string_codes(timeline["unit"])
+    table = np.full((len(device_names) + 1, len(unit_names) + 1), -1, dtype=np.int32)   # + 1: a null's code
     for d, dname in enumerate(device_names):
         for u, uname in enumerate(unit_names):
             table[d, u] = index.get((dname, uname), -1)
-    if timeline.num_rows == 0:
-        return np.empty(0, dtype=np.int64)
-    return table[to_numpy(device.indices), to_numpy(unit.indices)]
+    return table[device, unit]
 
 
 def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count: int,
@@ -306,7 +303,8 @@ def grouped_busy(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray, count
     origin = min(float(starts.min()), 0.0)
     span = float(ends.max()) - origin + 1.0
     by_group = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[by_group], np.arange(count + 1)).tolist()
+    # where each group's rows start among the sorted ones (a count per group, not a sorted copy of the groups)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(groups, minlength=count))]).tolist()
     first_row = 0
     for number in range(1, count + 1):
         if bounds[number] - bounds[first_row] >= chunk_rows or number == count:
