@@ -178,7 +178,9 @@ class Simulation:
         compute = self._bind_all(ops)
         src, dst = _successor_edges(*trace.edge_indices(), compute)
         self.successors: list[tuple[int, ...]] = _successor_tuples(src, dst, len(ops))
-        self.waiting = np.bincount(dst, minlength=len(ops)).tolist()
+        waiting = np.bincount(dst, minlength=len(ops))
+        self._sources = np.flatnonzero(waiting == 0).tolist()    # the ops that wait for none
+        self.waiting = waiting.tolist()
         self._kernels_of: dict[int, tuple[tuple, tuple[DeviceRuntime, ...]]] = {}   # see _comm_kernels
         self._plan_comm_kernels(src, dst, compute)
         self.start_s: Mapping[int, float] = {}  # by op id, once the run is over
@@ -517,14 +519,14 @@ class Simulation:
                 device.ledger.allocate(tensor, tier, nbytes, 0.0, f"{tensor} of rank {rank}")
         if self.progress is not None:
             self.progress(0, len(self.bound))
-        ready = [index for index, count in enumerate(self.waiting) if count == 0]
+        ready = self._sources
         # at one instant communication kernels launch first (see _plan_comm_kernels)
         for index in sorted(ready, key=lambda i: isinstance(self.bound[i], BoundOp)):
             self._starters[index](index, self.bound[index])
         self.env.run()
         wall_s = time.perf_counter() - wall_start
         self._release_schedule()
-        never_ran = sum(1 for end in self.times.end_s if end != end)
+        never_ran = int(np.isnan(np.frombuffer(self.times.end_s, dtype=np.float64)).sum())  # (NaN: no end)
         if never_ran:
             raise RuntimeError(f"{never_ran} ops never ran: the run deadlocked")
         if self.progress is not None:
