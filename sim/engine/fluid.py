@@ -140,24 +140,41 @@ class FluidNetwork:
         every resource, or at ``not_before`` if that is later. ``weights`` (one
         per resource) make the flow a batch of equal transfers in lockstep: it
         uses weight x its rate on that resource. ``max_rate`` caps its rate."""
-        now = self.env._now
         if weights is None and len(resources) == 1 and size > 0 and max_rate == math.inf:
-            resource = resources[0]
-            flows = self._users[resource]
-            flow = Flow(size, resources, on_done, now, not_before, tag)
-            flows.append(flow)
-            if len(flows) > 1:
-                self._rebalance(flow.resources)
-                return flow
-            # alone on its resource: full bandwidth, one calendar entry
-            rate = flow.rate = self.capacity[resource]
-            bytes_end = flow.bytes_end_s = now + size / rate
-            if bytes_end < not_before:
-                flow.lazy = True
-                flow.entry = self.env.at(not_before, self._finish, flow)
-            else:
-                flow.entry = self.env.at(bytes_end, self._finish, flow)
+            return self.start_one(size, resources, on_done, tag, not_before)
+        return self._start_batch(size, resources, on_done, tag, not_before, weights, max_rate)
+
+    def start_one(self, size: float, resources: tuple, on_done: Callable[[Flow], None], tag: object = None,
+                  not_before: float = 0.0) -> Flow:
+        """``start`` of a transfer over one resource (``resources``, a 1-tuple),
+        unweighted and uncapped, as a device's memory traffic is (once per op:
+        the device calls it directly, which skips ``start``'s checks of weights
+        and cap; with the units taken in place in ``DeviceRuntime.start``, GPT-3
+        175B's event loop 1.93 -> 1.88 CPU s, mean of three)."""
+        if size <= 0:
+            return self._start_batch(size, resources, on_done, tag, not_before, None, math.inf)
+        now = self.env._now
+        resource = resources[0]
+        flows = self._users[resource]
+        flow = Flow(size, resources, on_done, now, not_before, tag)
+        flows.append(flow)
+        if len(flows) > 1:
+            self._rebalance(flow.resources)
             return flow
+        # alone on its resource: full bandwidth, one calendar entry
+        rate = flow.rate = self.capacity[resource]
+        bytes_end = flow.bytes_end_s = now + size / rate
+        if bytes_end < not_before:
+            flow.lazy = True
+            flow.entry = self.env.at(not_before, self._finish, flow)
+        else:
+            flow.entry = self.env.at(bytes_end, self._finish, flow)
+        return flow
+
+    def _start_batch(self, size: float, resources: Sequence[Hashable], on_done: Callable[[Flow], None],
+                     tag: object, not_before: float, weights: Sequence[float] | None, max_rate: float) -> Flow:
+        """``start`` of any other transfer (several resources, weights, a cap, or no bytes)."""
+        now = self.env._now
         resources = tuple(resources)
         if weights is not None and all(w == 1 for w in weights):
             weights = None
@@ -479,6 +496,11 @@ class VectorFluidNetwork(FluidNetwork):
             arrays = self.arrays(resources, weights)
             arrays.overlaps = None     # made for this flow: not remembered by the others
         return self.start_path(size, resources, weights, arrays, on_done, max_rate, tag)
+
+    def start_one(self, size: float, resources: tuple, on_done: Callable[[Flow], None], tag: object = None,
+                  not_before: float = 0.0) -> Flow:
+        """As ``start`` (FluidNetwork's fast path for one resource does not apply here)."""
+        return self.start(size, resources, on_done, tag, not_before)
 
     def start_path(self, size: float, resources: tuple, weights: tuple | None, path: FlowPath,
                    on_done: Callable[[Flow], None], max_rate: float = math.inf, tag: object = None) -> Flow:

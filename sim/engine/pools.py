@@ -28,11 +28,13 @@ class UnitPool:
         self.name = name
         self.capacity = capacity
         self.free = capacity
-        self._waiting: deque[tuple[int, Callable[[object, int], None], object]] = deque()
+        # callers queued for units, in order (DeviceRuntime.start reads it: units free and nobody
+        # queued, it takes them as try_acquire would, without the call)
+        self.waiting: deque[tuple[int, Callable[[object, int], None], object]] = deque()
 
     def try_acquire(self, wanted: int) -> int:
         """Units granted now (0 if the caller must wait)."""
-        if self.free and not self._waiting:
+        if self.free and not self.waiting:
             granted = wanted if wanted < self.free else self.free
             self.free -= granted
             return granted
@@ -42,12 +44,12 @@ class UnitPool:
         """Call ``callback(arg, granted)`` as soon as units are free, in FIFO order
         (at once when some are free and nobody waits)."""
         free = self.free
-        if free and not self._waiting:
+        if free and not self.waiting:
             granted = wanted if wanted < free else free
             self.free = free - granted
             callback(arg, granted)
         else:
-            self._waiting.append((wanted, callback, arg))
+            self.waiting.append((wanted, callback, arg))
 
     def request(self, wanted: int) -> simpy.Event:
         """An event whose value is the number of units granted."""
@@ -58,7 +60,7 @@ class UnitPool:
     def release(self, count: int) -> None:
         """Return ``count`` units and grant them to the callers waiting, in order."""
         self.free += count
-        waiting = self._waiting
+        waiting = self.waiting
         while waiting and self.free:
             wanted, callback, arg = waiting.popleft()
             granted = wanted if wanted < self.free else self.free
