@@ -48,3 +48,6 @@ def test_peak_power_in_windows_is_the_power_curves_maximum(seed, rows, window, s
     expected = float(power.max())
     assert peak_power_w(starts, ends, energy, static, makespan, window_rows=window) == expected
     assert peak_power_w(starts, ends, energy, static, makespan) == expected
+    cuts = sorted(rng.integers(0, rows + 1, size=int(rng.integers(0, 4))).tolist())     # a table's chunks
+    pieces = lambda x: np.split(x, cuts)                                                 # noqa: E731
+    assert peak_power_w(pieces(starts), pieces(ends), energy, static, makespan, window_rows=window) == expected

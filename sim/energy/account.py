@@ -253,7 +253,8 @@ def energy_report(timeline: pa.Table, energy_j: np.ndarray, makespan_s: float,
     np.copyto(weighted, energy_j, where=network_rows)
     del network_rows
     static = sum(static_w.values()) * represents
-    peak = peak_power_w(to_numpy(timeline["start_s"]), to_numpy(timeline["end_s"]), weighted, static, makespan_s)
+    chunks = lambda name: [to_numpy(chunk) for chunk in timeline[name].chunks]     # noqa: E731  (no copies)
+    peak = peak_power_w(chunks("start_s"), chunks("end_s"), weighted, static, makespan_s)
     return EnergyReport(by_device, links, total, makespan_s, peak, by_type, represents)
 
 
@@ -290,39 +291,55 @@ def power_curve(starts: np.ndarray, ends: np.ndarray, energy_j: np.ndarray, stat
     return unique, np.maximum(power, 0.0)
 
 
-def peak_power_w(starts: np.ndarray, ends: np.ndarray, energy_j: np.ndarray, static_w: float,
-                 makespan_s: float, window_rows: int = 1 << 19) -> float:
+def peak_power_w(starts: np.ndarray | Sequence[np.ndarray], ends: np.ndarray | Sequence[np.ndarray],
+                 energy_j: np.ndarray, static_w: float, makespan_s: float, window_rows: int = 1 << 19) -> float:
     """The maximum of ``power_curve`` (the same float), computed a window of
     time at a time: each window holds every change at its times, in the order
     one sort of them all gives, and its running sum continues the previous
     window's (the same additions in the same order). A window of about
     ``window_rows`` changes is alive at once rather than all of them (on GPT
     1T, 3.2M changes: about 100 MB of arrays); each window picks its rows
-    from the whole arrays by a mask, and computes their rates (the same
-    division as ``power_curve``'s), rather than keeping copies of the kept
-    rows' starts, ends and rates (3 x 12 MB on GPT 1T, at the run's peak of
-    memory)."""
-    keep = (ends - starts) > 1e-15 * max(makespan_s, 1e-9)     # as power_curve
+    by a mask, and computes their rates (the same division as
+    ``power_curve``'s), rather than keeping copies of the kept rows' starts,
+    ends and rates (3 x 12 MB on GPT 1T, at the run's peak of memory).
+
+    ``starts`` and ``ends`` may be given as lists of consecutive pieces of the
+    rows (a table's chunks, read without copying them into one array: 2 x 12
+    MB more on GPT 1T); ``energy_j`` is one array of all the rows."""
+    parts = list(zip(*(x if isinstance(x, (list, tuple)) else [x] for x in (starts, ends))))
+    firsts = np.cumsum([0] + [len(s) for s, _ in parts]).tolist()
+    # per piece: its starts, ends, rows kept (of some duration: as power_curve) and energies
+    parts = [(s, e, (e - s) > 1e-15 * max(makespan_s, 1e-9), energy_j[first:first + len(s)])
+             for (s, e), first in zip(parts, firsts)]
     extra = np.array([0.0, makespan_s])
-    count = 2 * int(np.count_nonzero(keep)) + 2
+    kept = [int(np.count_nonzero(keep)) for _, _, keep, _ in parts]
+    count = 2 * sum(kept) + 2
     edges = [-np.inf, np.inf]
     if count > window_rows:           # window edges at quantiles of a sample of the change times
         step = max(1, count // (64 * (count // window_rows + 1)))
-        sampled = np.flatnonzero(keep)[::step].copy()       # every step-th kept row
-        sample = np.sort(np.concatenate([starts[sampled], ends[sampled], extra]))
+        sampled, before = [], 0          # every step-th kept row, counted over all pieces
+        for (s, e, keep, _), n in zip(parts, kept):
+            rows = np.flatnonzero(keep)
+            rows = rows[(np.arange(n) + before) % step == 0]
+            sampled.append((s[rows], e[rows]))
+            before += n
+        sample = np.sort(np.concatenate([x for x, _ in sampled] + [x for _, x in sampled] + [extra]))
         del sampled
         cuts = sample[np.linspace(0, len(sample) - 1, count // window_rows + 2).astype(np.int64)[1:-1]]
         edges = [-np.inf, *np.unique(cuts).tolist(), np.inf]
     peak, carry = None, None
     for lo, hi in zip(edges[:-1], edges[1:]):
-        in_s, in_e = (keep & (x >= lo) & (x < hi) for x in (starts, ends))
+        at_start, at_end = [], []        # per piece: (times, rates) of the rows starting / ending in the window
+        for s, e, keep, energy in parts:
+            for x, out in ((s, at_start), (e, at_end)):
+                rows = keep & (x >= lo) & (x < hi)
+                out.append((x[rows], energy[rows] / (e[rows] - s[rows])))
         in_x = (extra >= lo) & (extra < hi)
-        times = np.concatenate([starts[in_s], ends[in_e], extra[in_x]])
+        times = np.concatenate([t for t, _ in at_start] + [t for t, _ in at_end] + [extra[in_x]])
         if not len(times):
             continue
-        rate_s, rate_e = (energy_j[rows] / (ends[rows] - starts[rows]) for rows in (in_s, in_e))
-        deltas = np.concatenate([rate_s, -rate_e, np.zeros(int(in_x.sum()))])
-        del in_s, in_e, rate_s, rate_e
+        deltas = np.concatenate([r for _, r in at_start] + [-r for _, r in at_end] + [np.zeros(int(in_x.sum()))])
+        del at_start, at_end
         order = np.argsort(times, kind="stable")
         times, deltas = times[order], deltas[order]
         new = np.empty(len(times), dtype=bool)
