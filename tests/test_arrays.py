@@ -91,6 +91,8 @@ def test_to_numpy_reads_chunks_slices_and_nulls(chunks, fill):
     column = pa.chunked_array([pa.array(c, type=pa.int64()) for c in chunks], type=pa.int64())
     expected = np.array([fill if v is None else v for c in chunks for v in c], dtype=np.int64)
     assert np.array_equal(arrays.to_numpy(column, fill), expected)
+    present = np.array([v is not None for c in chunks for v in c], dtype=bool)
+    assert np.array_equal(arrays.to_numpy(column, None)[present], expected[present])   # None: as stored
     flat = column.combine_chunks()
     for first in range(min(3, len(flat))):
         assert np.array_equal(arrays.to_numpy(flat.slice(first), fill), expected[first:])

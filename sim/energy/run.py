@@ -193,7 +193,7 @@ def utilization_energy(utilization: pa.Table, timeline: pa.Table, specs, keys: R
     energy = timeline["energy_j"].combine_chunks() if isinstance(timeline["energy_j"], pa.ChunkedArray) \
         else timeline["energy_j"]
     valid = valid_mask(energy)
-    values = to_numpy(energy, fill=0.0)
+    values = to_numpy(energy, fill=None)       # a view: the unpriced rows are masked out below
     pair, pairs = keys.device_units()
     if not valid.all():      # the priced rows, each array masked once (a masked copy per use was 4 x 12 MB)
         pair, values = pair[valid], values[valid]

@@ -199,8 +199,9 @@ def table(columns: Mapping[str, object], schema: pa.Schema) -> pa.Table:
 
 def to_numpy(array, fill=0) -> np.ndarray:
     """A fixed-width number or boolean Arrow array (or chunked array) as a numpy
-    array read from its buffers, nulls as ``fill``: a view of a single chunk
-    without nulls, else one copy."""
+    array read from its buffers, nulls as ``fill`` (None: whatever the buffer
+    holds under them, for a caller that masks them out): a view of a single
+    chunk without nulls (or with ``fill`` None), else one copy."""
     if isinstance(array, pa.ChunkedArray):
         if array.num_chunks != 1:
             dtype = np.bool_ if pa.types.is_boolean(array.type) else _DTYPES[array.type]
@@ -216,7 +217,7 @@ def to_numpy(array, fill=0) -> np.ndarray:
             return np.zeros(0, dtype=dtype)
         values = np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array),
                                offset=array.offset * dtype.itemsize)
-    if array.null_count:
+    if array.null_count and fill is not None:
         values = np.where(valid_mask(array), values, np.array(fill).astype(values.dtype))
     return values
 
