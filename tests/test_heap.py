@@ -39,3 +39,20 @@ def test_a_failed_load_freezes_nothing():
     with pytest.raises(sim.errors.AccsimError, match="multiple"):    # found while generating the trace
         sim.load_scenario("quickstart", ["parallel.global_batch=3"])
     assert gc.get_freeze_count() == 0
+
+
+def test_free_memory_is_returned_where_glibc_is_the_c_library():
+    import platform
+    heap.return_free_memory()
+    heap.return_free_memory()                   # looked up once, callable again
+    if platform.libc_ver()[0] == "glibc":
+        assert heap._trim, "malloc_trim not found in a glibc process"
+
+
+def test_released_edges_are_built_again_the_same():
+    trace = sim.load_scenario("quickstart").trace
+    src, dst = (a.copy() for a in trace.edge_indices())
+    trace.release_edges()
+    assert trace._edges is None
+    again = trace.edge_indices()
+    assert (again[0] == src).all() and (again[1] == dst).all() and again[0].dtype == src.dtype

@@ -42,7 +42,7 @@ from sim.network.collectives import CollectiveError, Schedule
 from sim.reports.network import link_units
 from sim.reports.tables import bubbles_table, memory_table, string_codes, utilization_table
 from sim.reports.writer import write_run
-from sim.runtime.heap import collector_paused, heap_frozen
+from sim.runtime.heap import collector_paused, heap_frozen, return_free_memory
 from sim.runtime.scenario import Scenario, load_scenario, load_scenario_dict
 from sim.workload.trace import COMM_OPS, MATRIX_OPS, Op
 
@@ -550,11 +550,13 @@ class Simulation:
     def _release_rows(self) -> None:
         """Drop what only the timeline's rows were made of (the bound-op list,
         memory ends, units granted, the finished lists) once the timeline is
-        built, before the other tables: a few tens of MB on GPT 1T."""
+        built, before the other tables: a few tens of MB on GPT 1T (the members
+        of each group simulated here, a cache of the loop, about 20 MB)."""
         self.bound.clear()             # the devices share this list
         self.times.mem_end_s = []
         self.times.granted = []
         self.comm_done = array("q")
+        self._simulated_members = {}
         for device in self.devices.values():
             device.finished = []
 
@@ -594,11 +596,17 @@ class Simulation:
         del builder
         if not self.keep_op_state:
             self._release_rows()
+            return_free_memory()
         makespan = max(self.times.end_s, default=0.0)
         ready, blocker = self._blockers()
+        if not self.keep_op_state:
+            self.scenario.trace.release_edges()     # their last use in a run
         compute_units = [(d.name, UNIT_NAMES[k]) for d in self.devices.values() for k in d.spec.unit_kinds]
         bubbles = bubbles_table(timeline, makespan, ready, blocker, self.scenario.trace,
                                 self.times.start_s, compute_units, self.scenario.pipeline)
+        del ready, blocker
+        if not self.keep_op_state:
+            return_free_memory()
         units = []
         for d in self.devices.values():
             units += [(d.name, UNIT_NAMES[k], "compute", d.spec.unit_peak_flops_per_s(k), None)
@@ -703,11 +711,13 @@ def _simulate_once(scenario: Scenario, progress: ProgressFn | None) -> tuple[Res
         simulation = Simulation(scenario, progress=progress, keep_op_state=False)
     with heap_frozen():
         result = simulation.run()
+        specs = {d.name: d.spec for d in simulation.devices.values()}
+        del simulation       # (its network, devices and ledgers: what follows reads the result and specs)
+        return_free_memory()
         if scenario.training is not None:
             from sim.parallel.metrics import training_summary
             result.summary.update(training_summary(scenario, result))
         from sim.energy.run import attach_energy
-        specs = {d.name: d.spec for d in simulation.devices.values()}
         attach_energy(result, scenario, specs)
     return result, specs
 
