@@ -8,8 +8,8 @@ order) and answers the part of its interface accsim uses: ``nodes[n]``,
 ``number_of_edges`` and ``copy``. Every iteration (nodes, neighbours, edges)
 follows networkx's rules, so routes and schedules built by walking it are the
 ones a ``networkx.Graph`` gives; ``to_networkx`` returns that graph, with the
-same order everywhere, for the algorithms only networkx has (Dijkstra's
-shortest paths on arbitrary graphs, in sim/network/routing.py).
+same order everywhere, for the algorithms only networkx has (and for the
+error cases of ``bidirectional_dijkstra`` below, which networkx reports).
 
 Why not networkx itself: importing it takes about 0.13 s, half of the
 whole-process budget of a small ``accsim collective`` (issue 13); the
@@ -20,6 +20,8 @@ built, checked and routed without it.
 from __future__ import annotations
 
 from collections import deque
+from heapq import heappop, heappush
+from itertools import count
 from typing import Any, Hashable, Iterator
 
 
@@ -197,3 +199,97 @@ def components(graph) -> list[list]:
                     queue.append(near)
         parts.append(part)
     return parts
+
+
+def bidirectional_dijkstra(graph: Graph, source: Hashable, target: Hashable,
+                           weight: str) -> tuple[float, list] | None:
+    """(length, nodes) of a shortest path from ``source`` to ``target``, each
+    link costing its ``weight`` attribute (1 where it has none; a link whose
+    weight is None is left out): the very result of networkx's
+    ``bidirectional_dijkstra(graph.to_networkx(), source, target, weight)``
+    (networkx/algorithms/shortest_paths/weighted.py, networkx 3.6), including
+    which of several equal-cost paths it returns; None where networkx would
+    raise (an end not in the graph, no path, a negative weight found), so a
+    caller can let networkx say so.
+
+    How networkx's search decides, and so this one: a heap per direction (from
+    the source, from the target) of (tentative distance, push number, node),
+    the push numbers counting up over both heaps from the source's 0 and the
+    target's 1, so equal distances leave in the order pushed; the directions
+    take turns, forward first, each popping one entry (a node already settled
+    in that direction is skipped, and its turn is spent); a popped node is
+    settled, and if the other direction had settled it too the search stops
+    and returns the best meeting found so far. Otherwise its neighbours, in
+    adjacency order, are relaxed when strictly shorter than their tentative
+    distance (or first reached): recorded with this node as predecessor and
+    pushed, and a node relaxed that the other direction has reached makes a
+    candidate meeting, kept when strictly shorter than the best (lengths are
+    summed as this direction's distance + the other's). The path is the
+    source's predecessor chain to the meeting node, then the target's chain
+    from the meeting node's predecessor towards the target. Distances start
+    at the integer 0 and are summed in the same order, so lengths match to
+    the bit.
+
+    Why not networkx itself: routing a cluster with a switch fabric
+    (scenarios/quickstart.yaml on a100_2node, the 175B and 1T runs on
+    ``cluster:`` fabrics) imported networkx only for this search (0.13 CPU s)
+    and converted the graph with ``to_networkx`` first (issue 13). Measured
+    without both: a whole ``python -m sim run scenarios/quickstart.yaml`` 0.85
+    -> 0.68 s wall and 130 -> 118 MB maximum RSS; peak RSS of
+    ``benchmarks/parallel.py`` 384 -> 372 MiB on 175B, 1,043-1,048 -> 1,026
+    MiB on 1T (docs/performance.md). The search itself costs about what
+    networkx's does (both are pure Python)."""
+    if source not in graph or target not in graph:
+        return None
+    if source == target:
+        return (0, [source])
+    adj = graph._adj
+    settled: tuple[dict, dict] = ({}, {})
+    reached: tuple[dict, dict] = ({source: 0}, {target: 0})
+    before: tuple[dict, dict] = ({source: None}, {target: None})
+    pushes = count(2)
+    heaps = ([(0, 0, source)], [(0, 1, target)])
+    best_length = meeting = None
+    side = 1
+    while heaps[0] and heaps[1]:
+        side = 1 - side
+        distance, _, node = heappop(heaps[side])
+        done = settled[side]
+        if node in done:
+            continue
+        done[node] = distance
+        if node in settled[1 - side]:
+            return (best_length, _joined(before, meeting))
+        mine, theirs, heap, back = reached[side], reached[1 - side], heaps[side], before[side]
+        for near, data in adj[node].items():
+            cost = data.get(weight, 1)
+            if cost is None:
+                continue
+            length = distance + cost
+            if near in done:
+                if length < done[near]:
+                    return None              # a negative weight: networkx raises ValueError
+            elif near not in mine or length < mine[near]:
+                mine[near] = length
+                heappush(heap, (length, next(pushes), near))
+                back[near] = node
+                if near in theirs:
+                    through = length + theirs[near]
+                    if best_length is None or best_length > through:
+                        best_length, meeting = through, near
+    return None
+
+
+def _joined(before: tuple[dict, dict], meeting: Hashable) -> list:
+    """Source ... meeting node ... target, from both directions' predecessors."""
+    nodes = []
+    node = meeting
+    while node is not None:
+        nodes.append(node)
+        node = before[0][node]
+    nodes.reverse()
+    node = before[1][meeting]
+    while node is not None:
+        nodes.append(node)
+        node = before[1][node]
+    return nodes

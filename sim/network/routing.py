@@ -33,11 +33,13 @@ algorithm, giving the very path it would: a tree (``switch:N``, ``tree:N``,
 two ends' lowest common ancestor and down; and a ring whose links all have
 one latency (``ring:N``), where the shorter way round is the only shortest
 path (a pair exactly half way round has two: see ``RingShape``). Every
-other graph goes to networkx's bidirectional Dijkstra (imported only then),
-as do routes between two switches of one connected switch fabric. A
-1,024-device ring routes its pairs in microseconds each instead of
-milliseconds, and an 8-GPU NVSwitch node (``cluster:1x8``), a switch, a tree
-or a ring is routed without importing networkx at all.
+other graph goes to a bidirectional Dijkstra search, as do routes between
+two switches of one connected switch fabric: ``sim.network.graph.
+bidirectional_dijkstra``, which returns exactly what networkx's
+``bidirectional_dijkstra`` does (the same equal-cost path among several), so
+no run imports networkx to route; networkx is called only to report a
+missing node or a missing path, and for a plain networkx graph. A 1,024-device
+ring routes its pairs in microseconds each instead of milliseconds.
 
 A path is returned as a tuple of directed links ``(u, v)``; each direction
 of a full-duplex link is its own shared resource.
@@ -49,7 +51,7 @@ import zlib
 from typing import Callable
 
 from sim.errors import SpecError
-from sim.network.graph import Graph, components
+from sim.network.graph import Graph, bidirectional_dijkstra, components
 from sim.network.topology import Cluster
 
 Link = tuple[str, str]
@@ -71,8 +73,7 @@ class Router:
         self._devices_forward = graph.graph.get("devices_forward", True)
         self._uplinks: dict[str, list[tuple[str, tuple[str, ...], float]]] = {}
         self._between: dict[tuple[str, str], tuple[float, tuple[str, ...]] | None] = {}
-        self._fabric = self._fabric_nx = self._fabric_tree = None
-        self._searchable = None
+        self._fabric = self._fabric_tree = None
         self._shape = closed_form_shape(graph) if self._devices_forward else None
         self._latency: dict[Link, float] | None = None
 
@@ -111,9 +112,7 @@ class Router:
         return links
 
     def _dijkstra(self, src: str, dst: str) -> list[str]:
-        if self._searchable is None:
-            self._searchable = _networkx(self.cluster.graph)
-        return _shortest(self._searchable, src, dst)[1]
+        return _shortest(self.cluster.graph, src, dst)[1]
 
     def _spread(self, nodes: list[str], dst: str) -> list[str]:
         port = self.cluster.graph.nodes[dst].get("port")
@@ -167,9 +166,7 @@ class Router:
                 nodes = self._fabric_tree.path(a, b)
                 cost = sum(self._fabric.edges[u, v]["_route_cost"] for u, v in zip(nodes, nodes[1:]))
             else:
-                if self._fabric_nx is None:
-                    self._fabric_nx = _networkx(self._fabric)
-                cost, nodes = _shortest(self._fabric_nx, a, b)
+                cost, nodes = _shortest(self._fabric, a, b)
             self._between[key] = (cost, tuple(nodes))
         return self._between[key]
 
@@ -293,14 +290,17 @@ class RingShape:
         return [self.order[(a + step * k) % n] for k in range(hops + 1)]
 
 
-def _networkx(graph):
-    """``graph`` as a networkx graph (a networkx graph is returned as it is)."""
-    convert = getattr(graph, "to_networkx", None)
-    return convert() if convert is not None else graph
-
-
 def _shortest(graph, src: str, dst: str) -> tuple[float, list[str]]:
-    """(cost, nodes) of networkx's bidirectional Dijkstra by ``_route_cost``."""
+    """(cost, nodes) of networkx's bidirectional Dijkstra by ``_route_cost``:
+    computed without networkx on a ``Graph`` (``bidirectional_dijkstra``, the
+    same result, tie-breaking included); networkx runs only for a plain
+    networkx graph and where there is no answer, to raise what it raises
+    (``NodeNotFound``, ``NetworkXNoPath``, ``ValueError`` on a negative weight)."""
+    if isinstance(graph, Graph):
+        found = bidirectional_dijkstra(graph, src, dst, "_route_cost")
+        if found is not None:
+            return found
+        graph = graph.to_networkx()
     import networkx as nx
     return nx.bidirectional_dijkstra(graph, src, dst, weight="_route_cost")
 
