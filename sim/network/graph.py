@@ -236,7 +236,7 @@ def bidirectional_dijkstra(graph: Graph, source: Hashable, target: Hashable,
     and converted the graph with ``to_networkx`` first (issue 13). Measured
     without both: a whole ``python -m sim run scenarios/quickstart.yaml`` 0.85
     -> 0.68 s wall and 130 -> 118 MB maximum RSS; peak RSS of
-    ``benchmarks/parallel.py`` 384 -> 372 MiB on 175B, 1,043-1,048 -> 1,026
+    ``benchmarks/parallel.py`` 367-370 -> 352 MiB on 175B, 957-962 -> 935-937
     MiB on 1T (docs/performance.md). The search itself costs about what
     networkx's does (both are pure Python)."""
     if source not in graph or target not in graph:
