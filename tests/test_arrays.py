@@ -183,3 +183,23 @@ def test_ascii_bytes_joined_a_piece_at_a_time(values, piece):
         assert data.tobytes() == joined.encode()
     else:
         assert data is None
+
+
+def test_a_run_timeline_reads_as_the_readme_says():
+    """README (Python API): the repeated string columns are dictionaries; equality,
+    filters and grouping work on them; sorting needs them decoded first."""
+    import pyarrow.compute as pc
+
+    import sim
+    from sim.reports.writer import decode_dictionaries
+    timeline = sim.run("quickstart").timeline
+    assert all(pa.types.is_dictionary(timeline.schema.field(name).type)
+               for name in ("device", "unit", "category", "phase", "detail"))
+    assert pa.types.is_string(timeline.schema.field("name").type)
+    compute = timeline.filter(pc.equal(timeline["category"], "compute"))
+    assert 0 < compute.num_rows < timeline.num_rows
+    assert set(compute["category"].to_pylist()) == {"compute"}
+    assert timeline.group_by("device").aggregate([("end_s", "max")]).num_rows == len(set(timeline["device"].to_pylist()))
+    plain = decode_dictionaries(timeline)
+    ordered = plain.sort_by("device")["device"].to_pylist()
+    assert ordered == sorted(timeline["device"].to_pylist())
