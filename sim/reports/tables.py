@@ -60,23 +60,11 @@ WAIT_CAUSE = {"compute": "dependency_wait", "memory": "memory_wait", "comm": "co
 
 def string_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
     """(per-row code (int32), distinct names in order of first appearance) of a
-    string column from its dictionary encoding; a null gets code ``len(names)``.
-    A chunked column is encoded a chunk at a time and each chunk's codes written
-    into their place in one int32 array (combining the chunks first copied a
-    timeline's whole column, and int64 codes concatenated from per-chunk parts
-    were three times the bytes: tens of MB on GPT 1T)."""
+    string column from its dictionary encoding, a chunk at a time
+    (``arrays.first_appearance_codes``); a null gets code ``len(names)``."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    index: dict = {}
     codes = np.empty(len(column), dtype=np.int32)
-    at = 0
-    for chunk in chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = pc.dictionary_encode(chunk)
-        local = np.array([index.setdefault(name, len(index)) for name in chunk.dictionary.to_pylist()] + [-1],
-                         dtype=np.int32)
-        np.take(local, to_numpy(chunk.indices, fill=len(local) - 1), out=codes[at:at + len(chunk)])
-        at += len(chunk)
-    names = list(index)
+    names = arrays.first_appearance_codes(chunks, codes)
     codes[codes < 0] = len(names)
     return codes, names
 
